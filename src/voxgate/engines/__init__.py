@@ -1,0 +1,1 @@
+"""Engines: interfaces (base.py), providers, and scripted fakes for tests (testing.py)."""

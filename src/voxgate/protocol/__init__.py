@@ -1,0 +1,1 @@
+"""The OpenAI Realtime wire protocol, sans-IO: events, session rules, conversation, responses."""

@@ -1,0 +1,65 @@
+"""What the sans-IO connection asks of the runtime. The connection never does I/O itself;
+it returns these beside the server events and the session carries them out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .items import Item
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePlan:
+    """Everything an engine needs to produce one response, fixed at ``response.create``."""
+
+    response_id: str
+    conversation: Literal["auto", "none"]
+    output_modalities: list[str]
+    voice: str
+    output_format: str
+    speed: float
+    instructions: str
+    tools: list[dict[str, Any]]
+    tool_choice: str | dict[str, Any]
+    max_output_tokens: int | None
+    # The items the model sees, in order (a snapshot: later edits do not change it).
+    context: list[Item] = field(default_factory=list)
+    metadata: dict[str, str] | None = None
+
+    @property
+    def audio(self) -> bool:
+        return "audio" in self.output_modalities
+
+
+@dataclass(frozen=True, slots=True)
+class StartResponse:
+    plan: ResponsePlan
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResponse:
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputAudio:
+    """Audio the client appended, in the session's input format, for turn detection."""
+
+    data: bytes
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeItem:
+    item_id: str
+    audio: bytes
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearOutputAudio:
+    response_id: str | None
+
+
+Command = StartResponse | CancelResponse | InputAudio | TranscribeItem | ClearOutputAudio

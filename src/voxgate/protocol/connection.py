@@ -1,0 +1,531 @@
+"""The sans-IO state machine of one Realtime session.
+
+Feed it client frames (`receive`) and engine progress (`response_*`); it returns the server
+events to send, in order, and the commands the runtime must carry out. It does no I/O and
+reads no clock, so every rule of the protocol is testable with plain function calls.
+
+Rules kept here:
+- `session.created` is the first event; every server event has a fresh event id;
+- a client error becomes one `error` event echoing the client's `event_id`, and changes nothing;
+- at most one response writes to the default conversation; out-of-band ones may run beside it;
+- every `response.created` gets exactly one `response.done`, whatever ends the response;
+- engine progress for a response that has already ended is dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any, assert_never
+
+from . import events as ev
+from .audio_math import bytes_to_ms, ms_to_bytes
+from .commands import (
+    CancelResponse,
+    ClearOutputAudio,
+    Command,
+    InputAudio,
+    ResponsePlan,
+    StartResponse,
+    TranscribeItem,
+)
+from .conversation import Conversation
+from .errors import ProtocolError
+from .ids import new_id
+from .items import (
+    AssistantMessage,
+    FunctionCallOutput,
+    Item,
+    OutputAudio,
+    UserMessage,
+    parse_item,
+    to_wire,
+)
+from .items import (
+    InputAudio as InputAudioPart,
+)
+from .response_params import ResponseParams, parse_response_params
+from .responses import ResponseState, Status
+from .session import SessionConfig, apply_update, new_session
+
+Output = ev.ServerEvent | Command
+MAX_APPEND_BYTES = 15 * 1024 * 1024
+MIN_COMMIT_MS = 100
+# conversation.item.retrieved must stay under the 8 MiB a client (agents-py) accepts.
+MAX_RETRIEVED_AUDIO_BYTES = 5 * 1024 * 1024
+
+
+class RealtimeConnection:
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        expires_at: int = 0,
+        count_tokens: Callable[[str], int] = lambda text: len(text.split()),
+        server_playout: bool = False,
+        instructions: str | None = None,
+        max_buffer_bytes: int = 24000 * 2 * 600,
+    ) -> None:
+        self.session_id = new_id("sess")
+        self.config: SessionConfig = new_session(model, instructions)
+        self.expires_at = expires_at
+        self.conversation = Conversation(id=new_id("conv"))
+        self.responses: dict[str, ResponseState] = {}
+        self.active_response_id: str | None = None
+        self.audio_produced = False
+        # Set when the first response starts: from then on the model is fixed.
+        self.model_locked = False
+        self.server_playout = server_playout
+        self.input_buffer = bytearray()
+        self.max_buffer_bytes = max_buffer_bytes
+        # Total audio appended this session, for audio_start_ms / audio_end_ms.
+        self.input_audio_ms = 0.0
+        self._count_tokens = count_tokens
+
+    # -- client side ----------------------------------------------------------------------
+
+    def start(self) -> list[Output]:
+        return [ev.SessionCreated(session=self._session_wire())]
+
+    def receive(self, raw: str | bytes) -> list[Output]:
+        event, client_event_id, error = ev.parse_client_event(raw)
+        if event is None:
+            assert error is not None
+            return [self.error(error, client_event_id)]
+        try:
+            return self._dispatch(event)
+        except ProtocolError as exc:
+            return [self.error(exc, event.event_id)]
+
+    def error(self, exc: ProtocolError, client_event_id: str | None = None) -> ev.Error:
+        return ev.Error(error=exc.to_error(client_event_id))
+
+    def _dispatch(self, event: ev.ClientEvent) -> list[Output]:
+        match event:
+            case ev.SessionUpdate():
+                return self._session_update(event.session)
+            case ev.InputAudioBufferAppend():
+                return self._append(event.audio)
+            case ev.InputAudioBufferCommit():
+                return self.commit()
+            case ev.InputAudioBufferClear():
+                self.input_buffer.clear()
+                return [ev.InputAudioBufferCleared()]
+            case ev.OutputAudioBufferClear():
+                return self._clear_output(event.response_id)
+            case ev.ConversationItemCreate():
+                return self._item_create(event.item, event.previous_item_id)
+            case ev.ConversationItemRetrieve():
+                return [ev.ConversationItemRetrieved(item=self._item_with_audio(event.item_id))]
+            case ev.ConversationItemDelete():
+                self.conversation.delete(event.item_id)
+                return [ev.ConversationItemDeleted(item_id=event.item_id)]
+            case ev.ConversationItemTruncate():
+                return self.truncate(event.item_id, event.content_index, event.audio_end_ms)
+            case ev.ResponseCreate():
+                return self.create_response(event.response)
+            case ev.ResponseCancel():
+                return self._client_cancel(event.response_id)
+            case _:
+                assert_never(event)
+
+    def _session_wire(self) -> dict[str, Any]:
+        return self.config.to_wire(session_id=self.session_id, expires_at=self.expires_at)
+
+    def _session_update(self, patch: dict[str, Any]) -> list[Output]:
+        self.config = apply_update(
+            self.config, patch, audio_produced=self.audio_produced, model_locked=self.model_locked
+        )
+        return [ev.SessionUpdated(session=self._session_wire())]
+
+    # -- input audio ----------------------------------------------------------------------
+
+    @property
+    def input_format(self) -> str:
+        return self.config.audio.input.format.type
+
+    def _append(self, audio: str) -> list[Output]:
+        if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
+            raise ProtocolError(
+                f"Audio chunk too large: at most {MAX_APPEND_BYTES // (1024 * 1024)} MiB of audio "
+                "per input_audio_buffer.append; split it into smaller appends.",
+                code="input_audio_buffer_append_too_large",
+                param="audio",
+            )
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError(
+                "Invalid 'audio': expected base64-encoded audio in the session's input format.",
+                param="audio",
+            ) from None
+        if len(self.input_buffer) + len(data) > self.max_buffer_bytes:
+            raise ProtocolError(
+                "The input audio buffer is full: commit or clear it before appending more "
+                f"(limit {bytes_to_ms(self.input_format, self.max_buffer_bytes) / 1000:.0f} s).",
+                code="input_audio_buffer_full",
+                param="audio",
+            )
+        self.input_buffer.extend(data)
+        self.input_audio_ms += bytes_to_ms(self.input_format, len(data))
+        return [InputAudio(data, self.input_format)]
+
+    def commit(self, item_id: str | None = None) -> list[Output]:
+        """The client's commit: the whole input buffer becomes a user audio item."""
+        ms = bytes_to_ms(self.input_format, len(self.input_buffer))
+        if ms < MIN_COMMIT_MS:
+            raise ProtocolError(
+                f"Error committing input audio buffer: buffer too small. Expected at least "
+                f"{MIN_COMMIT_MS}ms of audio, but buffer only has {ms:.2f}ms of audio.",
+                code="input_audio_buffer_commit_empty",
+            )
+        audio = bytes(self.input_buffer)
+        self.input_buffer.clear()
+        return self._commit_audio(audio, item_id or new_id("item"))
+
+    def _commit_span(self, item_id: str, start_ms: float, end_ms: float) -> list[Output]:
+        """Commit the audio between two session times (a detected turn). What came before
+        ``start_ms`` is dropped; what came after ``end_ms`` stays for the next turn."""
+        fmt = self.input_format
+        buffer_start_ms = self.input_audio_ms - bytes_to_ms(fmt, len(self.input_buffer))
+        head = min(len(self.input_buffer), ms_to_bytes(fmt, max(0.0, start_ms - buffer_start_ms)))
+        tail = min(len(self.input_buffer), ms_to_bytes(fmt, max(0.0, end_ms - buffer_start_ms)))
+        audio = bytes(self.input_buffer[head:tail])
+        del self.input_buffer[:tail]
+        return self._commit_audio(audio, item_id)
+
+    def _commit_audio(self, audio: bytes, item_id: str) -> list[Output]:
+        item = UserMessage(
+            id=item_id,
+            role="user",
+            status="completed",
+            content=[InputAudioPart(type="input_audio", transcript=None)],
+        )
+        previous = self.conversation.insert(item)
+        self.conversation.audio[item_id] = bytearray(audio)
+        return [
+            ev.InputAudioBufferCommitted(item_id=item_id, previous_item_id=previous),
+            ev.ConversationItemAdded(item=to_wire(item), previous_item_id=previous),
+            ev.ConversationItemDone(item=to_wire(item), previous_item_id=previous),
+            # Always: the language model hears the user through the transcript. Whether the
+            # client is told about it is decided when the transcript arrives.
+            TranscribeItem(item_id, audio, self.input_format),
+        ]
+
+    # -- turn detection: the session's detector decides, these put it on the wire ---------
+
+    def speech_started(self, item_id: str, audio_start_ms: int) -> list[Output]:
+        out: list[Output] = [
+            ev.InputAudioBufferSpeechStarted(audio_start_ms=audio_start_ms, item_id=item_id)
+        ]
+        turns = self.config.audio.input.turn_detection
+        if turns is not None and turns.interrupt_response and self.active_response_id:
+            out += self.cancel_response(self.active_response_id, "turn_detected")
+        return out
+
+    def speech_stopped(self, item_id: str, audio_start_ms: int, audio_end_ms: int) -> list[Output]:
+        """End of a detected turn: say so, commit its audio, and answer if configured."""
+        return [
+            ev.InputAudioBufferSpeechStopped(audio_end_ms=audio_end_ms, item_id=item_id),
+            *self._commit_span(item_id, audio_start_ms, audio_end_ms),
+            *self._auto_response(),
+        ]
+
+    def idle_timeout(self, item_id: str, audio_start_ms: int, audio_end_ms: int) -> list[Output]:
+        """No speech for ``idle_timeout_ms``: the silent audio is committed as the user's
+        turn and the model answers it (typically by asking whether the user is still there)."""
+        return [
+            ev.InputAudioBufferTimeoutTriggered(
+                audio_start_ms=audio_start_ms, audio_end_ms=audio_end_ms, item_id=item_id
+            ),
+            *self._commit_span(item_id, audio_start_ms, audio_end_ms),
+            *self._auto_response(),
+        ]
+
+    def _auto_response(self) -> list[Output]:
+        turns = self.config.audio.input.turn_detection
+        # With interrupt_response off, a turn during a response is committed but not answered
+        # on its own: the conversation can hold only one response at a time.
+        if turns is None or not turns.create_response or self.active_response_id is not None:
+            return []
+        return self.create_response(None)
+
+    # -- input transcription --------------------------------------------------------------
+
+    def transcription_done(self, item_id: str, transcript: str, seconds: float) -> list[Output]:
+        part = self._input_audio_part(item_id)
+        if part is None:
+            return []  # the item was deleted meanwhile
+        part.transcript = transcript
+        if self.config.audio.input.transcription is None:
+            return []
+        usage = {"type": "duration", "seconds": round(seconds, 3)}
+        out: list[Output] = []
+        if transcript:
+            out.append(ev.TranscriptionDelta(item_id=item_id, delta=transcript))
+        out.append(ev.TranscriptionCompleted(item_id=item_id, transcript=transcript, usage=usage))
+        return out
+
+    def transcription_failed(self, item_id: str, message: str) -> list[Output]:
+        if self._input_audio_part(item_id) is None:
+            return []
+        if self.config.audio.input.transcription is None:
+            return []
+        error = {"type": "transcription_error", "code": "transcription_failed", "message": message}
+        return [ev.TranscriptionFailed(item_id=item_id, error=error)]
+
+    def _input_audio_part(self, item_id: str) -> InputAudioPart | None:
+        try:
+            item = self.conversation.get(item_id)
+        except ProtocolError:
+            return None
+        if not isinstance(item, UserMessage):
+            return None
+        return next((p for p in item.content if isinstance(p, InputAudioPart)), None)
+
+    def _clear_output(self, response_id: str | None) -> list[Output]:
+        if not self.server_playout:
+            raise ProtocolError(
+                "output_audio_buffer.clear is only supported on WebRTC and SIP connections; "
+                "over WebSocket the client plays the audio itself.",
+                code="unsupported_event",
+                param="type",
+            )
+        return [ClearOutputAudio(response_id or self.active_response_id)]
+
+    # -- conversation items ---------------------------------------------------------------
+
+    def _item_create(self, raw: dict[str, Any], previous_item_id: str | None) -> list[Output]:
+        item = parse_item(raw)
+        audio = self._check_new_item(item)
+        item.id = item.id or new_id("item")
+        item.status = item.status or "completed"
+        previous = self.conversation.insert(item, previous_item_id)
+        if audio:
+            self.conversation.audio[item.id] = bytearray(audio)
+        return [
+            ev.ConversationItemAdded(item=to_wire(item), previous_item_id=previous),
+            ev.ConversationItemDone(item=to_wire(item), previous_item_id=previous),
+        ]
+
+    def _check_new_item(self, item: Item) -> bytes:
+        """Rules a client-made item must follow; returns its decoded audio, if any."""
+        if isinstance(item, AssistantMessage) and any(
+            isinstance(p, OutputAudio) for p in item.content
+        ):
+            raise ProtocolError(
+                "Clients cannot create assistant audio; use content of type 'output_text'.",
+                param="item.content",
+            )
+        if (
+            isinstance(item, FunctionCallOutput)
+            and item.call_id not in self.conversation.call_ids()
+        ):
+            raise ProtocolError(
+                f"Tool call ID '{item.call_id}' not found in conversation.",
+                param="item.call_id",
+            )
+        audio = b""
+        if isinstance(item, UserMessage):
+            for i, part in enumerate(item.content):
+                if isinstance(part, InputAudioPart) and part.audio:
+                    try:
+                        audio += base64.b64decode(part.audio, validate=True)
+                    except (binascii.Error, ValueError):
+                        raise ProtocolError(
+                            "Invalid base64 audio.", param=f"item.content[{i}].audio"
+                        ) from None
+                    part.audio = None
+        return audio
+
+    def _item_with_audio(self, item_id: str) -> dict[str, Any]:
+        item = self.conversation.get(item_id)
+        wire = to_wire(item)
+        audio = self.conversation.audio.get(item_id)
+        if audio and len(audio) <= MAX_RETRIEVED_AUDIO_BYTES:
+            for part in wire.get("content", []):
+                if part["type"] in ("input_audio", "output_audio"):
+                    part["audio"] = base64.b64encode(audio).decode()
+                    break
+        return wire
+
+    def truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> list[Output]:
+        item = self.conversation.get(item_id)
+        part = (
+            item.content[content_index]
+            if isinstance(item, AssistantMessage) and content_index < len(item.content)
+            else None
+        )
+        audio = self.conversation.audio.get(item_id)
+        if not isinstance(part, OutputAudio) or audio is None:
+            raise ProtocolError(
+                "Only model output audio messages can be truncated.",
+                code="unsupported_content_type",
+                param="item_id",
+            )
+        fmt = self._response_format_of(item_id)
+        length_ms = bytes_to_ms(fmt, len(audio))
+        if audio_end_ms > length_ms + 1:
+            raise ProtocolError(
+                f"Audio content of {length_ms:.0f}ms is already shorter than {audio_end_ms}ms.",
+                code="invalid_value",
+                param="audio_end_ms",
+            )
+        cut = ms_to_bytes(fmt, audio_end_ms)
+        del audio[cut:]
+        marks = self.conversation.marks.get(item_id, [])
+        part.transcript = "".join(text for at, text in marks if at < cut)
+        return [
+            ev.ConversationItemTruncated(
+                item_id=item_id, content_index=content_index, audio_end_ms=audio_end_ms
+            )
+        ]
+
+    def _response_format_of(self, item_id: str) -> str:
+        # The format the audio was produced in, even after its response ended.
+        return self.conversation.audio_format.get(item_id, self.config.audio.output.format.type)
+
+    # -- responses: creation and cancellation ---------------------------------------------
+
+    def create_response(self, raw: dict[str, Any] | None = None) -> list[Output]:
+        params = parse_response_params(raw)
+        if params.conversation == "auto" and self.active_response_id is not None:
+            raise ProtocolError(
+                "Conversation already has an active response in progress: "
+                f"{self.active_response_id}. Wait until the response is finished before "
+                "creating a new one.",
+                code="conversation_already_has_active_response",
+            )
+        plan = self._plan(params)
+        state = ResponseState(plan, self.conversation, self._count_tokens, self.input_format)
+        self.responses[plan.response_id] = state
+        self.model_locked = True
+        if plan.conversation == "auto":
+            self.active_response_id = plan.response_id
+        return [*state.created(), StartResponse(plan)]
+
+    def _plan(self, params: ResponseParams) -> ResponsePlan:
+        session = self.config
+        out = params.audio.output if params.audio and params.audio.output else None
+        voice = (out.voice if out and out.voice else None) or session.audio.output.voice
+        voice_name = voice if isinstance(voice, str) else voice.get("id", "")
+        if self.audio_produced and voice_name != session.voice:
+            raise ProtocolError(
+                "Cannot update a conversation's voice if assistant audio is present.",
+                code="cannot_update_voice",
+                param="response.audio.output.voice",
+            )
+        tools = params.tools if params.tools is not None else session.tools
+        choice = params.tool_choice if params.tool_choice is not None else session.tool_choice
+        limit = params.max_output_tokens or session.max_output_tokens
+        return ResponsePlan(
+            response_id=new_id("resp"),
+            conversation="none" if params.conversation == "none" else "auto",
+            output_modalities=list(params.output_modalities or session.output_modalities),
+            voice=voice_name,
+            output_format=(out.format if out and out.format else session.audio.output.format).type,
+            speed=session.audio.output.speed,
+            instructions=(
+                params.instructions if params.instructions is not None else session.instructions
+            ),
+            tools=[
+                t.model_dump(mode="json", exclude_none=True) for t in tools if t.type == "function"
+            ],
+            tool_choice=choice if isinstance(choice, str) else choice.model_dump(mode="json"),
+            max_output_tokens=None if limit == "inf" else int(limit),
+            context=self._context(params.input),
+            metadata=params.metadata,
+        )
+
+    def _context(self, entries: list[dict[str, Any]] | None) -> list[Item]:
+        if entries is None:
+            return list(self.conversation)
+        items: list[Item] = []
+        for i, raw in enumerate(entries):
+            param = f"response.input[{i}]"
+            if raw.get("type") == "item_reference":
+                if not isinstance(raw.get("id"), str):
+                    raise ProtocolError(
+                        f"Missing required parameter: '{param}.id'.",
+                        code="missing_required_parameter",
+                        param=f"{param}.id",
+                    )
+                items.append(self.conversation.get(raw["id"], param=f"{param}.id"))
+            else:
+                item = parse_item(raw, param)
+                item.id = item.id or new_id("item")
+                items.append(item)
+        return items
+
+    def _client_cancel(self, response_id: str | None) -> list[Output]:
+        target = response_id or self.active_response_id
+        if target is None or target not in self.responses:
+            raise ProtocolError(
+                "Cancellation failed: no active response found.",
+                code="response_cancel_not_active",
+                param="response_id" if response_id else None,
+            )
+        return self.cancel_response(target, "client_cancelled")
+
+    def cancel_response(self, response_id: str, reason: str) -> list[Output]:
+        """End a running response as cancelled (client request or barge-in)."""
+        if response_id not in self.responses:
+            return []
+        details = {"type": "cancelled", "reason": reason}
+        return [
+            *self.finish_response(response_id, "cancelled", details),
+            CancelResponse(response_id),
+        ]
+
+    # -- responses: engine progress -------------------------------------------------------
+
+    def response_text(self, response_id: str, delta: str) -> list[Output]:
+        state = self.responses.get(response_id)
+        return [*state.text(delta, new_id("item"))] if state and delta else []
+
+    def response_audio(self, response_id: str, data: bytes) -> list[Output]:
+        state = self.responses.get(response_id)
+        if state is None or not data:
+            return []
+        self.audio_produced = True
+        return [*state.audio(data, new_id("item"))]
+
+    def response_message_done(self, response_id: str) -> list[Output]:
+        state = self.responses.get(response_id)
+        return [*state.close_message()] if state else []
+
+    def response_call(
+        self, response_id: str, item_id: str, call_id: str, name: str
+    ) -> list[Output]:
+        """Open a function call item (the engine chose its ids)."""
+        state = self.responses.get(response_id)
+        return [*state.open_call(item_id, call_id, name)] if state else []
+
+    def response_call_arguments(self, response_id: str, item_id: str, delta: str) -> list[Output]:
+        state = self.responses.get(response_id)
+        if state is None or item_id not in state.calls:
+            return []
+        return [*state.call_arguments(item_id, delta)]
+
+    def response_call_done(self, response_id: str, item_id: str) -> list[Output]:
+        state = self.responses.get(response_id)
+        if state is None or item_id not in state.calls:
+            return []
+        return [*state.close_call(item_id)]
+
+    def finish_response(
+        self,
+        response_id: str,
+        status: Status = "completed",
+        details: dict[str, Any] | None = None,
+        llm_usage: tuple[int | None, int | None] = (None, None),
+    ) -> list[Output]:
+        """End a response: flush open parts, then its one `response.done`."""
+        state = self.responses.pop(response_id, None)
+        if state is None:
+            return []
+        if self.active_response_id == response_id:
+            self.active_response_id = None
+        state.llm_usage = llm_usage
+        return [*state.finish(status, details)]

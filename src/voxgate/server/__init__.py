@@ -1,0 +1,1 @@
+"""The FastAPI application and the wiring of settings into engines and sessions."""

@@ -1,0 +1,109 @@
+"""Start the engines a server runs on, as its settings describe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ..engines.base import LLMEngine, STTEngine, TTSEngine
+from ..engines.errors import EngineUnavailable
+from ..engines.local.espeak import EspeakTTS
+from ..engines.local.piper import PiperTTS, check_voice_files
+from ..engines.local.responder import BuiltinResponder
+from ..engines.local.silero import SileroVAD
+from ..engines.local.sphinx import PocketsphinxEngine
+from ..engines.local.whisper import WhisperEngine, check_model_dir
+from ..engines.openai_chat import OpenAIChatLLM
+from ..session.engines import EngineSet
+from ..settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+def build_llm(settings: Settings) -> LLMEngine:
+    if not settings.llm_base_url:
+        log.warning(
+            "no language model configured: sessions answer with the built-in responder. "
+            "Set VOXGATE_LLM_BASE_URL and VOXGATE_LLM_MODEL to use any OpenAI-compatible "
+            "Chat Completions endpoint."
+        )
+        return BuiltinResponder()
+    if not settings.llm_model:
+        raise SettingsError("VOXGATE_LLM_BASE_URL is set but VOXGATE_LLM_MODEL is not")
+    return OpenAIChatLLM(
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key or "not-needed",
+        model=settings.llm_model,
+        timeout=settings.llm_timeout_s,
+    )
+
+
+def _for_setting(setting: str, exc: EngineUnavailable) -> EngineUnavailable:
+    """The engine's message, prefixed with the setting that led to it."""
+    return EngineUnavailable(f"VOXGATE_{setting.upper()}: {exc.message}", origin=exc.origin)
+
+
+def check_engine_settings(settings: Settings) -> None:
+    """Fail fast on model paths that cannot work, before any engine starts (only the cheap
+    checks: files present, configs readable; loading happens in ``start_engines``). Raises
+    ``EngineUnavailable`` whose message names the setting, the path and what to supply."""
+    if settings.piper_voice is not None:
+        try:
+            check_voice_files(settings.piper_voice)
+        except EngineUnavailable as exc:
+            raise _for_setting("piper_voice", exc) from exc
+    if settings.whisper_model is not None:
+        try:
+            check_model_dir(settings.whisper_model)
+        except EngineUnavailable as exc:
+            raise _for_setting("whisper_model", exc) from exc
+
+
+async def start_tts(settings: Settings) -> TTSEngine:
+    """piper with the configured voice, else the embedded espeak-ng (loaded now, so that a
+    missing library stops start-up rather than the first answer)."""
+    if settings.piper_voice is None:
+        espeak = EspeakTTS()
+        await espeak.warm_up()
+        return espeak
+    try:
+        piper = await PiperTTS.load(settings.piper_voice)
+    except EngineUnavailable as exc:
+        raise _for_setting("piper_voice", exc) from exc
+    log.info("text to speech: piper voice %s", settings.piper_voice)
+    return piper
+
+
+async def start_stt(settings: Settings) -> STTEngine:
+    """faster-whisper on the configured model, else the pocketsphinx worker pool."""
+    if settings.whisper_model is None:
+        pool = await PocketsphinxEngine.start(workers=settings.stt_workers)
+        log.info("speech to text: pocketsphinx, %d worker processes", settings.stt_workers)
+        return pool
+    try:
+        whisper = await WhisperEngine.load(
+            settings.whisper_model,
+            device=settings.whisper_device,
+            compute_type=settings.whisper_compute_type,
+        )
+    except EngineUnavailable as exc:
+        raise _for_setting("whisper_model", exc) from exc
+    log.info("speech to text: faster-whisper model %s", settings.whisper_model)
+    return whisper
+
+
+async def start_engines(settings: Settings) -> EngineSet:
+    """Start every engine the settings ask for. If one fails, those already started are
+    closed before the error (``EngineUnavailable`` or ``SettingsError``) goes up."""
+    await asyncio.to_thread(check_engine_settings, settings)  # fail before starting anything
+    async with contextlib.AsyncExitStack() as started:
+        llm = build_llm(settings)
+        started.push_async_callback(llm.aclose)
+        tts = await start_tts(settings)
+        started.push_async_callback(tts.aclose)
+        vad = await asyncio.to_thread(SileroVAD)  # reads and optimises an ONNX model
+        # Last, because the pocketsphinx pool is the costliest to start and to undo.
+        stt = await start_stt(settings)
+        started.pop_all()
+    return EngineSet(llm=llm, tts=tts, stt=stt, vad=vad)

@@ -1,0 +1,1 @@
+"""Live sessions: the task group around the protocol core, responses, limits, registry."""

@@ -1,0 +1,82 @@
+"""From a response plan to a language-model request: conversation items become chat messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engines.base import ChatMessage, ChatRequest, ToolSpec
+from ..protocol.commands import ResponsePlan
+from ..protocol.items import (
+    AssistantMessage,
+    FunctionCall,
+    FunctionCallOutput,
+    InputAudio,
+    InputText,
+    Item,
+    SystemMessage,
+    UserMessage,
+    item_text,
+)
+
+# What the model sees for user audio nobody could transcribe; better than an empty turn.
+UNTRANSCRIBED = "(the user spoke, but no transcript of the audio is available)"
+
+
+def chat_request(plan: ResponsePlan) -> ChatRequest:
+    return ChatRequest(
+        instructions=plan.instructions,
+        messages=chat_messages(plan.context),
+        tools=[_tool(t) for t in plan.tools],
+        tool_choice=_tool_choice(plan.tool_choice),
+        max_output_tokens=plan.max_output_tokens,
+    )
+
+
+def chat_messages(items: list[Item]) -> list[ChatMessage]:
+    messages: list[ChatMessage] = []
+    for item in items:
+        if isinstance(item, FunctionCall):
+            call = {
+                "id": item.call_id or item.id,
+                "type": "function",
+                "function": {"name": item.name, "arguments": item.arguments or "{}"},
+            }
+            last = messages[-1] if messages else None
+            # Chat Completions wants a turn's tool calls on the assistant message before them.
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif isinstance(item, FunctionCallOutput):
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
+        elif isinstance(item, SystemMessage):
+            messages.append({"role": "system", "content": item_text(item)})
+        elif isinstance(item, UserMessage):
+            messages.append({"role": "user", "content": _user_text(item)})
+        elif isinstance(item, AssistantMessage):
+            messages.append({"role": "assistant", "content": item_text(item)})
+    return messages
+
+
+def _user_text(item: UserMessage) -> str:
+    words = []
+    for part in item.content:
+        if isinstance(part, InputText):
+            words.append(part.text)
+        elif isinstance(part, InputAudio):
+            words.append(part.transcript if part.transcript else UNTRANSCRIBED)
+    return " ".join(words)
+
+
+def _tool(spec: dict[str, Any]) -> ToolSpec:
+    return ToolSpec(
+        name=spec["name"],
+        description=spec.get("description") or "",
+        parameters=spec.get("parameters") or {"type": "object", "properties": {}},
+    )
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> str:
+    if isinstance(choice, str):
+        return choice
+    return str(choice.get("name") or "auto")

@@ -1,0 +1,254 @@
+"""The session's ears: input audio → voice activity → turns; each turn's audio → transcript.
+
+Main-loop code: `audio` and `transcribe` are called by the session's main loop with the
+commands the connection returned, and return more output for it to apply. Work that waits on
+an engine (speech-to-text) runs in tasks of the session's task group and reports back through
+the inbox, like responses do.
+
+Every committed user turn is transcribed, whether or not the client asked for transcription
+events: the language model hears the user through the transcript. A response whose context
+holds a turn still being transcribed waits for it (`ready`), at most `TRANSCRIPT_WAIT_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..audio import AudioFormat, InputConverter
+from ..engines.base import STTStream, Transcript
+from ..engines.errors import EngineError
+from ..protocol.connection import Output, RealtimeConnection
+from ..protocol.ids import new_id
+from ..protocol.items import Item
+from ..protocol.session import SemanticVad, ServerVad
+from .engines import EngineSet
+from .turns import IdleTimeout, SpeechStarted, SpeechStopped, TurnDetector
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[RealtimeConnection], list[Output]]
+Post = Callable[[Progress], Awaitable[None]]
+Spawn = Callable[[Awaitable[None], str], asyncio.Task[None]]
+
+TRANSCRIPT_WAIT_S = 10.0
+# Recent audio kept so a turn can start before the moment speech was detected.
+_HISTORY_MS = 2000
+_PUSH_LIMIT = 32000  # bytes per speech-to-text request (1 s at 16 kHz)
+_PUSH_MIN = 3200  # 100 ms
+
+
+@dataclass
+class _Turn:
+    item_id: str
+    audio_start_ms: int
+    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+
+class Listener:
+    def __init__(self, engines: EngineSet, post: Post, spawn: Spawn) -> None:
+        self._stt = engines.stt
+        self._vad = engines.vad.open_stream() if engines.vad is not None else None
+        self._rate = engines.vad.sample_rate if engines.vad is not None else 16000
+        self._post = post
+        self._spawn = spawn
+        self._converter: InputConverter | None = None
+        window_ms = 1000 * (self._vad.window_samples if self._vad else 512) / self._rate
+        self._window_bytes = 2 * (self._vad.window_samples if self._vad else 512)
+        self.detector = TurnDetector(ServerVad(), window_ms)
+        self._unwindowed = bytearray()  # audio the VAD holds back until a window is full
+        self._history: deque[bytes] = deque(maxlen=int(_HISTORY_MS / window_ms))
+        self._turn: _Turn | None = None
+        self._pending: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._live: set[str] = set()  # items whose transcription streamed while they spoke
+
+    # -- input audio ----------------------------------------------------------------------
+
+    def audio(self, conn: RealtimeConnection, data: bytes, fmt: str) -> list[Output]:
+        pcm = self._convert(data, fmt)
+        config = conn.config.audio.input.turn_detection
+        if config is None or self._vad is None:
+            self._abandon_turn()
+            self.detector.position_ms += 1000 * len(pcm) / 2 / self._rate
+            return []
+        if config is not self.detector.config:
+            self.detector.reconfigure(config)
+        self._unwindowed += pcm
+        out: list[Output] = []
+        for p in self._vad.process(pcm):
+            window = bytes(self._unwindowed[: self._window_bytes])
+            del self._unwindowed[: self._window_bytes]
+            out += self._window(conn, p, window, config)
+        return out
+
+    def _convert(self, data: bytes, fmt: str) -> bytes:
+        if self._converter is None or self._converter.format.type != fmt:
+            self._converter = InputConverter(AudioFormat.from_type(fmt), self._rate)
+        return self._converter.process(data)
+
+    def _window(
+        self, conn: RealtimeConnection, p: float, window: bytes, config: ServerVad | SemanticVad
+    ) -> list[Output]:
+        self._history.append(window)
+        turn = self._turn
+        if turn is not None:
+            turn.queue.put_nowait(window)
+        out: list[Output] = []
+        for decision in self.detector.feed([p]):
+            match decision:
+                case SpeechStarted(audio_start_ms=start):
+                    turn = self._start_turn(conn, start)
+                    out += conn.speech_started(turn.item_id, start)
+                case SpeechStopped(audio_end_ms=end) if turn is not None:
+                    turn.queue.put_nowait(None)
+                    self._turn = None
+                    out += conn.speech_stopped(turn.item_id, turn.audio_start_ms, end)
+                case IdleTimeout(audio_start_ms=start, audio_end_ms=end):
+                    out += conn.idle_timeout(new_id("item"), start, end)
+        return out
+
+    def _start_turn(self, conn: RealtimeConnection, start_ms: int) -> _Turn:
+        turn = _Turn(new_id("item"), start_ms)
+        # The turn begins before detection (prefix padding): replay that much history.
+        window_ms = self.detector.window_ms
+        first = self.detector.position_ms - window_ms * len(self._history)
+        skip = max(0, int((start_ms - first) / window_ms))
+        for i, window in enumerate(self._history):
+            if i >= skip:
+                turn.queue.put_nowait(window)
+        self._turn = turn
+        if self._stt is not None:
+            language = self._language(conn)
+            turn.task = self._track(
+                self._spawn(self._transcribe_turn(turn, language), f"stt:{turn.item_id}")
+            )
+            self._live.add(turn.item_id)
+            turn.task.add_done_callback(lambda _: self._live.discard(turn.item_id))
+        return turn
+
+    def _abandon_turn(self) -> None:
+        if self._turn is not None and self._turn.task is not None:
+            self._turn.task.cancel()
+        self._turn = None
+
+    # -- transcription --------------------------------------------------------------------
+
+    def transcribe(
+        self, conn: RealtimeConnection, item_id: str, audio: bytes, fmt: str
+    ) -> list[Output]:
+        """A user audio item was committed: make sure a transcript is on its way."""
+        if self._stt is None:
+            return conn.transcription_failed(
+                item_id, "no speech-to-text engine is configured on this server"
+            )
+        self._pending[item_id] = asyncio.get_running_loop().create_future()
+        if item_id not in self._live:  # a client commit, or an idle timeout: transcribe now
+            work = self._transcribe_audio(item_id, audio, fmt, self._language(conn))
+            self._track(self._spawn(work, f"stt:{item_id}"))
+        return []
+
+    def ready(self, context: Iterable[Item]) -> Awaitable[None] | None:
+        """Something to await before a response that sees ``context`` may read transcripts."""
+        waits = {self._pending[i.id] for i in context if i.id in self._pending}
+        if not waits:
+            return None
+
+        async def wait() -> None:
+            # Past the bound the model gets a placeholder for the missing words, not silence.
+            await asyncio.wait(waits, timeout=TRANSCRIPT_WAIT_S)
+
+        return wait()
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for future in self._pending.values():
+            if not future.done():
+                future.cancel()
+
+    def _language(self, conn: RealtimeConnection) -> str | None:
+        transcription = conn.config.audio.input.transcription
+        return transcription.language if transcription is not None else None
+
+    def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _transcribe_turn(self, turn: _Turn, language: str | None) -> None:
+        async def feed(stream: STTStream) -> None:
+            while (pcm := await _take(turn.queue)) is not None:
+                partial = await stream.push(pcm)
+                if partial is not None and self._turn is turn:
+                    self.detector.transcript = partial
+
+        await self._run_stt(turn.item_id, language, feed)
+
+    async def _transcribe_audio(
+        self, item_id: str, audio: bytes, fmt: str, language: str | None
+    ) -> None:
+        converter = InputConverter(AudioFormat.from_type(fmt), self._rate)
+        pcm = converter.process(audio) + converter.flush()
+
+        async def feed(stream: STTStream) -> None:
+            for start in range(0, len(pcm), _PUSH_LIMIT):
+                await stream.push(pcm[start : start + _PUSH_LIMIT])
+
+        await self._run_stt(item_id, language, feed)
+
+    async def _run_stt(
+        self,
+        item_id: str,
+        language: str | None,
+        feed: Callable[[STTStream], Awaitable[None]],
+    ) -> None:
+        assert self._stt is not None
+        try:
+            stream = await self._stt.open_stream(language=language)
+            try:
+                await feed(stream)
+                result = await stream.finish()
+            finally:
+                await stream.aclose()
+        except EngineError as exc:
+            log.warning("transcribing %s failed: %s", item_id, exc.message)
+            message = exc.message
+            await self._post(
+                lambda c: self._settle(item_id, c.transcription_failed(item_id, message))
+            )
+            return
+        await self._post(lambda c: self._settle(item_id, self._done(c, item_id, result)))
+
+    def _done(self, conn: RealtimeConnection, item_id: str, result: Transcript) -> list[Output]:
+        return conn.transcription_done(item_id, result.text, result.audio_seconds)
+
+    def _settle(self, item_id: str, out: list[Output]) -> list[Output]:
+        """Runs on the main loop once the transcript is on the item: responses may go on."""
+        future = self._pending.pop(item_id, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+        return out
+
+
+async def _take(queue: asyncio.Queue[bytes | None]) -> bytes | None:
+    """The next piece of a turn's audio for speech-to-text: at least `_PUSH_MIN` bytes (or
+    what is left at the end of the turn), more if more is queued, up to the request limit.
+    Each push is a round trip to a worker process: one per 100 ms, not one per 32 ms window,
+    costs a third of the overhead and delays partial transcripts by at most 100 ms."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < _PUSH_MIN or (size < _PUSH_LIMIT and not queue.empty()):
+        nxt = await queue.get()
+        if nxt is None:
+            if chunks:
+                queue.put_nowait(None)  # seen again by the next take
+                break
+            return None
+        chunks.append(nxt)
+        size += len(nxt)
+    return b"".join(chunks)

@@ -1,0 +1,96 @@
+"""The session's outbound queue: a control lane ahead of a media lane.
+
+Policy (DESIGN.md "every buffer is bounded, with a written policy"):
+- control events (everything but audio deltas) are never dropped and jump ahead of queued
+  audio — except that an event of a response never overtakes that response's own audio, so
+  the order of one response's events is exactly what the protocol prescribes;
+- the media lane is bounded by a high-water mark: producers wait in `media_space` before
+  adding audio (TTS ahead of the socket waits, it does not grow memory);
+- when a response is cancelled its queued audio is dropped (`purge`): nobody will hear it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Envelope:
+    seq: int
+    text: str
+    response_id: str | None
+
+
+class Outbox:
+    def __init__(self, media_high_water: int = 64) -> None:
+        self._control: deque[Envelope] = deque()
+        self._media: deque[Envelope] = deque()
+        self._seq = 0
+        self._high_water = media_high_water
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._closed = False
+
+    def put_control(self, text: str, response_id: str | None = None) -> None:
+        self._control.append(self._wrap(text, response_id))
+        self._ready.set()
+
+    def put_media(self, text: str, response_id: str) -> None:
+        self._media.append(self._wrap(text, response_id))
+        if len(self._media) >= self._high_water:
+            self._space.clear()
+        self._ready.set()
+
+    def _wrap(self, text: str, response_id: str | None) -> Envelope:
+        self._seq += 1
+        return Envelope(self._seq, text, response_id)
+
+    async def media_space(self) -> None:
+        """Wait until the media lane is below its high-water mark."""
+        await self._space.wait()
+
+    def purge(self, response_id: str) -> int:
+        """Drop the queued audio of a response; returns how many events were dropped."""
+        kept = deque(e for e in self._media if e.response_id != response_id)
+        dropped = len(self._media) - len(kept)
+        self._media = kept
+        self._update_space()
+        return dropped
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+        self._space.set()
+
+    def __len__(self) -> int:
+        return len(self._control) + len(self._media)
+
+    async def get(self) -> str | None:
+        """The next message to send, or None once closed and drained."""
+        while not self._control and not self._media:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._pop().text
+
+    def _pop(self) -> Envelope:
+        head = self._control[0] if self._control else None
+        if head is not None and not self._must_wait(head):
+            return self._control.popleft()
+        env = self._media.popleft()
+        self._update_space()
+        return env
+
+    def _must_wait(self, head: Envelope) -> bool:
+        """A response's control event waits for that response's earlier audio."""
+        if head.response_id is None:
+            return False
+        return any(m.seq < head.seq and m.response_id == head.response_id for m in self._media)
+
+    def _update_space(self) -> None:
+        if len(self._media) < self._high_water:
+            self._space.set()

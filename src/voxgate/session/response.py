@@ -1,0 +1,180 @@
+"""The Response unit: one cancellable task that turns a plan into engine work.
+
+The runner never touches protocol state. It posts *progress* (small functions of the
+connection) to the session's inbox; the session's main loop applies them in order, so the
+connection stays single-writer and event order is exact. Cancelling the task closes the LLM
+stream and the speech synthesis at once (both are async generators closed by `aclosing`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..audio import AudioFormat, OutputConverter
+from ..engines.base import LLMDone, TextDelta, ToolCallDelta
+from ..engines.errors import EngineError
+from ..protocol.commands import ResponsePlan
+from ..protocol.connection import Output, RealtimeConnection
+from ..protocol.errors import ProtocolError
+from ..protocol.ids import new_id
+from .clock import Clock, SystemClock
+from .context import chat_request
+from .engines import EngineSet
+from .sentences import SentenceSplitter
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[RealtimeConnection], list[Output]]
+Post = Callable[[Progress], Awaitable[None]]
+
+
+@dataclass
+class _Call:
+    item_id: str
+    call_id: str
+    name: str
+
+
+@dataclass
+class ResponseRunner:
+    plan: ResponsePlan
+    engines: EngineSet
+    post: Post
+    # Waits while the outbound media lane is full: speech never runs far ahead of the socket.
+    media_space: Callable[[], Awaitable[None]]
+    # Awaited before the context is read: transcripts of the user's latest words.
+    before: Awaitable[None] | None = None
+    # Audio goes out at most this far ahead of real time (None: as fast as it is made).
+    # Speech is made ~1000x faster than it plays; sending it all at once would end the
+    # response before the user heard it, leaving barge-in nothing to cancel and the client
+    # a long buffer to throw away.
+    lead_s: float | None = None
+    clock: Clock = field(default_factory=SystemClock)
+    _paced_from: float | None = None
+    _sent_s: float = 0.0
+    _calls: dict[int, _Call] = field(default_factory=dict)
+    _open_call: int | None = None
+    _spoken_any: bool = False
+
+    @property
+    def response_id(self) -> str:
+        return self.plan.response_id
+
+    async def run(self) -> None:
+        """Generate the response and post its end. Cancellation propagates untouched: the
+        connection has already ended a cancelled response."""
+        rid = self.response_id
+        try:
+            if self.before is not None:
+                await self.before
+            status, details, usage = await self._generate()
+        except EngineError as exc:
+            log.warning("response %s failed: %r", rid, exc)
+            # Also an `error` event: clients that only watch errors (agents SDKs, consoles)
+            # learn what broke and what to fix, not just that the reply ended early.
+            error = ProtocolError(exc.message, code=f"{exc.origin}_error", type="server_error")
+            await self.post(lambda c: [c.error(error)])
+            status, details, usage = "failed", _failure(exc.message, exc.origin), (None, None)
+        except Exception as exc:  # a bug must end this response, never the session
+            log.exception("response %s crashed", rid)
+            status, details, usage = (
+                "failed",
+                _failure(f"internal error: {exc}", "server"),
+                (
+                    None,
+                    None,
+                ),
+            )
+        await self.post(lambda c: c.finish_response(rid, status, details, usage))  # type: ignore[arg-type]
+
+    async def _generate(self) -> tuple[str, dict[str, Any] | None, tuple[int | None, int | None]]:
+        splitter = SentenceSplitter()
+        done = LLMDone()
+        async with aclosing(self.engines.llm.stream(chat_request(self.plan))) as stream:
+            async for event in stream:
+                match event:
+                    case TextDelta(text=text):
+                        await self._text(splitter, text)
+                    case ToolCallDelta():
+                        await self._tool_call(splitter, event)
+                    case LLMDone():
+                        done = event
+        await self._speak(splitter.flush())
+        await self._close_call()
+        usage = (done.input_tokens, done.output_tokens)
+        if done.finish_reason == "length":
+            return "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}, usage
+        return "completed", None, usage
+
+    async def _text(self, splitter: SentenceSplitter, text: str) -> None:
+        if not self.plan.audio:
+            await self.post(lambda c: c.response_text(self.response_id, text))
+            return
+        for sentence in splitter.push(text):
+            await self._speak(sentence)
+
+    async def _speak(self, sentence: str) -> None:
+        if not sentence:
+            return
+        rid, tts = self.response_id, self.engines.tts
+        # The transcript piece goes out just before its audio, so a truncation can keep
+        # exactly the words that were heard.
+        piece = (" " if self._spoken_any else "") + sentence
+        self._spoken_any = True
+        await self.post(lambda c: c.response_text(rid, piece))
+        converter = OutputConverter(tts.sample_rate, AudioFormat.from_type(self.plan.output_format))
+        voice, speed = self.plan.voice, self.plan.speed
+        async with aclosing(tts.synthesize(sentence, voice=voice, speed=speed)) as chunks:
+            async for pcm in chunks:
+                await self._audio(converter.process(pcm))
+        await self._audio(converter.flush())
+
+    async def _audio(self, data: bytes) -> None:
+        if not data:
+            return
+        await self.media_space()
+        if self.lead_s is not None:
+            await self._pace()
+            fmt = AudioFormat.from_type(self.plan.output_format)
+            self._sent_s += fmt.bytes_to_ms(len(data)) / 1000
+        await self.post(lambda c: c.response_audio(self.response_id, data))
+
+    async def _pace(self) -> None:
+        assert self.lead_s is not None
+        now = self.clock.monotonic()
+        if self._paced_from is None:
+            self._paced_from = now
+        ahead = self._paced_from + self._sent_s - self.lead_s - now
+        if ahead > 0:
+            await self.clock.sleep(ahead)
+
+    async def _tool_call(self, splitter: SentenceSplitter, delta: ToolCallDelta) -> None:
+        rid = self.response_id
+        if delta.index not in self._calls:
+            await self._speak(splitter.flush())
+            await self._close_call()
+            call = _Call(new_id("item"), delta.call_id or new_id("call"), delta.name or "")
+            self._calls[delta.index] = call
+            self._open_call = delta.index
+            await self.post(lambda c: c.response_call(rid, call.item_id, call.call_id, call.name))
+        if delta.arguments:
+            item_id, args = self._calls[delta.index].item_id, delta.arguments
+            await self.post(lambda c: c.response_call_arguments(rid, item_id, args))
+
+    async def _close_call(self) -> None:
+        if self._open_call is None:
+            return
+        item_id = self._calls[self._open_call].item_id
+        self._open_call = None
+        await self.post(lambda c: c.response_call_done(self.response_id, item_id))
+
+
+def _failure(message: str, origin: str) -> dict[str, Any]:
+    return {
+        "type": "failed",
+        "error": {"type": "server_error", "code": f"{origin}_error", "message": message},
+    }

@@ -1,0 +1,117 @@
+"""One validated settings tree: ``VOXGATE_*`` environment variables over an optional TOML
+config file (``VOXGATE_CONFIG`` or ``--config``), over the defaults below.
+
+Only `server` and `cli` read settings; everything else receives plain values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "voxgate"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOXGATE_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    log_level: str = "info"
+
+    # Accepted bearer keys. None configured = development mode (loopback only, any key).
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    default_model: str = "gpt-realtime"
+    instructions: str | None = None
+    max_session_minutes: float = Field(60.0, gt=0)
+    idle_timeout_s: float | None = Field(600.0, gt=0)
+    # Largest WebSocket message accepted; above 21 MiB so a 15 MiB audio append fits.
+    max_message_mb: float = Field(32.0, gt=0)
+    max_sessions: int = Field(100, ge=1)
+    shutdown_timeout_s: float = Field(10.0, ge=0)
+
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str | None = None
+    llm_timeout_s: float = Field(30.0, gt=0)
+
+    # Speech to text: pocketsphinx worker processes unless a faster-whisper model is given.
+    stt_workers: int = Field(4, ge=1)
+    whisper_model: Path | None = None  # a CTranslate2 faster-whisper model directory
+    whisper_device: str = "cpu"
+    whisper_compute_type: str = "int8"
+    # Text to speech: espeak-ng unless a piper voice is given (its config: the path + ".json").
+    piper_voice: Path | None = None
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        # Environment variables carry lists as "key1,key2".
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @property
+    def dev_mode(self) -> bool:
+        return not self.api_keys
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("VOXGATE_CONFIG")
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+
+class SettingsError(Exception):
+    """Settings that cannot work together; the message says what to change."""
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"config file {config_file} does not exist")
+        os.environ["VOXGATE_CONFIG"] = str(config_file)
+    config = os.environ.get("VOXGATE_CONFIG")
+    if config and not Path(config).is_file():
+        raise SettingsError(f"VOXGATE_CONFIG points at {config}, which does not exist")
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    if settings.dev_mode and not settings.loopback:
+        raise SettingsError(
+            f"refusing to listen on {settings.host} without API keys: development mode (any "
+            "key accepted) is only allowed on loopback. Set VOXGATE_API_KEYS=key1,key2 or "
+            "listen on 127.0.0.1."
+        )
+    return settings

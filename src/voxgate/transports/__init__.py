@@ -1,0 +1,1 @@
+"""Thin wire adapters between clients and sessions (WebSocket today)."""

@@ -1,0 +1,226 @@
+"""Shared fixtures: a real voxgate server on a random loopback port, speech made by the
+embedded TTS, and strict validation of server events against the `openai` SDK's types."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from openai.types.realtime import RealtimeServerEvent
+from pydantic import TypeAdapter
+
+from voxgate.audio import resample
+from voxgate.engines.local.espeak import EspeakTTS
+from voxgate.server.app import create_app
+from voxgate.session.engines import EngineSet
+from voxgate.settings import Settings
+
+SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
+REQUIRE_ALL = os.environ.get("VOXGATE_REQUIRE_ALL") == "1"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip loudly when a system component is missing; under VOXGATE_REQUIRE_ALL=1 (CI)
+    the missing component fails the test instead."""
+    if condition:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"required component missing: {reason}")
+    pytest.skip(f"MISSING COMPONENT — {reason}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningServer:
+    def __init__(self, settings: Settings, engines: EngineSet | None) -> None:
+        self.settings = settings
+        self.app = create_app(settings, engines)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=settings.port,
+            log_level="warning",
+            ws_max_size=int(settings.max_message_mb * 1024 * 1024),
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="voxgate-test-server")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}/v1"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.settings.port}/v1/realtime"
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("voxgate test server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., RunningServer]]:
+    """Start servers with given settings (and optionally engines); all stop at teardown."""
+    running: list[RunningServer] = []
+
+    def start(engines: EngineSet | None = None, **settings: Any) -> RunningServer:
+        server = RunningServer(Settings(port=free_port(), **settings), engines)
+        server.start()
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def voxgate_server() -> Iterator[RunningServer]:
+    """One server on the embedded defaults, shared by a module's tests."""
+    server = RunningServer(Settings(port=free_port(), stt_workers=1), None)
+    server.start()
+    yield server
+    server.stop()
+
+
+def speech_pcm24k(text: str, voice: str = "alloy") -> bytes:
+    """Spoken English made by the embedded TTS, as 24 kHz PCM16 (the Realtime input format)."""
+
+    async def speak() -> bytes:
+        tts = EspeakTTS()
+        chunks = [chunk async for chunk in tts.synthesize(text, voice=voice)]
+        await tts.aclose()
+        return resample(b"".join(chunks), tts.sample_rate, 24000)
+
+    return asyncio.run(speak()) if not _in_loop() else _run_in_thread(speak)
+
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _run_in_thread(factory: Callable[[], Any]) -> Any:
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(factory())))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def validated(raw: str | bytes) -> Any:
+    """Parse one server event with the SDK's own union; fails the test if it does not fit."""
+    return SERVER_EVENT.validate_json(raw)
+
+
+# One streamed chunk of a Chat Completions answer: the choice's delta and finish reason.
+ChatChunk = tuple[dict[str, Any], str | None]
+
+
+class SlowChatServer:
+    """An OpenAI-compatible Chat Completions endpoint (real HTTP, SSE) that streams a long
+    answer slowly: the stand-in for a hosted LLM we cannot reach from tests. ``script``
+    replaces the answer with the given chunks (text or tool-call deltas)."""
+
+    def __init__(
+        self, words: int = 200, delay_s: float = 0.05, script: list[ChatChunk] | None = None
+    ) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.closed_early = threading.Event()
+        self.requests: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                import json
+
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                chunks = script or [
+                    ({"content": f"word{i}{'. ' if i % 8 == 7 else ' '}"}, None)
+                    for i in range(words)
+                ]
+                try:
+                    for delta, finish in chunks:
+                        self._event(delta, finish)
+                        time.sleep(delay_s)
+                    if script is None:
+                        self._event({}, "stop")
+                    self._chunk(b"data: [DONE]\n\n")
+                    self._chunk(b"")
+                except (BrokenPipeError, ConnectionResetError):
+                    outer.closed_early.set()
+
+            def _event(self, delta: dict[str, Any], finish: str | None) -> None:
+                import json
+
+                chunk = {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": "slow-model",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
+                self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client hanging up mid-stream is what the cancel tests do
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def slow_chat_server() -> Iterator[SlowChatServer]:
+    server = SlowChatServer()
+    yield server
+    server.stop()
