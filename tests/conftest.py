@@ -1,9 +1,9 @@
-"""Shared fixtures: a real voxgate server on a random loopback port, speech made by the
-embedded TTS, and strict validation of server events against the `openai` SDK's types."""
+"""Shared fixtures: a real voxgate server on a random loopback port, speech made by
+espeak-ng (the same samples every time), and strict validation of server events against the
+`openai` SDK's types."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import threading
@@ -16,8 +16,7 @@ import uvicorn
 from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
-from voxgate.audio import resample
-from voxgate.engines.local.espeak import EspeakTTS
+from _espeak import speak
 from voxgate.server.app import create_app
 from voxgate.session.engines import EngineSet
 from voxgate.settings import Settings
@@ -103,32 +102,11 @@ def voxgate_server() -> Iterator[RunningServer]:
     server.stop()
 
 
-def speech_pcm24k(text: str, voice: str = "alloy") -> bytes:
-    """Spoken English made by the embedded TTS, as 24 kHz PCM16 (the Realtime input format)."""
-
-    async def speak() -> bytes:
-        tts = EspeakTTS()
-        chunks = [chunk async for chunk in tts.synthesize(text, voice=voice)]
-        await tts.aclose()
-        return resample(b"".join(chunks), tts.sample_rate, 24000)
-
-    return asyncio.run(speak()) if not _in_loop() else _run_in_thread(speak)
-
-
-def _in_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _run_in_thread(factory: Callable[[], Any]) -> Any:
-    result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(asyncio.run(factory())))
-    thread.start()
-    thread.join()
-    return result[0]
+def speech_pcm24k(text: str) -> bytes:
+    """Spoken English as 24 kHz PCM16 (the Realtime input format), the same samples on every
+    call: the server's own espeak instance carries state from one synthesis to the next, so
+    speech made through it would differ with what the server said before."""
+    return speak(text, sample_rate=24000)
 
 
 def validated(raw: str | bytes) -> Any:

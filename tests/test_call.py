@@ -22,7 +22,6 @@ from _realtime import rms
 from conftest import RunningServer, free_port, speech_pcm24k
 from voxgate.audio import resample
 from voxgate.call import (
-    DEFAULT_VOICE,
     CallOptions,
     CallResult,
     read_wav,
@@ -122,7 +121,7 @@ async def test_spoken_text_gets_a_spoken_reply(
 @pytest.mark.slow
 def test_push_to_talk_call_from_a_stereo_wav(server: RunningServer, tmp_path: Path) -> None:
     # 44.1 kHz stereo: the command must convert it to 24 kHz mono before sending.
-    mono = np.frombuffer(resample(speech_pcm24k(PIZZA, DEFAULT_VOICE), 24000, 44100), dtype="<i2")
+    mono = np.frombuffer(resample(speech_pcm24k(PIZZA), 24000, 44100), dtype="<i2")
     stereo = np.repeat(mono, 2).tobytes()
     wav = write_wav(tmp_path / "in.wav", stereo, rate=44100, channels=2)
     out = tmp_path / "reply.wav"
