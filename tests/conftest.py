@@ -121,11 +121,18 @@ ChatChunk = tuple[dict[str, Any], str | None]
 class SlowChatServer:
     """An OpenAI-compatible Chat Completions endpoint (real HTTP, SSE) that streams a long
     answer slowly: the stand-in for a hosted LLM we cannot reach from tests. ``script``
-    replaces the answer with the given chunks (text or tool-call deltas)."""
+    replaces the answer with the given chunks (text or tool-call deltas); ``scripts`` gives
+    one answer per request, in order (the last one repeats)."""
 
     def __init__(
-        self, words: int = 200, delay_s: float = 0.05, script: list[ChatChunk] | None = None
+        self,
+        words: int = 200,
+        delay_s: float = 0.05,
+        script: list[ChatChunk] | None = None,
+        scripts: list[list[ChatChunk]] | None = None,
     ) -> None:
+        if script is not None:
+            scripts = [script]
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         outer = self
@@ -140,6 +147,7 @@ class SlowChatServer:
 
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests.append(json.loads(body))
+                script = scripts[min(len(outer.requests), len(scripts)) - 1] if scripts else None
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")

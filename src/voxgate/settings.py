@@ -58,13 +58,47 @@ class Settings(BaseSettings):
     # Text to speech: espeak-ng unless a piper voice is given (its config: the path + ".json").
     piper_voice: Path | None = None
 
-    @field_validator("api_keys", mode="before")
+    # WebRTC: STUN/TURN servers offered to ICE besides the host candidates, as URLs
+    # ("stun:host:3478", "turn:user:secret@host:3478?transport=udp"), comma-separated in
+    # the environment.
+    ice_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A call whose peer connection is not up within this long ends.
+    webrtc_connect_timeout_s: float = Field(30.0, gt=0)
+    # Origins whose pages may call the HTTP API from a browser ("*": any; keys are bearer
+    # headers, not cookies, so a page still needs a key).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+
+    @field_validator("api_keys", "ice_servers", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         # Environment variables carry lists as "key1,key2".
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("ice_servers")
+    @classmethod
+    def _check_ice(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ValueError(
+                    f"ICE server {url!r} must start with stun:, stuns:, turn: or turns:"
+                )
+        return value
+
+    @property
+    def ice_server_configs(self) -> list[dict[str, Any]]:
+        """``ice_servers`` as RTCIceServer fields: credentials move out of TURN URLs."""
+        configs: list[dict[str, Any]] = []
+        for url in self.ice_servers:
+            scheme, _, rest = url.partition(":")
+            if "@" in rest and scheme.startswith("turn"):
+                auth, _, host = rest.rpartition("@")
+                user, _, secret = auth.partition(":")
+                configs.append({"urls": f"{scheme}:{host}", "username": user, "credential": secret})
+            else:
+                configs.append({"urls": url})
+        return configs
 
     @property
     def dev_mode(self) -> bool:

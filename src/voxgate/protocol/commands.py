@@ -59,7 +59,38 @@ class TranscribeItem:
 
 @dataclass(frozen=True, slots=True)
 class ClearOutputAudio:
+    """Stop server-side playout now (barge-in or the client's ``output_audio_buffer.clear``).
+    ``response_id`` None: whatever is playing."""
+
     response_id: str | None
 
 
-Command = StartResponse | CancelResponse | InputAudio | TranscribeItem | ClearOutputAudio
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Server-side playout (WebRTC, SIP): reply audio for the peer's track, in place of a
+    ``response.output_audio.delta`` event."""
+
+    response_id: str
+    item_id: str
+    content_index: int
+    data: bytes
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfAudio:
+    """Server-side playout: the response will queue no more audio; once what it queued has
+    played, ``output_audio_buffer.stopped`` follows."""
+
+    response_id: str
+
+
+Command = (
+    StartResponse
+    | CancelResponse
+    | InputAudio
+    | TranscribeItem
+    | ClearOutputAudio
+    | PlayAudio
+    | EndOfAudio
+)

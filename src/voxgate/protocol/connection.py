@@ -25,7 +25,9 @@ from .commands import (
     CancelResponse,
     ClearOutputAudio,
     Command,
+    EndOfAudio,
     InputAudio,
+    PlayAudio,
     ResponsePlan,
     StartResponse,
     TranscribeItem,
@@ -82,11 +84,18 @@ class RealtimeConnection:
         # Total audio appended this session, for audio_start_ms / audio_end_ms.
         self.input_audio_ms = 0.0
         self._count_tokens = count_tokens
+        # Server-side playout: responses whose audio reached the peer's queue and has not
+        # yet stopped or been cleared.
+        self.playing: set[str] = set()
 
     # -- client side ----------------------------------------------------------------------
 
     def start(self) -> list[Output]:
-        return [ev.SessionCreated(session=self._session_wire())]
+        return [self.session_created()]
+
+    def session_created(self) -> ev.SessionCreated:
+        """The first event of every client connection, sideband ones included."""
+        return ev.SessionCreated(session=self._session_wire())
 
     def receive(self, raw: str | bytes) -> list[Output]:
         event, client_event_id, error = ev.parse_client_event(raw)
@@ -133,6 +142,13 @@ class RealtimeConnection:
     def _session_wire(self) -> dict[str, Any]:
         return self.config.to_wire(session_id=self.session_id, expires_at=self.expires_at)
 
+    def configure(self, patch: dict[str, Any]) -> None:
+        """Apply a session configuration before the session starts (the ``session`` a call
+        was created with); raises ProtocolError like ``session.update`` would."""
+        self.config = apply_update(
+            self.config, patch, audio_produced=self.audio_produced, model_locked=self.model_locked
+        )
+
     def _session_update(self, patch: dict[str, Any]) -> list[Output]:
         self.config = apply_update(
             self.config, patch, audio_produced=self.audio_produced, model_locked=self.model_locked
@@ -167,6 +183,17 @@ class RealtimeConnection:
                 code="input_audio_buffer_full",
                 param="audio",
             )
+        self.input_buffer.extend(data)
+        self.input_audio_ms += bytes_to_ms(self.input_format, len(data))
+        return [InputAudio(data, self.input_format)]
+
+    def append_track_audio(self, data: bytes) -> list[Output]:
+        """Audio from a media track (WebRTC, SIP) in the session's input format: the same
+        buffer as ``input_audio_buffer.append``. A full buffer drops its oldest audio: a
+        live microphone cannot be told to stop, and only the recent audio can form a turn."""
+        overflow = len(self.input_buffer) + len(data) - self.max_buffer_bytes
+        if overflow > 0:
+            del self.input_buffer[: min(overflow, len(self.input_buffer))]
         self.input_buffer.extend(data)
         self.input_audio_ms += bytes_to_ms(self.input_format, len(data))
         return [InputAudio(data, self.input_format)]
@@ -220,8 +247,13 @@ class RealtimeConnection:
             ev.InputAudioBufferSpeechStarted(audio_start_ms=audio_start_ms, item_id=item_id)
         ]
         turns = self.config.audio.input.turn_detection
-        if turns is not None and turns.interrupt_response and self.active_response_id:
+        if turns is None or not turns.interrupt_response:
+            return out
+        if self.active_response_id:
             out += self.cancel_response(self.active_response_id, "turn_detected")
+        if self.server_playout:
+            # The reply may be done generating and still playing: stop what the user hears.
+            out.append(ClearOutputAudio(None))
         return out
 
     def speech_stopped(self, item_id: str, audio_start_ms: int, audio_end_ms: int) -> list[Output]:
@@ -292,7 +324,32 @@ class RealtimeConnection:
                 code="unsupported_event",
                 param="type",
             )
-        return [ClearOutputAudio(response_id or self.active_response_id)]
+        return [ClearOutputAudio(response_id)]
+
+    def output_audio_cleared(
+        self, response_id: str, item_id: str, content_index: int, played_ms: int
+    ) -> list[Output]:
+        """Playout was cut short: say so, and truncate the item to what the user heard (on
+        WebRTC and SIP the server knows that, so the client need not truncate)."""
+        self.playing.discard(response_id)
+        out: list[Output] = [
+            ev.OutputAudioBufferEvent(type="output_audio_buffer.cleared", response_id=response_id)
+        ]
+        if item_id in self.conversation.audio:
+            length_ms = bytes_to_ms(
+                self._response_format_of(item_id), len(self.conversation.audio[item_id])
+            )
+            out += self.truncate(item_id, content_index, min(played_ms, int(length_ms)))
+        return out
+
+    def output_audio_stopped(self, response_id: str) -> list[Output]:
+        """All of a finished response's audio has played."""
+        if response_id not in self.playing:
+            return []
+        self.playing.discard(response_id)
+        return [
+            ev.OutputAudioBufferEvent(type="output_audio_buffer.stopped", response_id=response_id)
+        ]
 
     # -- conversation items ---------------------------------------------------------------
 
@@ -489,7 +546,25 @@ class RealtimeConnection:
         if state is None or not data:
             return []
         self.audio_produced = True
-        return [*state.audio(data, new_id("item"))]
+        out: list[Output] = [*state.audio(data, new_id("item"))]
+        if not self.server_playout:
+            return out
+        # Audio rides the peer's media track, not the event stream.
+        delta = out.pop()
+        assert isinstance(delta, ev.ResponseDelta)
+        if response_id not in self.playing:
+            self.playing.add(response_id)
+            out.append(
+                ev.OutputAudioBufferEvent(
+                    type="output_audio_buffer.started", response_id=response_id
+                )
+            )
+        out.append(
+            PlayAudio(
+                response_id, delta.item_id, delta.content_index, data, state.plan.output_format
+            )
+        )
+        return out
 
     def response_message_done(self, response_id: str) -> list[Output]:
         state = self.responses.get(response_id)
@@ -528,4 +603,7 @@ class RealtimeConnection:
         if self.active_response_id == response_id:
             self.active_response_id = None
         state.llm_usage = llm_usage
-        return [*state.finish(status, details)]
+        out: list[Output] = [*state.finish(status, details)]
+        if response_id in self.playing:
+            out.append(EndOfAudio(response_id))
+        return out

@@ -6,10 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from pathlib import Path
 
-from fastapi import FastAPI, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from ..engines import tokens
 from ..protocol import events as ev
@@ -17,32 +19,23 @@ from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..session.engines import EngineSet
 from ..session.manager import AdmissionRefused, SessionManager
-from ..session.session import Session, SessionLimits
+from ..session.session import Session
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
+from . import calls
 from .engines import start_engines
+from .state import AppState
 
 log = logging.getLogger(__name__)
-AUDIO_LEAD_S = 1.0
-
-
-@dataclass
-class AppState:
-    settings: Settings
-    engines: EngineSet
-    manager: SessionManager
-
-    @property
-    def limits(self) -> SessionLimits:
-        s = self.settings
-        return SessionLimits(
-            max_duration_s=s.max_session_minutes * 60,
-            idle_timeout_s=s.idle_timeout_s,
-            audio_lead_s=AUDIO_LEAD_S,
-        )
-
-    def credential_ok(self, credential: str | None) -> bool:
-        return self.settings.dev_mode or credential in self.settings.api_keys
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+# What browser pages send with the SDP offer (agents-js adds its own headers).
+CORS_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "X-OpenAI-Agents-SDK",
+    "OpenAI-Safety-Identifier",
+    "OpenAI-Beta",
+]
 
 
 def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
@@ -65,6 +58,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
             )
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
+        await state.calls.wait_closed()
         if engines is None:
             await state.engines.aclose()
         else:  # passed in: speech-to-text and VAD stay with the caller, who may share them
@@ -72,11 +66,31 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
             await state.engines.tts.aclose()
 
     app = FastAPI(title="voxgate", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=CORS_HEADERS,
+        expose_headers=["Location"],
+    )
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def console() -> FileResponse:
+        return FileResponse(WEB_DIR / "console.html", media_type="text/html")
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         state: AppState = app.state.voxgate
         return JSONResponse({"status": "ok", "sessions": len(state.manager.sessions)})
+
+    @app.post("/v1/realtime/calls")
+    async def create_call(request: Request, model: str | None = None) -> Response:
+        return await calls.create_call(app.state.voxgate, request, model)
+
+    @app.post("/v1/realtime/calls/{call_id}/hangup")
+    async def hangup(request: Request, call_id: str) -> Response:
+        return await calls.hangup(app.state.voxgate, request, call_id)
 
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket, model: str | None = None, call_id: str | None = None) -> None:
@@ -111,12 +125,7 @@ async def serve_realtime(
         )
         return
     if call_id is not None:
-        message = (
-            "Attaching to a call with ?call_id= (sideband) is not available on this server yet."
-            if model is None
-            else "Pass either ?model= (new session) or ?call_id= (attach), not both."
-        )
-        await _refuse(ws, message, "invalid_value", 1008)
+        await _attach(state, ws, model, call_id)
         return
     try:
         state.manager.admit()
@@ -130,3 +139,17 @@ async def serve_realtime(
     )
     session = Session(connection, state.engines, WebSocketTransport(ws), limits=state.limits)
     await state.manager.serve(session)
+
+
+async def _attach(state: AppState, ws: WebSocket, model: str | None, call_id: str) -> None:
+    """A sideband client joins a live call's session."""
+    if model is not None:
+        message = "Pass either ?model= (new session) or ?call_id= (attach), not both."
+        await _refuse(ws, message, "invalid_value", 1008)
+        return
+    session = state.calls.sessions.get(call_id)
+    if session is None or session.ended is not None:
+        await _refuse(ws, f"No live call with id '{call_id}'.", "call_not_found", 1008)
+        return
+    log.info("sideband client attached to call %s", call_id)
+    await session.attach(WebSocketTransport(ws))

@@ -4,7 +4,11 @@ Tasks (all owned by the session's TaskGroup, all named):
 - reader: transport frames → inbox (pauses when the inbox is full);
 - writer: outbox → transport (control lane ahead of media);
 - watchdog: maximum duration and idle timeout, as sleeps until the next deadline;
-- one task per running response (see `response.py`).
+- one task per running response (see `response.py`);
+- per sideband client (`attach`): its own reader and writer, so a slow sideband never holds
+  up the primary client.
+Where the transport plays reply audio itself (WebRTC, SIP: `Playout`), audio goes to the
+playout instead of `response.output_audio.delta` events, and the playout reports back.
 The main loop is the only code that touches the connection. Close is idempotent, ordered
 (stop input, stop responses, flush what is queued, say why, close) and time-bounded.
 """
@@ -12,16 +16,20 @@ The main loop is the only code that touches the connection. Close is idempotent,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import assert_never
 
+from ..audio import AudioFormat, decode_to_pcm16, encode_from_pcm16, resample
 from ..protocol import events as ev
 from ..protocol.commands import (
     CancelResponse,
     ClearOutputAudio,
+    EndOfAudio,
     InputAudio,
+    PlayAudio,
     StartResponse,
     TranscribeItem,
 )
@@ -33,9 +41,12 @@ from .inbox import Ended, Inbox
 from .listener import Listener
 from .outbox import Outbox
 from .response import Progress, ResponseRunner
-from .transport import Transport, TransportClosed
+from .transport import Playout, Transport, TransportClosed
 
 log = logging.getLogger(__name__)
+PLAYOUT_RATE = 24000  # what a Playout takes: 24 kHz PCM16 mono
+# Server events a sideband client may fall behind by before it is disconnected.
+SIDEBAND_BACKLOG = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,7 @@ class Session:
         *,
         limits: SessionLimits = SessionLimits(),
         clock: Clock | None = None,
+        playout: Playout | None = None,
     ) -> None:
         self.connection = connection
         self.engines = engines
@@ -77,6 +89,11 @@ class Session:
         self.ended: Ended | None = None
         self.listener = Listener(engines, self.inbox.put, self._spawn)
         connection.expires_at = int(self.clock.wall() + limits.max_duration_s)
+        self.playout = playout
+        connection.server_playout = playout is not None
+        if playout is not None:
+            playout.bind(self._playout_stopped)
+        self._sidebands: set[asyncio.Queue[str | None]] = set()
 
     @property
     def id(self) -> str:
@@ -139,8 +156,19 @@ class Session:
                     self._apply(self.listener.audio(self.connection, data, fmt))
                 case TranscribeItem(item_id=item_id, audio=audio, format=fmt):
                     self._apply(self.listener.transcribe(self.connection, item_id, audio, fmt))
-                case ClearOutputAudio():
-                    pass  # server-side playout only (WebRTC/SIP)
+                case PlayAudio():
+                    self._play(out)
+                case EndOfAudio(response_id=rid):
+                    if self.playout is not None:
+                        self.playout.end(rid)
+                case ClearOutputAudio(response_id=rid):
+                    cut = self.playout.clear(rid) if self.playout is not None else None
+                    if cut is not None:
+                        self._apply(
+                            self.connection.output_audio_cleared(
+                                cut.response_id, cut.item_id, cut.content_index, cut.played_ms
+                            )
+                        )
                 case _:
                     assert_never(out)
 
@@ -153,6 +181,74 @@ class Session:
         if rid is None and isinstance(event, ev.ResponseLifecycle):
             rid = event.response.get("id")
         self.outbox.put_control(text, rid)
+
+    def _play(self, out: PlayAudio) -> None:
+        if self.playout is None:
+            return
+        pcm = out.data
+        if out.format != "audio/pcm":
+            fmt = AudioFormat.from_type(out.format)
+            pcm = resample(decode_to_pcm16(fmt, pcm), fmt.rate, PLAYOUT_RATE)
+        self.playout.play(out.response_id, out.item_id, out.content_index, pcm)
+
+    async def _playout_stopped(self, response_id: str) -> None:
+        await self.inbox.put(lambda c: c.output_audio_stopped(response_id))
+
+    async def track_audio(self, pcm24k: bytes) -> None:
+        """Microphone audio from a media track (24 kHz PCM16 mono): the input buffer, as if
+        appended, in whatever input format the session has."""
+
+        def append(conn: RealtimeConnection) -> list[Output]:
+            if conn.input_format == "audio/pcm":
+                return conn.append_track_audio(pcm24k)
+            fmt = AudioFormat.from_type(conn.input_format)
+            return conn.append_track_audio(
+                encode_from_pcm16(fmt, resample(pcm24k, PLAYOUT_RATE, fmt.rate))
+            )
+
+        await self.inbox.put(append)
+
+    async def attach(self, transport: Transport) -> None:
+        """Serve a sideband client on this session until it leaves or the session ends: it
+        sees the server events from here on (after a ``session.created``) and may send client
+        events, which join the primary client's in one order."""
+        queue: asyncio.Queue[str | None] = asyncio.Queue(SIDEBAND_BACKLOG)
+        queue.put_nowait(self.connection.session_created().to_json())
+        self._sidebands.add(queue)
+
+        async def read() -> None:
+            with contextlib.suppress(TransportClosed):
+                while True:
+                    await self.inbox.put(_Frame(await transport.receive()))
+
+        async def write() -> None:
+            with contextlib.suppress(TransportClosed):
+                while (text := await queue.get()) is not None:
+                    await transport.send(text)
+
+        tasks = [
+            asyncio.create_task(read(), name=f"{self.id}:sideband-reader"),
+            asyncio.create_task(write(), name=f"{self.id}:sideband-writer"),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._sidebands.discard(queue)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):  # the peer may be gone already
+                await transport.close(1000, "session ended" if self.ended else "")
+
+    def _mirror(self, text: str | None) -> None:
+        for queue in list(self._sidebands):
+            try:
+                queue.put_nowait(text)
+            except asyncio.QueueFull:
+                log.warning("sideband of %s fell too far behind; disconnecting it", self.id)
+                self._sidebands.discard(queue)
+                queue.get_nowait()  # make room for the end marker
+                queue.put_nowait(None)
 
     def _spawn(self, work: Awaitable[None], name: str) -> asyncio.Task[None]:
         return self._tg.create_task(work, name=f"{self.id}:{name}")  # type: ignore[arg-type]
@@ -188,9 +284,12 @@ class Session:
     async def _write(self) -> None:
         try:
             while (text := await self.outbox.get()) is not None:
+                self._mirror(text)
                 await self.transport.send(text)
         except TransportClosed:
             self.end("client_closed")
+        finally:
+            self._mirror(None)
 
     async def _watch(self) -> None:
         limits, clock = self.limits, self.clock

@@ -1,7 +1,10 @@
-"""What a session needs from a transport (WebSocket, WebRTC data channel, …)."""
+"""What a session needs from a transport (WebSocket, WebRTC data channel, …) and, where the
+server plays the reply audio itself, from its playout."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -19,3 +22,34 @@ class Transport(Protocol):
         ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlayoutCut:
+    """Where server-side playout was cut: the user heard ``played_ms`` of the item's audio."""
+
+    response_id: str
+    item_id: str
+    content_index: int
+    played_ms: int
+
+
+class Playout(Protocol):
+    """Server-side playout of reply audio (WebRTC, SIP): the transport owns the clock that
+    plays the audio, so it knows how much of it the user heard."""
+
+    def bind(self, stopped: Callable[[str], Awaitable[None]]) -> None:
+        """``stopped(response_id)`` is awaited once a finished response has fully played."""
+        ...
+
+    def play(self, response_id: str, item_id: str, content_index: int, pcm24k: bytes) -> None:
+        """Queue 24 kHz PCM16 mono audio of a response behind what is queued."""
+        ...
+
+    def end(self, response_id: str) -> None:
+        """The response will queue no more audio."""
+        ...
+
+    def clear(self, response_id: str | None) -> PlayoutCut | None:
+        """Drop the queued audio (of ``response_id``, or whatever plays); None if nothing was."""
+        ...

@@ -1,0 +1,168 @@
+"""WebRTC calls over HTTP: ``POST /v1/realtime/calls`` (the SDP offer/answer exchange) and
+``POST /v1/realtime/calls/{call_id}/hangup``.
+
+The offer comes either as raw SDP (``application/sdp``, what browsers send) or as a multipart
+form with an ``sdp`` part and an optional ``session`` part (what the ``openai`` SDK's
+``realtime.calls.create`` sends). The answer is complete (no trickle ICE); the call id is the
+last segment of ``Location``, where clients look for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from ..engines import tokens
+from ..protocol.connection import RealtimeConnection
+from ..protocol.errors import ProtocolError
+from ..session.manager import AdmissionRefused
+from ..session.session import Session
+from ..transports.webrtc import WebRTCCall
+from .state import AppState
+
+log = logging.getLogger(__name__)
+MAX_SDP_BYTES = 64 * 1024
+
+
+def http_error(
+    status: int,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
+    type_: str = "invalid_request_error",
+) -> JSONResponse:
+    """An OpenAI-shaped HTTP error body."""
+    error = {"message": message, "type": type_, "param": param, "code": code}
+    return JSONResponse({"error": error}, status_code=status)
+
+
+def bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() or None if auth.lower().startswith("bearer ") else None
+
+
+def refuse_credential(state: AppState, request: Request) -> JSONResponse | None:
+    if state.credential_ok(bearer(request)):
+        return None
+    return http_error(
+        401,
+        "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
+        "invalid_api_key",
+    )
+
+
+async def create_call(state: AppState, request: Request, model: str | None) -> Response:
+    if (refused := refuse_credential(state, request)) is not None:
+        return refused
+    parsed = await _read_offer(request)
+    if isinstance(parsed, JSONResponse):
+        return parsed
+    offer, session_patch = parsed
+    try:
+        state.manager.admit()
+    except AdmissionRefused as exc:
+        status = 503 if exc.code == "server_shutting_down" else 429
+        return http_error(status, exc.message, exc.code, type_="server_error")
+
+    connection = RealtimeConnection(
+        model=model or _model_of(session_patch) or state.settings.default_model,
+        count_tokens=tokens.count_tokens,
+        instructions=state.settings.instructions,
+    )
+    if session_patch is not None:
+        try:
+            connection.configure(session_patch)
+        except ProtocolError as exc:
+            param = f"session.{exc.param}" if exc.param else "session"
+            return http_error(400, exc.message, exc.code or "invalid_value", param)
+
+    settings = state.settings
+    call = WebRTCCall(
+        settings.ice_server_configs, connect_timeout_s=settings.webrtc_connect_timeout_s
+    )
+    session = Session(
+        connection, state.engines, call.events, limits=state.limits, playout=call.playout
+    )
+    call.microphone = session.track_audio
+    call.on_gone = lambda why: session.end("client_closed", message=why)
+    try:
+        answer = await call.answer(offer)
+    except ValueError as exc:
+        await call.close()
+        return http_error(400, str(exc), "invalid_offer", "sdp")
+    state.calls.run(call, session, state.manager.serve(session))
+    log.info("call %s started session %s", call.id, session.id)
+    return Response(
+        answer,
+        status_code=201,
+        media_type="application/sdp",
+        headers={"Location": f"/v1/realtime/calls/{call.id}"},
+    )
+
+
+async def hangup(state: AppState, request: Request, call_id: str) -> Response:
+    if (refused := refuse_credential(state, request)) is not None:
+        return refused
+    session = state.calls.sessions.get(call_id)
+    if session is None:
+        return http_error(404, f"No live call with id '{call_id}'.", "call_not_found", "call_id")
+    session.end("hangup")
+    return Response(status_code=200)
+
+
+def _model_of(session: dict[str, Any] | None) -> str | None:
+    model = (session or {}).get("model")
+    return model if isinstance(model, str) else None
+
+
+async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None] | JSONResponse:
+    """The offer SDP and the session configuration sent with it, or the error to answer."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    session: Any = None
+    if content_type == "application/sdp":
+        body = await request.body()
+        if len(body) > MAX_SDP_BYTES:
+            return http_error(413, f"The SDP offer is over {MAX_SDP_BYTES} bytes.", "too_large")
+        offer = body.decode("utf-8", "replace")
+    elif content_type == "multipart/form-data":
+        try:
+            form = await request.form(max_files=2, max_fields=4, max_part_size=MAX_SDP_BYTES)
+        except Exception as exc:  # starlette raises its own MultiPartException and friends
+            return http_error(400, f"The multipart body could not be read: {exc}", "invalid_body")
+        offer_part, session_part = form.get("sdp"), form.get("session")
+        offer = await _text(offer_part)
+        raw_session = await _text(session_part) if session_part is not None else None
+        if raw_session:
+            try:
+                session = json.loads(raw_session)
+            except json.JSONDecodeError as exc:
+                return http_error(
+                    400, f"The 'session' part is not valid JSON: {exc}", "invalid_json", "session"
+                )
+            if not isinstance(session, dict):
+                return http_error(
+                    400, "The 'session' part must be a JSON object.", "invalid_type", "session"
+                )
+    else:
+        return http_error(
+            415,
+            "Send the SDP offer as 'Content-Type: application/sdp', or as a multipart form "
+            "with an 'sdp' part (and an optional 'session' part).",
+            "unsupported_content_type",
+        )
+    if not offer.strip():
+        return http_error(400, "Missing the SDP offer.", "missing_required_parameter", "sdp")
+    return offer, session
+
+
+async def _text(part: str | UploadFile | None) -> str:
+    if part is None:
+        return ""
+    if isinstance(part, UploadFile):
+        return (await part.read()).decode("utf-8", "replace")
+    return part

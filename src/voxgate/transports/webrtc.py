@@ -1,0 +1,359 @@
+"""The Realtime API over WebRTC (aiortc): one `WebRTCCall` per ``POST /v1/realtime/calls``.
+
+A call is an aiortc peer connection with three parts the session sees through its interfaces:
+- `EventChannel`: the client's ``oai-events`` data channel as the session's `Transport`
+  (every server event but audio deltas; client events the other way);
+- `PlayoutTrack`: the answer's audio track, the session's `Playout`. It plays reply audio on
+  its own clock (20 ms frames, increasing timestamps, silence in between), so it knows how
+  much of each reply the user heard: that is where a barge-in truncates the item;
+- the microphone pump: the offer's audio track, decoded by aiortc (in its own thread),
+  resampled to 24 kHz mono and fed to the session as input audio.
+Opus encoding happens in aiortc's executor, not on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+
+from ..session.session import Session
+from ..session.transport import PlayoutCut, TransportClosed
+
+log = logging.getLogger(__name__)
+
+EVENTS_LABEL = "oai-events"
+RATE = 24000  # what the session plays and hears: 24 kHz PCM16 mono
+FRAME_S = 0.02
+FRAME_SAMPLES = int(RATE * FRAME_S)
+FRAME_BYTES = 2 * FRAME_SAMPLES
+# A loop stall longer than this is skipped over rather than sent as a burst of late frames.
+MAX_LATE_S = 0.2
+# Client events queued on the data channel before the session has read them.
+MAX_PENDING_EVENTS = 1024
+
+
+def new_call_id() -> str:
+    return "rtc_" + secrets.token_hex(12)
+
+
+class EventChannel:
+    """The ``oai-events`` data channel as a session transport. Events the session sends
+    before the channel opens wait for it."""
+
+    def __init__(self) -> None:
+        self._channel: RTCDataChannel | None = None
+        self._open = asyncio.Event()
+        self._closed = asyncio.Event()
+        # Client events, then None once the channel is gone.
+        self._incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._why = "the data channel closed"
+
+    def attach(self, channel: RTCDataChannel) -> None:
+        self._channel = channel
+
+        @channel.on("open")
+        def _opened() -> None:
+            self._open.set()
+
+        @channel.on("message")
+        def _message(message: str | bytes) -> None:
+            if self._incoming.qsize() >= MAX_PENDING_EVENTS:
+                self.shut(f"the client sent more than {MAX_PENDING_EVENTS} events unread")
+                return
+            self._incoming.put_nowait(message)
+
+        @channel.on("close")
+        def _closed() -> None:
+            self.shut("the data channel closed")
+
+        if channel.readyState == "open":
+            self._open.set()
+
+    def shut(self, why: str) -> None:
+        """The channel (or the whole peer connection) is gone."""
+        if not self._closed.is_set():
+            self._why = why
+            self._closed.set()
+            self._incoming.put_nowait(None)
+
+    async def receive(self) -> str | bytes:
+        message = await self._incoming.get()
+        if message is None:
+            self._incoming.put_nowait(None)  # for any later receive
+            raise TransportClosed(self._why)
+        return message
+
+    async def send(self, text: str) -> None:
+        if not self._open.is_set():
+            await _first(self._open.wait(), self._closed.wait())
+        if self._closed.is_set() or self._channel is None:
+            raise TransportClosed(self._why)
+        try:
+            self._channel.send(text)
+        except Exception as exc:  # aiortc raises InvalidStateError once the channel closed
+            raise TransportClosed(str(exc)) from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.shut(reason or "closed")
+        if self._channel is not None:
+            self._channel.close()
+
+
+async def _first(*waits: Awaitable[Any]) -> None:
+    """Wait until the first of ``waits`` is done; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+@dataclass(slots=True)
+class _Chunk:
+    response_id: str
+    item_id: str
+    content_index: int
+    pcm: bytes
+    offset: int = 0
+
+
+class PlayoutTrack(MediaStreamTrack):
+    """The reply audio track: a `Playout` that plays queued audio in real time."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: deque[_Chunk] = deque()
+        # Responses whose audio started and has neither stopped nor been cleared, with the
+        # item and part that is playing; samples played per item.
+        self._active: dict[str, tuple[str, int]] = {}
+        self._played: dict[str, int] = {}
+        self._ended: set[str] = set()
+        self._stopped: Callable[[str], Awaitable[None]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._start: float | None = None
+        self._frames = 0
+
+    # -- Playout --------------------------------------------------------------------------
+
+    def bind(self, stopped: Callable[[str], Awaitable[None]]) -> None:
+        self._stopped = stopped
+
+    def play(self, response_id: str, item_id: str, content_index: int, pcm24k: bytes) -> None:
+        if not pcm24k:
+            return
+        self._active.setdefault(response_id, (item_id, content_index))
+        self._queue.append(_Chunk(response_id, item_id, content_index, pcm24k))
+
+    def end(self, response_id: str) -> None:
+        self._ended.add(response_id)
+        if not any(c.response_id == response_id for c in self._queue):
+            self._finish(response_id)
+
+    def clear(self, response_id: str | None) -> PlayoutCut | None:
+        target = response_id
+        if target is None:
+            # Whatever the user hears now: the head of the queue, else the latest reply.
+            target = (
+                self._queue[0].response_id if self._queue else next(reversed(self._active), None)
+            )
+        if target is None or target not in self._active:
+            return None
+        item_id, content_index = self._active.pop(target)
+        self._ended.discard(target)
+        self._queue = deque(c for c in self._queue if c.response_id != target)
+        played_ms = self._played.pop(item_id, 0) * 1000 // RATE
+        return PlayoutCut(target, item_id, content_index, played_ms)
+
+    @property
+    def queued_s(self) -> float:
+        return sum(len(c.pcm) - c.offset for c in self._queue) / (2 * RATE)
+
+    # -- MediaStreamTrack -----------------------------------------------------------------
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._start is None:
+            self._start = now
+        else:
+            due = self._start + self._frames * FRAME_S
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif now - due > MAX_LATE_S:
+                self._frames = int((now - self._start) / FRAME_S)
+        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
+        frame.planes[0].update(self._take(FRAME_BYTES))
+        frame.pts = self._frames * FRAME_SAMPLES
+        frame.sample_rate = RATE
+        frame.time_base = fractions.Fraction(1, RATE)
+        self._frames += 1
+        return frame
+
+    def _take(self, size: int) -> bytes:
+        out = bytearray()
+        while self._queue and len(out) < size:
+            chunk = self._queue[0]
+            piece = chunk.pcm[chunk.offset : chunk.offset + size - len(out)]
+            out += piece
+            chunk.offset += len(piece)
+            self._active[chunk.response_id] = (chunk.item_id, chunk.content_index)
+            self._played[chunk.item_id] = self._played.get(chunk.item_id, 0) + len(piece) // 2
+            if chunk.offset >= len(chunk.pcm):
+                self._queue.popleft()
+                rid = chunk.response_id
+                if rid in self._ended and not any(c.response_id == rid for c in self._queue):
+                    self._finish(rid)
+        return bytes(out) + bytes(size - len(out))
+
+    def _finish(self, response_id: str) -> None:
+        self._ended.discard(response_id)
+        if self._active.pop(response_id, None) is None or self._stopped is None:
+            return
+        task = asyncio.ensure_future(self._stopped(response_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def ice_configuration(servers: list[dict[str, Any]]) -> RTCConfiguration:
+    return RTCConfiguration(
+        iceServers=[
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in servers
+        ]
+    )
+
+
+class WebRTCCall:
+    """One browser (or other WebRTC peer) call: the peer connection and its parts."""
+
+    def __init__(
+        self, ice_servers: list[dict[str, Any]], *, connect_timeout_s: float = 30.0
+    ) -> None:
+        self.id = new_call_id()
+        self.pc = RTCPeerConnection(ice_configuration(ice_servers))
+        self.events = EventChannel()
+        self.playout = PlayoutTrack()
+        self._connect_timeout_s = connect_timeout_s
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Set by whoever serves the call: where microphone audio (24 kHz PCM16 mono) goes,
+        # and what to do when the peer is gone.
+        self.microphone: Callable[[bytes], Awaitable[None]] | None = None
+        self.on_gone: Callable[[str], None] = lambda why: None
+
+        @self.pc.on("datachannel")
+        def _channel(channel: RTCDataChannel) -> None:
+            if channel.label == EVENTS_LABEL:
+                self.events.attach(channel)
+
+        @self.pc.on("track")
+        def _track(track: Any) -> None:
+            if track.kind == "audio":
+                self._spawn(self._pump(track), "microphone")
+
+        @self.pc.on("connectionstatechange")
+        def _state() -> None:
+            if self.pc.connectionState in ("failed", "closed"):
+                self._gone(f"the WebRTC connection {self.pc.connectionState}")
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply the client's offer and return the complete answer (no trickle ICE).
+        Raises ValueError for an offer that is not usable SDP."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except Exception as exc:  # aiortc raises ValueError and friends for bad SDP
+            raise ValueError(f"The SDP offer could not be used: {exc}") from None
+        if any(t.kind == "audio" for t in self.pc.getTransceivers()):
+            self.pc.addTrack(self.playout)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._spawn(self._watch_connect(), "connect-watch")
+        return str(self.pc.localDescription.sdp)
+
+    async def close(self) -> None:
+        self.events.shut("the call ended")
+        self.playout.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.pc.close()
+
+    def _gone(self, why: str) -> None:
+        self.events.shut(why)
+        self.on_gone(why)
+
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(work)
+        task.set_name(f"{self.id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_connect(self) -> None:
+        await asyncio.sleep(self._connect_timeout_s)
+        if self.pc.connectionState != "connected":
+            self._gone(
+                f"the WebRTC connection was not established within {self._connect_timeout_s:g} s"
+            )
+
+    async def _pump(self, track: Any) -> None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            for out in resampler.resample(frame):
+                pcm = out.to_ndarray().tobytes()
+                if pcm and self.microphone is not None:
+                    await self.microphone(pcm)
+
+
+class CallRegistry:
+    """Live WebRTC calls by id, for hang-up and sideband attach."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, WebRTCCall] = {}
+        self.sessions: dict[str, Session] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def run(self, call: WebRTCCall, session: Session, serve: Awaitable[Any]) -> None:
+        """Serve the call's session in the background; forget the call when it ends."""
+
+        async def runner() -> None:
+            try:
+                await serve
+            finally:
+                self.calls.pop(call.id, None)
+                self.sessions.pop(call.id, None)
+                with contextlib.suppress(Exception):
+                    await call.close()
+
+        self.calls[call.id] = call
+        self.sessions[call.id] = session
+        task = asyncio.get_running_loop().create_task(runner(), name=f"{call.id}:session")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_closed(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
