@@ -281,6 +281,11 @@ class WebRTCCall:
     async def answer(self, offer_sdp: str) -> str:
         """Apply the client's offer and return the complete answer (no trickle ICE).
         Raises ValueError for an offer that is not usable SDP."""
+        if not offer_sdp.lstrip().startswith("v=0") or "\nm=" not in offer_sdp:
+            raise ValueError(
+                "The SDP offer has no media: offer an audio track (the microphone) and a data "
+                f"channel labelled '{EVENTS_LABEL}', as RTCPeerConnection.createOffer() does."
+            )
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         except Exception as exc:  # aiortc raises ValueError and friends for bad SDP
