@@ -106,3 +106,17 @@ async def test_a_running_response_keeps_the_session_alive() -> None:
         assert not run.transport.closed
         await run.clock.advance(1)
         assert (await run.ended()).reason == "idle"
+
+
+async def test_microphone_audio_from_a_media_track_keeps_the_session_alive() -> None:
+    # WebRTC: the user talks on the track and may send no client event at all.
+    limits = SessionLimits(idle_timeout_s=30)
+    async with running_session(engines(), limits=limits, validate=validated) as run:
+        await run.transport.next_event()
+        for _ in range(5):
+            await run.clock.advance(20)
+            await run.session.track_audio(bytes(960))  # 20 ms of 24 kHz PCM16
+            await settle()
+            assert not run.transport.closed
+        await run.clock.advance(30)
+        assert (await run.ended()).reason == "idle"

@@ -196,9 +196,11 @@ class Session:
 
     async def track_audio(self, pcm24k: bytes) -> None:
         """Microphone audio from a media track (24 kHz PCM16 mono): the input buffer, as if
-        appended, in whatever input format the session has."""
+        appended, in whatever input format the session has. Like appends, it keeps the
+        session from being idle."""
 
         def append(conn: RealtimeConnection) -> list[Output]:
+            self._last_activity = self.clock.monotonic()
             if conn.input_format == "audio/pcm":
                 return conn.append_track_audio(pcm24k)
             fmt = AudioFormat.from_type(conn.input_format)
