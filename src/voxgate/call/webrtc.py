@@ -18,7 +18,6 @@ that any HTTP client can carry it: ``post_offer`` here (raw ``application/sdp``)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections import deque
 from collections.abc import Callable
@@ -245,9 +244,16 @@ class EventChannel:
         return [e for e in self.received if e.type == kind]
 
     def _on_message(self, message: str | bytes) -> None:
-        raw = message if isinstance(message, str) else message.decode()
-        data = json.loads(raw)
-        self.received.append(ServerEvent(self._clock.monotonic(), str(data.get("type")), raw, data))
+        at = self._clock.monotonic()
+        raw = message if isinstance(message, str) else message.decode(errors="replace")
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        # Not an event object: kept with an empty type, for the caller's checks to catch.
+        if not isinstance(data, dict):
+            data = {}
+        self.received.append(ServerEvent(at, str(data.get("type", "")), raw, data))
         self._arrived.set()
 
     def mark_closed(self) -> None:
@@ -305,8 +311,12 @@ class AudioRecorder:
                 self.frames.append(self._received(frame))
                 self._arrived.set()
         finally:
-            self.ended = True
-            self._arrived.set()
+            self.mark_ended()
+
+    def mark_ended(self) -> None:
+        """No more frames will come: wake every waiter (the peer calls it on close)."""
+        self.ended = True
+        self._arrived.set()
 
     def _received(self, frame: AudioFrame) -> ReceivedAudio:
         if frame.format.name != "s16":
@@ -391,7 +401,7 @@ class WebRTCPeer:
         self.events = EventChannel(self.pc.createDataChannel(EVENTS_LABEL), clock)
         self.audio = AudioRecorder(clock)
         self._recording: asyncio.Task[None] | None = None
-        self._closed = False
+        self._closing: asyncio.Task[None] | None = None
         self.pc.on("track", self._on_track)
 
     async def create_offer(self) -> str:
@@ -412,38 +422,36 @@ class WebRTCPeer:
         self.events.send(event)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != "audio" or self._recording is not None:
+        if track.kind != "audio" or self._recording is not None or self._closing is not None:
             return
         self._recording = asyncio.create_task(
             self.audio.record(track), name="webrtc-peer-remote-audio"
         )
 
     async def close(self) -> None:
-        """Stop the microphone, close the connection and stop recording. Waits at most
-        ``CLOSE_TIMEOUT_S``; safe to call more than once."""
-        if self._closed:
-            return
-        self._closed = True
+        """Stop the microphone, close the connection and stop recording, in that order,
+        within ``CLOSE_TIMEOUT_S``. Safe to call more than once or concurrently; a caller
+        cancelled while waiting does not interrupt the close."""
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close(), name="webrtc-peer-close")
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         self.microphone.stop()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await asyncio.shield(self.pc.close())
+                await self.pc.close()
         except TimeoutError:
-            pass  # the connection's own tasks end with the loop; nothing here waits on them
+            pass  # what aiortc left running stops with the loop; the peer is unusable anyway
         finally:
-            await self._stop_recording()
+            recording = self._recording
+            if recording is not None:
+                recording.cancel()
+                await asyncio.wait([recording])
+                if not recording.cancelled():
+                    recording.exception()  # a failed recording has nothing left to report
+            self.audio.mark_ended()
             self.events.mark_closed()
-
-    async def _stop_recording(self) -> None:
-        task = self._recording
-        if task is None:
-            return
-        if not task.done():
-            task.cancel()
-        # A recording that failed has nothing left to report at close.
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        self.audio.ended = True
 
     async def __aenter__(self) -> Self:
         return self
