@@ -17,7 +17,6 @@ const PRICES_PER_MILLION = {
 const AUDIBLE_RMS = 0.01;
 const METER_INTERVAL_MS = 20;
 const MAX_EVENTS = 5000; // the test-facing event log is bounded like every other buffer
-const ICE_GATHER_WAIT_MS = 1000;
 const API_BASE = `${location.origin}/v1`;
 const KEY_STORAGE = "voxgate.apiKey";
 
@@ -36,13 +35,15 @@ const stats = {
   audible: false,
   lastAudibleAt: null,
   events: [],
+  lastEventAt: {}, // type -> performance.now() of its latest arrival
   latenciesMs: [],
   responseStatuses: [],
   usage: { responses: 0, input_tokens: 0, output_tokens: 0, total_tokens: 0 },
   costUsd: 0,
   errors: [],
 };
-window.voxgate = stats;
+// From the devtools console, window.voxgate.send({type: ...}) sends any client event.
+window.voxgate = Object.assign(stats, { send: (event) => send(event) });
 
 let call = null; // { pc, dc, mic, callId } while connected or connecting
 let audioCtx = null;
@@ -53,13 +54,17 @@ const callNames = new Map(); // function call_id -> name, to label results
 
 // ---- connection ---------------------------------------------------------------------------
 
-async function connect() {
+async function connect(event) {
+  event?.preventDefault();
+  if (call || stats.state === "connecting") return;
   clearMessage();
+  stats.callId = null;
   $("connect").disabled = true; // one call at a time
   setState("connecting");
   // Created inside the click, so browsers let it run; the level meter needs it.
   audioCtx ??= new AudioContext();
   audioCtx.resume();
+  localStorage.setItem(KEY_STORAGE, $("api-key").value);
   let mic;
   try {
     mic = await navigator.mediaDevices.getUserMedia({ audio: true });
@@ -81,11 +86,11 @@ async function connect() {
   dc.onclose = () => live() && endCall("The session ended: the server closed the event channel.");
   for (const track of mic.getAudioTracks()) pc.addTrack(track, mic);
   try {
-    await pc.setLocalDescription(await pc.createOffer());
-    await iceGathered(pc);
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
     const res = await fetch(`${API_BASE}/realtime/calls`, {
       method: "POST",
-      body: pc.localDescription.sdp,
+      body: offer.sdp,
       headers: { ...authHeader(), "Content-Type": "application/sdp" },
     });
     if (!res.ok) throw new Error(await httpErrorMessage(res));
@@ -95,22 +100,6 @@ async function connect() {
   } catch (err) {
     if (live()) endCall(`Could not connect: ${err.message}`);
   }
-}
-
-// The hosted API needs no candidates in the offer, but a server that is a full ICE agent
-// may; with no STUN servers configured, gathering host candidates takes milliseconds.
-function iceGathered(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const check = () => pc.iceGatheringState === "complete" && done();
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      resolve();
-    };
-    const timer = setTimeout(done, ICE_GATHER_WAIT_MS);
-    pc.addEventListener("icegatheringstatechange", check);
-  });
 }
 
 async function httpErrorMessage(res) {
@@ -181,7 +170,8 @@ function endCall(message, kind = "error") {
   setSpeaking(false);
   setButtons(false);
   setState("ended");
-  showMessage(message, kind);
+  if (kind === "error") showError(message);
+  else showMessage(message, kind);
 }
 
 function authHeader() {
@@ -220,6 +210,7 @@ const handlers = {
 
 function onServerEvent(event) {
   stats.events.push(event.type);
+  stats.lastEventAt[event.type] = performance.now();
   if (stats.events.length > MAX_EVENTS) stats.events.shift();
   handlers[event.type]?.(event);
 }
@@ -465,8 +456,7 @@ function applySettings(event) {
 }
 
 $("api-key").value = localStorage.getItem(KEY_STORAGE) ?? "dev";
-$("api-key").addEventListener("change", () => localStorage.setItem(KEY_STORAGE, $("api-key").value));
-$("connect").addEventListener("click", connect);
+$("call-form").addEventListener("submit", connect);
 $("hangup").addEventListener("click", hangUp);
 $("mute").addEventListener("click", toggleMute);
 $("end-turn").addEventListener("click", endTurn);
