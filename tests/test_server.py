@@ -138,7 +138,11 @@ async def test_sideband_and_beta_get_clear_errors(start_server: Any) -> None:
     server = start_server()
     async with websockets.connect(server.ws_url + "?call_id=rtc_123") as ws:
         error = validated(await ws.recv())
-        assert "call_id" in error.error.message
+        assert error.error.code == "call_not_found"
+        assert "rtc_123" in error.error.message and "call_id" in error.error.message
+    async with websockets.connect(server.ws_url + "?call_id=rtc_1&model=m") as ws:
+        error = validated(await ws.recv())
+        assert "not both" in error.error.message
     beta = {"OpenAI-Beta": "realtime=v1"}
     async with websockets.connect(server.ws_url + "?model=m", additional_headers=beta) as ws:
         error = validated(await ws.recv())

@@ -149,7 +149,12 @@ async def _attach(state: AppState, ws: WebSocket, model: str | None, call_id: st
         return
     session = state.calls.sessions.get(call_id)
     if session is None or session.ended is not None:
-        await _refuse(ws, f"No live call with id '{call_id}'.", "call_not_found", 1008)
+        message = (
+            f"No live call with id '{call_id}': ?call_id= attaches to a WebRTC call in "
+            "progress (its id is the last segment of the Location header the call was "
+            "created with)."
+        )
+        await _refuse(ws, message, "call_not_found", 1008)
         return
     log.info("sideband client attached to call %s", call_id)
     await session.attach(WebSocketTransport(ws))
