@@ -309,3 +309,30 @@ async def test_playout_counts_what_was_played_and_reports_the_end() -> None:
     await asyncio.sleep(0)
     assert stopped == ["r2"]
     track.stop()
+
+
+async def test_concurrent_set_ups_cannot_exceed_the_session_limit(start_server: Any) -> None:
+    srv = start_server(stt_workers=1, max_sessions=2)
+    async with httpx.AsyncClient() as http:
+        peers = [WebRTCPeer() for _ in range(4)]
+        try:
+            offers = [await peer.create_offer() for peer in peers]
+            responses = await asyncio.gather(
+                *(
+                    http.post(
+                        f"{srv.base_url}/realtime/calls",
+                        content=offer,
+                        headers={
+                            "Authorization": f"Bearer {KEY}",
+                            "Content-Type": "application/sdp",
+                        },
+                    )
+                    for offer in offers
+                )
+            )
+        finally:
+            for peer in peers:
+                await peer.close()
+    assert sorted(r.status_code for r in responses) == [201, 201, 429, 429]
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "session_limit_reached"

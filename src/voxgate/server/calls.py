@@ -90,11 +90,17 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
     )
     call.microphone = session.track_audio
     call.on_gone = lambda why: session.end("client_closed", message=why)
+    state.manager.hold(session)
     try:
         answer = await call.answer(offer)
     except ValueError as exc:
+        state.manager.release(session)
         await call.close()
         return http_error(400, str(exc), "invalid_offer", "sdp")
+    except BaseException:
+        state.manager.release(session)
+        await call.close()
+        raise
     state.calls.run(call, session, state.manager.serve(session))
     log.info("call %s started session %s", call.id, session.id)
     return Response(

@@ -40,9 +40,20 @@ class SessionManager:
                 "session_limit_reached",
             )
 
-    async def serve(self, session: Session, on_end: Callable[[Ended], None] | None = None) -> Ended:
+    def hold(self, session: Session) -> None:
+        """Count a session that will be served soon (its set-up still has awaits to go), so
+        that set-ups in flight cannot exceed the limit together."""
         self.sessions[session.id] = session
         self._idle.clear()
+
+    def release(self, session: Session) -> None:
+        """A held session whose set-up failed: it will not be served."""
+        self.sessions.pop(session.id, None)
+        if not self.sessions:
+            self._idle.set()
+
+    async def serve(self, session: Session, on_end: Callable[[Ended], None] | None = None) -> Ended:
+        self.hold(session)
         try:
             ended = await session.run()
             log.info("session %s ended: %s", session.id, ended.reason)
@@ -50,9 +61,7 @@ class SessionManager:
                 on_end(ended)
             return ended
         finally:
-            self.sessions.pop(session.id, None)
-            if not self.sessions:
-                self._idle.set()
+            self.release(session)
 
     async def drain(self, deadline_s: float) -> None:
         """Stop admitting, ask every session to end with a clear reason, wait with a deadline.
