@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
-from _speech import log
+from _speech import VOICES, log, synthesize
+from voxgate.engines.local.espeak import EspeakTTS
 
 RATE = 24000  # the Realtime API's pcm input/output rate
 CHUNK_SECONDS = 0.02
@@ -156,6 +157,34 @@ def trim_silence(pcm: bytes) -> bytes:
     if loud.size == 0:
         return b""
     return samples[loud[0] : loud[-1] + 1].tobytes()
+
+
+async def make_speech(texts: Sequence[str]) -> list[bytes]:
+    """Each text spoken, voices in rotation, without the silence espeak adds around it (the
+    microphone provides the silence)."""
+    tts = EspeakTTS()
+    try:
+        return [
+            trim_silence(await synthesize(tts, text, VOICES[i % len(VOICES)], RATE))
+            for i, text in enumerate(texts)
+        ]
+    finally:
+        await tts.aclose()
+
+
+def parse_ladder(parser: argparse.ArgumentParser, ladder: str, turns: int) -> list[int]:
+    """``--ladder`` as increasing session counts; ``--turns`` checked on the way."""
+    levels = [int(n) for n in ladder.split(",") if n]
+    if not levels or levels != sorted(levels) or levels[0] < 1:
+        parser.error("--ladder must be increasing positive numbers")
+    if turns < 1:
+        parser.error("--turns must be at least 1")
+    return levels
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    return {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 def delta_seconds(b64: str) -> float:

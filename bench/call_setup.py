@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from _realtime import parse_env, voxgate_server
+from _realtime import machine, parse_env, voxgate_server
 from _speech import log, ms, percentile
 from voxgate.call.webrtc import WebRTCPeer, hang_up, post_offer
 
@@ -171,7 +170,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "targets": {"answer_p95_ms": TARGET_P95_MS},
         "met": {"answer_p95_ms": p95 is not None and p95 <= TARGET_P95_MS},
         "all_met": complete and p95 is not None and p95 <= TARGET_P95_MS,
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "machine": machine(),
     }
 
 

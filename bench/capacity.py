@@ -22,25 +22,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from _realtime import (
-    RATE,
     Session,
     Turn,
     add_server_options,
+    machine,
+    make_speech,
     parse_env,
+    parse_ladder,
     playout_stall,
     realtime_session,
     speak_turn,
-    trim_silence,
     voxgate_server,
 )
-from _speech import SENTENCES, VOICES, log, ms, percentile, synthesize
-from voxgate.engines.local.espeak import EspeakTTS
+from _speech import SENTENCES, log, ms, percentile
 
 SILENCE_MS = 500
 TURN_DETECTION = {"type": "server_vad", "silence_duration_ms": SILENCE_MS}
@@ -77,24 +76,8 @@ def parse_args() -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between turns (0.5)")
     args = parser.parse_args()
-    args.ladder = [int(n) for n in args.ladder.split(",") if n]
-    if not args.ladder or args.ladder != sorted(args.ladder) or args.ladder[0] < 1:
-        parser.error("--ladder must be increasing positive numbers")
-    if args.turns < 1:
-        parser.error("--turns must be at least 1")
+    args.ladder = parse_ladder(parser, args.ladder, args.turns)
     return args
-
-
-async def make_speech() -> list[bytes]:
-    """One utterance per sentence, voices in rotation, without espeak's own silence."""
-    tts = EspeakTTS()
-    try:
-        return [
-            trim_silence(await synthesize(tts, text, VOICES[i % len(VOICES)], RATE))
-            for i, text in enumerate(SENTENCES)
-        ]
-    finally:
-        await tts.aclose()
 
 
 async def converse(
@@ -222,7 +205,7 @@ def judge_level(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    speech = await make_speech()
+    speech = await make_speech(SENTENCES)
     levels: list[dict[str, Any]] = []
     async with voxgate_server(args.url, parse_env(args.server_env)) as url:
         for n in args.ladder:
@@ -257,7 +240,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "met": {"largest_passing_sessions": largest >= TARGET_SESSIONS},
         "all_met": largest >= TARGET_SESSIONS,
         # The client shares the machine with the server: on a small box it takes CPU too.
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "machine": machine(),
     }
 
 

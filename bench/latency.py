@@ -19,21 +19,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from typing import Any
 
 from _realtime import (
     RATE,
     Turn,
     add_server_options,
+    machine,
+    make_speech,
     parse_env,
     realtime_session,
     speak_turn,
-    trim_silence,
     voxgate_server,
 )
-from _speech import SENTENCES, VOICES, log, ms, percentile, synthesize
-from voxgate.engines.local.espeak import EspeakTTS
+from _speech import SENTENCES, log, ms, percentile
 from voxgate.engines.wer import word_error_rate
 
 SILENCE_MS = 500
@@ -70,19 +69,6 @@ def parse_args() -> argparse.Namespace:
 def script(turns: int) -> list[str]:
     """What is said in each turn: the sentences in order, round again if need be."""
     return [SENTENCES[i % len(SENTENCES)] for i in range(turns)]
-
-
-async def make_speech(texts: list[str]) -> list[bytes]:
-    """Each text spoken, voices in rotation, without the silence espeak adds around it (the
-    microphone provides the silence)."""
-    tts = EspeakTTS()
-    try:
-        return [
-            trim_silence(await synthesize(tts, text, VOICES[i % len(VOICES)], RATE))
-            for i, text in enumerate(texts)
-        ]
-    finally:
-        await tts.aclose()
 
 
 async def run_mode(
@@ -218,7 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "targets": targets,
         "met": met,
         "all_met": all(met.values()),
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "machine": machine(),
     }
 
 

@@ -43,10 +43,16 @@ from typing import Any
 
 import httpx
 
-from _realtime import RATE, parse_env, token_limit, trim_silence, voxgate_server
-from _speech import SENTENCES, VOICES, log, ms, percentile, synthesize
+from _realtime import (
+    machine,
+    make_speech,
+    parse_env,
+    parse_ladder,
+    token_limit,
+    voxgate_server,
+)
+from _speech import SENTENCES, log, ms, percentile
 from voxgate.call.webrtc import ServerEvent, WebRTCPeer, hang_up, post_offer
-from voxgate.engines.local.espeak import EspeakTTS
 
 TARGET_SESSIONS = 16  # concurrent WebRTC calls on 2 cores, embedded engines
 API_KEY = "sk-bench"
@@ -96,24 +102,8 @@ def parse_args() -> argparse.Namespace:
     )  # fmt: skip
     args = parser.parse_args()
     args.server_cpus = {int(c) for c in args.server_cpus.split(",") if c}
-    args.ladder = [int(n) for n in args.ladder.split(",") if n]
-    if not args.ladder or args.ladder != sorted(args.ladder) or args.ladder[0] < 1:
-        parser.error("--ladder must be increasing positive numbers")
-    if args.turns < 1:
-        parser.error("--turns must be at least 1")
+    args.ladder = parse_ladder(parser, args.ladder, args.turns)
     return args
-
-
-async def make_speech() -> list[bytes]:
-    """One utterance per sentence, voices in rotation, without espeak's own silence."""
-    tts = EspeakTTS()
-    try:
-        return [
-            trim_silence(await synthesize(tts, text, VOICES[i % len(VOICES)], RATE))
-            for i, text in enumerate(SENTENCES)
-        ]
-    finally:
-        await tts.aclose()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,7 +492,7 @@ def judge_level(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    speech = await make_speech()
+    speech = await make_speech(SENTENCES)
     levels: list[dict[str, Any]] = []
     async with (
         server_base(args) as (base, pid),
@@ -546,10 +536,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "all_met": largest >= TARGET_SESSIONS,
         # The clients share the machine with the server: on a small box they take CPU too.
         "machine": {
-            "cpus": os.cpu_count(),
+            **machine(),
             "server_cpus": sorted(args.server_cpus) or "all",
             "client_cpus": sorted(os.sched_getaffinity(0)),
-            "load_avg_1m": round(os.getloadavg()[0], 2),
         },
     }
 
