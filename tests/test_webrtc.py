@@ -152,6 +152,21 @@ async def test_the_client_can_cut_playback_short(call: Call) -> None:
     assert after[-1].data["audio_end_ms"] > 0
 
 
+async def test_an_event_too_large_for_the_channel_is_an_error_not_the_end(call: Call) -> None:
+    say_text(call, "Hello there.")  # the built-in responder's full reply: many seconds of audio
+    done = (await call.until("response.done"))[-1].data["response"]
+    call.send(type="output_audio_buffer.clear")  # no need to listen to all of it
+    # Retrieving the item carries all its audio as base64: far over the peer's 256 KiB limit.
+    call.send(type="conversation.item.retrieve", item_id=done["output"][0]["id"], event_id="r1")
+    error = (await call.until("error"))[-1]
+    validated(error.raw)
+    assert error.data["error"]["code"] == "event_too_large"
+    assert "conversation.item.retrieved" in error.data["error"]["message"]
+    call.send(type="session.update", session={"type": "realtime", "instructions": "Still here?"})
+    updated = (await call.until("session.updated"))[-1]
+    assert updated.data["session"]["instructions"] == "Still here?"
+
+
 async def test_hanging_up_ends_the_call(server: RunningServer, call: Call) -> None:
     await call.peer.events.next()  # session.created
     assert await hang_up(call.http, server.base_url, call.id, api_key=KEY) == 200

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import json
 import logging
 import secrets
 from collections import deque
@@ -34,6 +35,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
+from ..protocol.ids import new_id
 from ..session.session import Session
 from ..session.transport import PlayoutCut, TransportClosed
 
@@ -108,6 +110,9 @@ class EventChannel:
             raise TransportClosed(self._why)
         try:
             self._channel.send(text)
+        except ValueError as exc:  # over the peer's max-message-size: this event only
+            log.warning("dropped a server event on %s: %s", EVENTS_LABEL, exc)
+            self._channel.send(_too_large(text, str(exc)))
         except Exception as exc:  # aiortc raises InvalidStateError once the channel closed
             raise TransportClosed(str(exc)) from None
 
@@ -115,6 +120,23 @@ class EventChannel:
         self.shut(reason or "closed")
         if self._channel is not None:
             self._channel.close()
+
+
+def _too_large(text: str, why: str) -> str:
+    """The `error` event that stands in for a server event too large for the channel."""
+    kind = json.loads(text).get("type", "?")
+    error = {
+        "type": "invalid_request_error",
+        "code": "event_too_large",
+        "message": (
+            f"A {kind} event was not delivered: {why}. Large payloads (such as the audio in "
+            "conversation.item.retrieved) do not fit a data channel message; fetch them over "
+            "a sideband WebSocket instead."
+        ),
+        "param": None,
+        "event_id": None,
+    }
+    return json.dumps({"type": "error", "event_id": new_id("event"), "error": error})
 
 
 async def _first(*waits: Awaitable[Any]) -> None:
