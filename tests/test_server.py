@@ -67,6 +67,21 @@ def test_dev_mode_refuses_non_loopback() -> None:
     assert load_settings(host="0.0.0.0", api_keys="k1,k2").api_keys == ["k1", "k2"]
 
 
+def test_ice_servers_come_from_the_environment_with_turn_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "VOXGATE_ICE_SERVERS", "stun:stun.example.org:3478, turn:ann:s3cret@turn.example.org:3478"
+    )
+    assert load_settings().ice_server_configs == [
+        {"urls": "stun:stun.example.org:3478"},
+        {"urls": "turn:turn.example.org:3478", "username": "ann", "credential": "s3cret"},
+    ]
+    monkeypatch.setenv("VOXGATE_ICE_SERVERS", "http://stun.example.org")
+    with pytest.raises(ValueError, match="must start with stun:"):
+        load_settings()
+
+
 def test_config_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "voxgate.toml"
     config.write_text('port = 9123\nllm_model = "llama"\nmax_session_minutes = 5\n')
