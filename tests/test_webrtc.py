@@ -103,6 +103,21 @@ async def test_a_reply_plays_on_the_track_in_real_time_with_its_events_on_the_ch
     assert stopped.at - started.at >= 0.7 * length_s
 
 
+async def test_a_session_in_g711_still_plays_and_hears_on_the_track(call: Call) -> None:
+    # The formats describe JSON audio; the track converts to and from them as it streams.
+    ulaw = {"format": {"type": "audio/pcmu"}}
+    audio = {"input": {**ulaw, "transcription": {"model": "whisper-1"}}, "output": ulaw}
+    session = {"type": "realtime", "audio": audio, "max_output_tokens": 12}
+    call.send(type="session.update", session=session)
+    await call.until("session.updated")
+    call.peer.say(bytes(24000) + speech_pcm24k(SPOKEN))
+    events = await call.until("output_audio_buffer.stopped", timeout_s=40)
+    [heard] = [e for e in events if e.type.endswith("input_audio_transcription.completed")]
+    assert heard.data["transcript"]
+    started = next(e for e in events if e.type == "output_audio_buffer.started")
+    assert call.peer.audio.audible_seconds(started.at, events[-1].at + 0.5) > 1.0
+
+
 async def test_speaking_over_a_reply_stops_it_and_truncates_it_where_the_user_stopped_hearing(
     call: Call,
 ) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import assert_never
 
-from ..audio import AudioFormat, decode_to_pcm16, encode_from_pcm16, resample
+from ..audio import AudioFormat, InputConverter, OutputConverter
 from ..protocol import events as ev
 from ..protocol.commands import (
     CancelResponse,
@@ -94,6 +94,9 @@ class Session:
         if playout is not None:
             playout.bind(self._playout_stopped)
         self._sidebands: set[asyncio.Queue[str | None]] = set()
+        # Media-track audio ↔ the session's formats; streaming, so chunks join seamlessly.
+        self._from_track: OutputConverter | None = None
+        self._to_playout: InputConverter | None = None
 
     @property
     def id(self) -> str:
@@ -185,10 +188,9 @@ class Session:
     def _play(self, out: PlayAudio) -> None:
         if self.playout is None:
             return
-        pcm = out.data
-        if out.format != "audio/pcm":
-            fmt = AudioFormat.from_type(out.format)
-            pcm = resample(decode_to_pcm16(fmt, pcm), fmt.rate, PLAYOUT_RATE)
+        if self._to_playout is None or self._to_playout.format.type != out.format:
+            self._to_playout = InputConverter(AudioFormat.from_type(out.format), PLAYOUT_RATE)
+        pcm = self._to_playout.process(out.data)
         self.playout.play(out.response_id, out.item_id, out.content_index, pcm)
 
     async def _playout_stopped(self, response_id: str) -> None:
@@ -201,12 +203,10 @@ class Session:
 
         def append(conn: RealtimeConnection) -> list[Output]:
             self._last_activity = self.clock.monotonic()
-            if conn.input_format == "audio/pcm":
-                return conn.append_track_audio(pcm24k)
-            fmt = AudioFormat.from_type(conn.input_format)
-            return conn.append_track_audio(
-                encode_from_pcm16(fmt, resample(pcm24k, PLAYOUT_RATE, fmt.rate))
-            )
+            if self._from_track is None or self._from_track.format.type != conn.input_format:
+                fmt = AudioFormat.from_type(conn.input_format)
+                self._from_track = OutputConverter(PLAYOUT_RATE, fmt)
+            return conn.append_track_audio(self._from_track.process(pcm24k))
 
         await self.inbox.put(append)
 
