@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +180,30 @@ def parse_ladder(parser: argparse.ArgumentParser, ladder: str, turns: int) -> li
     if turns < 1:
         parser.error("--turns must be at least 1")
     return levels
+
+
+async def climb(
+    ladder: list[int], run_level: Callable[[int], Awaitable[dict[str, Any]]], *, keep_going: bool
+) -> tuple[list[dict[str, Any]], int]:
+    """Run the levels of a capacity ladder in order, stopping at the first failure unless
+    ``keep_going``; returns the levels and the largest session count that passed (with every
+    level below it)."""
+    levels: list[dict[str, Any]] = []
+    for n in ladder:
+        level = await run_level(n)
+        levels.append(level)
+        log(f"  {'passed' if level['passed'] else 'FAILED'}: {json.dumps(level['checks'])}")
+        if "cpu" in level:
+            log(f"  cpu: {json.dumps(level['cpu'])}")
+        if not level["passed"] and not keep_going:
+            break
+        await asyncio.sleep(1.0)  # let the server close the level's sessions
+    largest = 0
+    for level in levels:
+        if not level["passed"]:
+            break
+        largest = level["sessions"]
+    return levels, largest
 
 
 def machine() -> dict[str, Any]:

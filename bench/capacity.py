@@ -30,6 +30,7 @@ from _realtime import (
     Session,
     Turn,
     add_server_options,
+    climb,
     machine,
     make_speech,
     parse_env,
@@ -206,21 +207,13 @@ def judge_level(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     speech = await make_speech(SENTENCES)
-    levels: list[dict[str, Any]] = []
     async with voxgate_server(args.url, parse_env(args.server_env)) as url:
-        for n in args.ladder:
+
+        async def level(n: int) -> dict[str, Any]:
             log(f"{n} sessions x {args.turns} turns")
-            level = await run_level(url, n, speech, args)
-            levels.append(level)
-            log(f"  {'passed' if level['passed'] else 'FAILED'}: {json.dumps(level['checks'])}")
-            if not level["passed"] and not args.all:
-                break
-            await asyncio.sleep(1.0)  # let the server close the level's sessions
-    largest = 0
-    for level in levels:
-        if not level["passed"]:
-            break
-        largest = level["sessions"]
+            return await run_level(url, n, speech, args)
+
+        levels, largest = await climb(args.ladder, level, keep_going=args.all)
     return {
         "benchmark": "capacity",
         "server": args.url or "voxgate serve (embedded engines, built-in responder)",

@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 
 from _realtime import (
+    climb,
     machine,
     make_speech,
     parse_env,
@@ -493,27 +494,19 @@ def judge_level(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     speech = await make_speech(SENTENCES)
-    levels: list[dict[str, Any]] = []
     async with (
         server_base(args) as (base, pid),
         httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as http,
     ):
         idle = await idle_load(pid)
         log(f"server idle: {idle[0]:.1f}% of a core, {idle[1]:.1f}% with its workers")
-        for n in args.ladder:
+        server = Server(http, base, pid, idle)
+
+        async def level(n: int) -> dict[str, Any]:
             log(f"{n} WebRTC calls x {args.turns} turns")
-            level = await run_level(Server(http, base, pid, idle), n, speech, args)
-            levels.append(level)
-            log(f"  {'passed' if level['passed'] else 'FAILED'}: {json.dumps(level['checks'])}")
-            log(f"  cpu: {json.dumps(level['cpu'])}")
-            if not level["passed"] and not args.all:
-                break
-            await asyncio.sleep(1.0)  # let the server close the level's calls
-    largest = 0
-    for level in levels:
-        if not level["passed"]:
-            break
-        largest = level["sessions"]
+            return await run_level(server, n, speech, args)
+
+        levels, largest = await climb(args.ladder, level, keep_going=args.all)
     return {
         "benchmark": "webrtc_capacity",
         "server": args.url or "voxgate serve (embedded engines, built-in responder)",

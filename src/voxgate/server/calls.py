@@ -23,6 +23,7 @@ from ..protocol.errors import ProtocolError
 from ..session.manager import AdmissionRefused
 from ..session.session import Session
 from ..transports.webrtc import WebRTCCall
+from ..transports.websocket import bearer_credential
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,8 @@ def http_error(
     return JSONResponse({"error": error}, status_code=status)
 
 
-def bearer(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() or None if auth.lower().startswith("bearer ") else None
-
-
 def refuse_credential(state: AppState, request: Request) -> JSONResponse | None:
-    if state.credential_ok(bearer(request)):
+    if state.credential_ok(bearer_credential(request.headers.get("authorization", ""))):
         return None
     return http_error(
         401,

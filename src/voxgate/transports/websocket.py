@@ -26,14 +26,18 @@ class Handshake:
         return "realtime" if "realtime" in self.offered_protocols else None
 
 
+def bearer_credential(authorization: str) -> str | None:
+    """The key in an ``Authorization: Bearer <key>`` header value, if there is one."""
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None
+    return None
+
+
 def read_handshake(ws: WebSocket) -> Handshake:
     offered = tuple(
         p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
     )
-    credential = None
-    auth = ws.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        credential = auth[7:].strip() or None
+    credential = bearer_credential(ws.headers.get("authorization", ""))
     for token in offered:
         if token.startswith(INSECURE_KEY_PREFIX):
             credential = credential or token[len(INSECURE_KEY_PREFIX) :]
