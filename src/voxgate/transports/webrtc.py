@@ -207,10 +207,6 @@ class PlayoutTrack(MediaStreamTrack):
         played_ms = self._played.pop(item_id, 0) * 1000 // RATE
         return PlayoutCut(target, item_id, content_index, played_ms)
 
-    @property
-    def queued_s(self) -> float:
-        return sum(len(c.pcm) - c.offset for c in self._queue) / (2 * RATE)
-
     # -- MediaStreamTrack -----------------------------------------------------------------
 
     async def recv(self) -> av.AudioFrame:
@@ -356,10 +352,9 @@ class WebRTCCall:
 
 
 class CallRegistry:
-    """Live WebRTC calls by id, for hang-up and sideband attach."""
+    """The sessions of live WebRTC calls by call id, for hang-up and sideband attach."""
 
     def __init__(self) -> None:
-        self.calls: dict[str, WebRTCCall] = {}
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -370,12 +365,10 @@ class CallRegistry:
             try:
                 await serve
             finally:
-                self.calls.pop(call.id, None)
                 self.sessions.pop(call.id, None)
                 with contextlib.suppress(Exception):
                     await call.close()
 
-        self.calls[call.id] = call
         self.sessions[call.id] = session
         task = asyncio.get_running_loop().create_task(runner(), name=f"{call.id}:session")
         self._tasks.add(task)
