@@ -22,7 +22,7 @@ from ..session.manager import AdmissionRefused, SessionManager
 from ..session.session import Session
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import calls
+from . import calls, http_errors
 from .engines import start_engines
 from .state import AppState
 
@@ -66,6 +66,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
             await state.engines.tts.aclose()
 
     app = FastAPI(title="voxgate", version="0.1.0", lifespan=lifespan)
+    http_errors.install(app)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
