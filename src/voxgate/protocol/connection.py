@@ -49,7 +49,13 @@ from .items import (
 )
 from .response_params import ResponseParams, parse_response_params
 from .responses import ResponseState, Status
-from .session import SessionConfig, apply_update, new_session
+from .session import SessionConfig, new_session
+from .transcription import (
+    TranscriptionSessionConfig,
+    apply_session_update,
+    check_event,
+    new_transcription_session,
+)
 
 Output = ev.ServerEvent | Command
 MAX_APPEND_BYTES = 15 * 1024 * 1024
@@ -68,9 +74,14 @@ class RealtimeConnection:
         server_playout: bool = False,
         instructions: str | None = None,
         max_buffer_bytes: int = 24000 * 2 * 600,
+        intent: str | None = None,
     ) -> None:
         self.session_id = new_id("sess")
         self.config: SessionConfig = new_session(model, instructions)
+        # Set for transcription sessions (see transcription.py): no responses, ever.
+        self.transcription: TranscriptionSessionConfig | None = None
+        if intent == "transcription":
+            self.config, self.transcription = new_transcription_session(self.config)
         self.expires_at = expires_at
         self.conversation = Conversation(id=new_id("conv"))
         self.responses: dict[str, ResponseState] = {}
@@ -111,6 +122,8 @@ class RealtimeConnection:
         return ev.Error(error=exc.to_error(client_event_id))
 
     def _dispatch(self, event: ev.ClientEvent) -> list[Output]:
+        if self.transcription is not None:
+            check_event(event)
         match event:
             case ev.SessionUpdate():
                 return self._session_update(event.session)
@@ -140,19 +153,23 @@ class RealtimeConnection:
                 assert_never(event)
 
     def _session_wire(self) -> dict[str, Any]:
-        return self.config.to_wire(session_id=self.session_id, expires_at=self.expires_at)
+        config = self.transcription or self.config
+        return config.to_wire(session_id=self.session_id, expires_at=self.expires_at)
 
     def configure(self, patch: dict[str, Any]) -> None:
         """Apply a session configuration before the session starts (the ``session`` a call
         was created with); raises ProtocolError like ``session.update`` would."""
-        self.config = apply_update(
-            self.config, patch, audio_produced=self.audio_produced, model_locked=self.model_locked
+        self.config, self.transcription = apply_session_update(
+            self.config,
+            self.transcription,
+            patch,
+            audio_produced=self.audio_produced,
+            model_locked=self.model_locked,
+            conversation_empty=len(self.conversation) == 0,
         )
 
     def _session_update(self, patch: dict[str, Any]) -> list[Output]:
-        self.config = apply_update(
-            self.config, patch, audio_produced=self.audio_produced, model_locked=self.model_locked
-        )
+        self.configure(patch)
         return [ev.SessionUpdated(session=self._session_wire())]
 
     # -- input audio ----------------------------------------------------------------------
@@ -279,7 +296,12 @@ class RealtimeConnection:
         turns = self.config.audio.input.turn_detection
         # With interrupt_response off, a turn during a response is committed but not answered
         # on its own: the conversation can hold only one response at a time.
-        if turns is None or not turns.create_response or self.active_response_id is not None:
+        if (
+            turns is None
+            or not turns.create_response
+            or self.active_response_id is not None
+            or self.transcription is not None
+        ):
             return []
         return self.create_response(None)
 

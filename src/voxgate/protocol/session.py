@@ -234,12 +234,6 @@ def apply_update(
             code="missing_required_parameter",
             param="session.type",
         )
-    if patch["type"] == "transcription":
-        raise ProtocolError(
-            "Transcription sessions are not supported on this endpoint yet; "
-            "use session.type 'realtime'.",
-            param="session.type",
-        )
     patch = {k: v for k, v in patch.items() if k not in _ECHO_ONLY}
     try:
         merged = SessionConfig.model_validate(_merge(current.model_dump(mode="json"), patch))

@@ -94,8 +94,13 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         return await calls.hangup(app.state.voxgate, request, call_id)
 
     @app.websocket("/v1/realtime")
-    async def realtime(ws: WebSocket, model: str | None = None, call_id: str | None = None) -> None:
-        await serve_realtime(app.state.voxgate, ws, model, call_id)
+    async def realtime(
+        ws: WebSocket,
+        model: str | None = None,
+        call_id: str | None = None,
+        intent: str | None = None,
+    ) -> None:
+        await serve_realtime(app.state.voxgate, ws, model, call_id, intent)
 
     return app
 
@@ -108,7 +113,11 @@ async def _refuse(ws: WebSocket, message: str, code: str, close_code: int) -> No
 
 
 async def serve_realtime(
-    state: AppState, ws: WebSocket, model: str | None, call_id: str | None
+    state: AppState,
+    ws: WebSocket,
+    model: str | None,
+    call_id: str | None,
+    intent: str | None = None,
 ) -> None:
     handshake = read_handshake(ws)
     if not state.credential_ok(handshake.credential):
@@ -128,6 +137,10 @@ async def serve_realtime(
     if call_id is not None:
         await _attach(state, ws, model, call_id)
         return
+    if intent not in (None, "transcription"):
+        message = f"Invalid value: {intent!r} for 'intent'. Supported values are: 'transcription'."
+        await _refuse(ws, message, "invalid_value", 1008)
+        return
     try:
         state.manager.admit()
     except AdmissionRefused as exc:
@@ -137,6 +150,7 @@ async def serve_realtime(
         model=model or state.settings.default_model,
         count_tokens=tokens.count_tokens,
         instructions=state.settings.instructions,
+        intent=intent,
     )
     session = Session(connection, state.engines, WebSocketTransport(ws), limits=state.limits)
     await state.manager.serve(session)
