@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, assert_never
 
 from . import events as ev
+from .audio_items import needs_transcript, take_audio, take_inline_audio
 from .audio_math import bytes_to_ms, ms_to_bytes
 from .commands import (
     CancelResponse,
@@ -98,6 +99,9 @@ class RealtimeConnection:
         # Server-side playout: responses whose audio reached the peer's queue and has not
         # yet stopped or been cleared.
         self.playing: set[str] = set()
+        # Items given inline to a response (not in the conversation) whose audio is being
+        # transcribed; each leaves when its transcript (or failure) arrives.
+        self._inline: dict[str, UserMessage] = {}
 
     # -- client side ----------------------------------------------------------------------
 
@@ -331,7 +335,7 @@ class RealtimeConnection:
 
     def _input_audio_part(self, item_id: str) -> InputAudioPart | None:
         try:
-            item = self.conversation.get(item_id)
+            item: Item = self._inline.pop(item_id, None) or self.conversation.get(item_id)
         except ProtocolError:
             return None
         if not isinstance(item, UserMessage):
@@ -381,12 +385,15 @@ class RealtimeConnection:
         item.id = item.id or new_id("item")
         item.status = item.status or "completed"
         previous = self.conversation.insert(item, previous_item_id)
-        if audio:
-            self.conversation.audio[item.id] = bytearray(audio)
-        return [
+        out: list[Output] = [
             ev.ConversationItemAdded(item=to_wire(item), previous_item_id=previous),
             ev.ConversationItemDone(item=to_wire(item), previous_item_id=previous),
         ]
+        if audio:
+            self.conversation.audio[item.id] = bytearray(audio)
+            if needs_transcript(item):  # heard like a committed turn (audio_items.py)
+                out.append(TranscribeItem(item.id, audio, self.input_format))
+        return out
 
     def _check_new_item(self, item: Item) -> bytes:
         """Rules a client-made item must follow; returns its decoded audio, if any."""
@@ -405,18 +412,7 @@ class RealtimeConnection:
                 f"Tool call ID '{item.call_id}' not found in conversation.",
                 param="item.call_id",
             )
-        audio = b""
-        if isinstance(item, UserMessage):
-            for i, part in enumerate(item.content):
-                if isinstance(part, InputAudioPart) and part.audio:
-                    try:
-                        audio += base64.b64decode(part.audio, validate=True)
-                    except (binascii.Error, ValueError):
-                        raise ProtocolError(
-                            "Invalid base64 audio.", param=f"item.content[{i}].audio"
-                        ) from None
-                    part.audio = None
-        return audio
+        return take_audio(item, "item")
 
     def _item_with_audio(self, item_id: str) -> dict[str, Any]:
         item = self.conversation.get(item_id)
@@ -477,12 +473,21 @@ class RealtimeConnection:
                 code="conversation_already_has_active_response",
             )
         plan = self._plan(params)
+        inline = self._transcribe_inline(plan.context)
         state = ResponseState(plan, self.conversation, self._count_tokens, self.input_format)
         self.responses[plan.response_id] = state
         self.model_locked = True
         if plan.conversation == "auto":
             self.active_response_id = plan.response_id
-        return [*state.created(), StartResponse(plan)]
+        # Transcription is asked for first, so the response waits for those words.
+        return [*state.created(), *inline, StartResponse(plan)]
+
+    def _transcribe_inline(self, context: list[Item]) -> list[Output]:
+        out: list[Output] = []
+        for item, audio in take_inline_audio(context):
+            self._inline[item.id or ""] = item
+            out.append(TranscribeItem(item.id or "", audio, self.input_format))
+        return out
 
     def _plan(self, params: ResponseParams) -> ResponsePlan:
         session = self.config
