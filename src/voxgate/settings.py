@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_model: str | None = None
     llm_timeout_s: float = Field(30.0, gt=0)
+    # The model's context window in tokens: conversations longer than it are truncated per
+    # the session's `truncation`. Unset: unknown, the whole conversation is sent.
+    llm_context_tokens: int | None = Field(None, ge=256)
 
     # Speech to text: pocketsphinx worker processes unless a faster-whisper model is given.
     stt_workers: int = Field(4, ge=1)

@@ -520,6 +520,7 @@ class RealtimeConnection:
             max_output_tokens=None if limit == "inf" else int(limit),
             context=self._context(params.input),
             metadata=params.metadata,
+            truncation=t if isinstance(t := session.truncation, str) else t.model_dump(),
         )
 
     def _context(self, entries: list[dict[str, Any]] | None) -> list[Item]:

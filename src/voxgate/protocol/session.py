@@ -144,10 +144,14 @@ class TracingConfig(_Strict):
     metadata: dict[str, Any] | None = None
 
 
+class TokenLimits(_Strict):
+    post_instructions: int | None = Field(None, ge=1)
+
+
 class RetentionRatio(_Strict):
     type: Literal["retention_ratio"]
     retention_ratio: float = Field(ge=0.0, le=1.0)
-    token_limits: dict[str, int] | None = None
+    token_limits: TokenLimits | None = None
 
 
 class Reasoning(_Strict):

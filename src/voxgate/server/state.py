@@ -28,6 +28,7 @@ class AppState:
             max_duration_s=s.max_session_minutes * 60,
             idle_timeout_s=s.idle_timeout_s,
             audio_lead_s=AUDIO_LEAD_S,
+            llm_context_tokens=s.llm_context_tokens,
         )
 
     def credential_ok(self, credential: str | None) -> bool:

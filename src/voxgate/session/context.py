@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engines.base import ChatMessage, ChatRequest, ToolSpec
+from ..engines.tokens import count_tokens
 from ..protocol.commands import ResponsePlan
 from ..protocol.items import (
     AssistantMessage,
@@ -17,15 +18,26 @@ from ..protocol.items import (
     UserMessage,
     item_text,
 )
+from . import truncation
 
 # What the model sees for user audio nobody could transcribe; better than an empty turn.
 UNTRANSCRIBED = "(the user spoke, but no transcript of the audio is available)"
 
 
-def chat_request(plan: ResponsePlan) -> ChatRequest:
+def chat_request(plan: ResponsePlan, context_tokens: int | None = None) -> ChatRequest:
+    """The request for ``plan``; its context trimmed to ``context_tokens`` (the model's
+    window) by the plan's truncation policy (truncation.py), which may raise ContextTooLong."""
+    items = truncation.fit(
+        plan.context,
+        truncation=plan.truncation,
+        window=context_tokens,
+        fixed=truncation.fixed_tokens(plan.instructions, plan.tools, count_tokens),
+        max_output_tokens=plan.max_output_tokens,
+        count=count_tokens,
+    )
     return ChatRequest(
         instructions=plan.instructions,
-        messages=chat_messages(plan.context),
+        messages=chat_messages(items),
         tools=[_tool(t) for t in plan.tools],
         tool_choice=_tool_choice(plan.tool_choice),
         max_output_tokens=plan.max_output_tokens,
