@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -23,6 +23,15 @@ from pydantic_settings import (
 
 def _default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "voxgate"
+
+
+class PromptSetting(BaseModel):
+    """A stored prompt: ``[prompts."pmpt_…"]`` with ``instructions`` (``{{variable}}``
+    placeholders allowed) and ``version``."""
+
+    model_config = ConfigDict(extra="forbid")
+    instructions: str
+    version: str = "1"
 
 
 class Settings(BaseSettings):
@@ -52,6 +61,8 @@ class Settings(BaseSettings):
     # The model's context window in tokens: conversations longer than it are truncated per
     # the session's `truncation`. Unset: unknown, the whole conversation is sent.
     llm_context_tokens: int | None = Field(None, ge=256)
+    # Stored prompts by id, for `prompt: {id, version, variables}` (JSON in the environment).
+    prompts: dict[str, PromptSetting] = Field(default_factory=dict)
 
     # Speech to text: pocketsphinx worker processes unless a faster-whisper model is given.
     stt_workers: int = Field(4, ge=1)

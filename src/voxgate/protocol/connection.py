@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, assert_never
 
 from . import events as ev
@@ -48,6 +48,7 @@ from .items import (
 from .items import (
     InputAudio as InputAudioPart,
 )
+from .prompts import StoredPrompt, instructions_for, resolve
 from .response_params import ResponseParams, parse_response_params
 from .responses import ResponseState, Status
 from .session import SessionConfig, new_session
@@ -76,11 +77,13 @@ class RealtimeConnection:
         instructions: str | None = None,
         max_buffer_bytes: int = 24000 * 2 * 600,
         intent: str | None = None,
+        prompts: Mapping[str, StoredPrompt] | None = None,
     ) -> None:
         self.session_id = new_id("sess")
         self.config: SessionConfig = new_session(model, instructions)
         # Set for transcription sessions (see transcription.py): no responses, ever.
         self.transcription: TranscriptionSessionConfig | None = None
+        self.prompts: Mapping[str, StoredPrompt] = prompts or {}
         if intent == "transcription":
             self.config, self.transcription = new_transcription_session(self.config)
         self.expires_at = expires_at
@@ -163,7 +166,7 @@ class RealtimeConnection:
     def configure(self, patch: dict[str, Any]) -> None:
         """Apply a session configuration before the session starts (the ``session`` a call
         was created with); raises ProtocolError like ``session.update`` would."""
-        self.config, self.transcription = apply_session_update(
+        config, transcription = apply_session_update(
             self.config,
             self.transcription,
             patch,
@@ -171,6 +174,9 @@ class RealtimeConnection:
             model_locked=self.model_locked,
             conversation_empty=len(self.conversation) == 0,
         )
+        if config.prompt is not None:  # an unknown prompt changes nothing
+            resolve(config.prompt, self.prompts, "session.prompt")
+        self.config, self.transcription = config, transcription
 
     def _session_update(self, patch: dict[str, Any]) -> list[Output]:
         self.configure(patch)
@@ -510,8 +516,12 @@ class RealtimeConnection:
             voice=voice_name,
             output_format=(out.format if out and out.format else session.audio.output.format).type,
             speed=session.audio.output.speed,
-            instructions=(
-                params.instructions if params.instructions is not None else session.instructions
+            instructions=instructions_for(
+                response_instructions=params.instructions,
+                response_prompt=params.prompt,
+                session_prompt=session.prompt,
+                session_instructions=session.instructions,
+                store=self.prompts,
             ),
             tools=[
                 t.model_dump(mode="json", exclude_none=True) for t in tools if t.type == "function"

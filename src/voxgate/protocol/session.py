@@ -158,9 +158,12 @@ class Reasoning(_Strict):
     effort: Literal["minimal", "low", "medium", "high", "xhigh"] | None = None
 
 
-class Prompt(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
+class Prompt(_Strict):
+    """A stored prompt reference (resolved by `prompts.py`)."""
+
+    id: str = Field(min_length=1)
+    version: str | None = None
+    variables: dict[str, Any] | None = None
 
 
 class SessionConfig(_Strict):

@@ -151,6 +151,7 @@ async def serve_realtime(
         count_tokens=tokens.count_tokens,
         instructions=state.settings.instructions,
         intent=intent,
+        prompts=state.prompts,
     )
     session = Session(connection, state.engines, WebSocketTransport(ws), limits=state.limits)
     await state.manager.serve(session)

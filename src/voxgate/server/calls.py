@@ -69,6 +69,7 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
         model=model or _model_of(session_patch) or state.settings.default_model,
         count_tokens=tokens.count_tokens,
         instructions=state.settings.instructions,
+        prompts=state.prompts,
     )
     if session_patch is not None:
         try:

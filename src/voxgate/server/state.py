@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..protocol.prompts import StoredPrompt
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
@@ -30,6 +31,14 @@ class AppState:
             audio_lead_s=AUDIO_LEAD_S,
             llm_context_tokens=s.llm_context_tokens,
         )
+
+    @property
+    def prompts(self) -> dict[str, StoredPrompt]:
+        """The stored prompts sessions may reference by id."""
+        return {
+            prompt_id: StoredPrompt(instructions=p.instructions, version=p.version)
+            for prompt_id, p in self.settings.prompts.items()
+        }
 
     def credential_ok(self, credential: str | None) -> bool:
         return self.settings.dev_mode or credential in self.settings.api_keys
