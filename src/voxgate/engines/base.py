@@ -42,6 +42,9 @@ class ChatRequest:
     # "auto" | "none" | "required" | the name of one function that must be called.
     tool_choice: str = "auto"
     max_output_tokens: int | None = None
+    # Passed to the model when set (None: the model's default, and nothing is sent).
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ class ResponsePlan:
     metadata: dict[str, str] | None = None
     # The session's truncation policy: "auto", "disabled" or a retention_ratio object.
     truncation: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
 
     @property
     def audio(self) -> bool:

@@ -509,6 +509,7 @@ class RealtimeConnection:
         tools = params.tools if params.tools is not None else session.tools
         choice = params.tool_choice if params.tool_choice is not None else session.tool_choice
         limit = params.max_output_tokens or session.max_output_tokens
+        reasoning = params.reasoning or session.reasoning
         return ResponsePlan(
             response_id=new_id("resp"),
             conversation="none" if params.conversation == "none" else "auto",
@@ -531,6 +532,10 @@ class RealtimeConnection:
             context=self._context(params.input),
             metadata=params.metadata,
             truncation=t if isinstance(t := session.truncation, str) else t.model_dump(),
+            parallel_tool_calls=(
+                p if (p := params.parallel_tool_calls) is not None else session.parallel_tool_calls
+            ),
+            reasoning_effort=reasoning.effort if reasoning else None,
         )
 
     def _context(self, entries: list[dict[str, Any]] | None) -> list[Item]:
