@@ -154,6 +154,7 @@ async def test_a_model_that_refuses_images_names_the_setting(start_server: Any) 
         seen = await ask(served(start_server, refusing.url), {})
     finally:
         refusing.httpd.shutdown()
+        refusing.httpd.server_close()
     [error] = [e for e in seen if e.type == "error"]
     assert error.error.code == "llm_error"
     message = error.error.message
