@@ -137,10 +137,15 @@ class STTStream(Protocol):
 
 @runtime_checkable
 class STTEngine(Protocol):
+    """``language`` (ISO-639-1, "en") and ``prompt`` (vocabulary or style to expect) are the
+    client's transcription hints; an engine that cannot use a prompt ignores it."""
+
     name: str
     sample_rate: int
 
-    async def open_stream(self, *, language: str | None = None) -> STTStream: ...
+    async def open_stream(
+        self, *, language: str | None = None, prompt: str | None = None
+    ) -> STTStream: ...
 
     async def aclose(self) -> None: ...
 

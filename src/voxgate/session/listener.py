@@ -41,6 +41,12 @@ _PUSH_LIMIT = 32000  # bytes per speech-to-text request (1 s at 16 kHz)
 _PUSH_MIN = 3200  # 100 ms
 
 
+@dataclass(frozen=True, slots=True)
+class _Hints:
+    language: str | None = None
+    prompt: str | None = None
+
+
 @dataclass
 class _Turn:
     item_id: str
@@ -123,9 +129,9 @@ class Listener:
                 turn.queue.put_nowait(window)
         self._turn = turn
         if self._stt is not None:
-            language = self._language(conn)
+            hints = self._hints(conn)
             turn.task = self._track(
-                self._spawn(self._transcribe_turn(turn, language), f"stt:{turn.item_id}")
+                self._spawn(self._transcribe_turn(turn, hints), f"stt:{turn.item_id}")
             )
             self._live.add(turn.item_id)
             turn.task.add_done_callback(lambda _: self._live.discard(turn.item_id))
@@ -148,7 +154,7 @@ class Listener:
             )
         self._pending[item_id] = asyncio.get_running_loop().create_future()
         if item_id not in self._live:  # a client commit, or an idle timeout: transcribe now
-            work = self._transcribe_audio(item_id, audio, fmt, self._language(conn))
+            work = self._transcribe_audio(item_id, audio, fmt, self._hints(conn))
             self._track(self._spawn(work, f"stt:{item_id}"))
         return []
 
@@ -171,27 +177,28 @@ class Listener:
             if not future.done():
                 future.cancel()
 
-    def _language(self, conn: RealtimeConnection) -> str | None:
+    def _hints(self, conn: RealtimeConnection) -> _Hints:
+        """The client's transcription language and prompt, for the recogniser."""
         transcription = conn.config.audio.input.transcription
-        return transcription.language if transcription is not None else None
+        if transcription is None:
+            return _Hints()
+        return _Hints(transcription.language, transcription.prompt)
 
     def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _transcribe_turn(self, turn: _Turn, language: str | None) -> None:
+    async def _transcribe_turn(self, turn: _Turn, hints: _Hints) -> None:
         async def feed(stream: STTStream) -> None:
             while (pcm := await _take(turn.queue)) is not None:
                 partial = await stream.push(pcm)
                 if partial is not None and self._turn is turn:
                     self.detector.transcript = partial
 
-        await self._run_stt(turn.item_id, language, feed)
+        await self._run_stt(turn.item_id, hints, feed)
 
-    async def _transcribe_audio(
-        self, item_id: str, audio: bytes, fmt: str, language: str | None
-    ) -> None:
+    async def _transcribe_audio(self, item_id: str, audio: bytes, fmt: str, hints: _Hints) -> None:
         converter = InputConverter(AudioFormat.from_type(fmt), self._rate)
         pcm = converter.process(audio) + converter.flush()
 
@@ -199,17 +206,17 @@ class Listener:
             for start in range(0, len(pcm), _PUSH_LIMIT):
                 await stream.push(pcm[start : start + _PUSH_LIMIT])
 
-        await self._run_stt(item_id, language, feed)
+        await self._run_stt(item_id, hints, feed)
 
     async def _run_stt(
         self,
         item_id: str,
-        language: str | None,
+        hints: _Hints,
         feed: Callable[[STTStream], Awaitable[None]],
     ) -> None:
         assert self._stt is not None
         try:
-            stream = await self._stt.open_stream(language=language)
+            stream = await self._stt.open_stream(language=hints.language, prompt=hints.prompt)
             try:
                 await feed(stream)
                 result = await stream.finish()
