@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import unsupported
 from .errors import ProtocolError, from_validation_error
 
 DEFAULT_MODEL = "gpt-realtime"
@@ -82,7 +83,7 @@ class Transcription(_Strict):
     languages: list[str] | None = None
     prompt: str | None = None
     keywords: list[str] | None = None
-    delay: str | None = None
+    delay: Literal["minimal", "low", "medium", "high", "xhigh"] | None = None
 
 
 class AudioInput(_Strict):
@@ -111,8 +112,7 @@ class FunctionTool(_Strict):
 
 
 class McpTool(BaseModel):
-    # Accepted and echoed so clients that configure MCP servers are not rejected; the
-    # embedded engine does not call MCP servers.
+    # Refused before validation (unsupported.py): there is no MCP client.
     model_config = ConfigDict(extra="allow")
     type: Literal["mcp"]
     server_label: str
@@ -242,6 +242,7 @@ def apply_update(
             param="session.type",
         )
     patch = {k: v for k, v in patch.items() if k not in _ECHO_ONLY}
+    unsupported.check(patch, "session")
     try:
         merged = SessionConfig.model_validate(_merge(current.model_dump(mode="json"), patch))
     except ValidationError as exc:

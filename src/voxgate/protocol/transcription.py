@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import events as ev
+from . import unsupported
 from .errors import ProtocolError, from_validation_error
 from .session import AudioInput, SessionConfig, Transcription, _merge, apply_update
 
@@ -73,6 +74,7 @@ def _validate(
     current: TranscriptionSessionConfig, patch: dict[str, Any]
 ) -> TranscriptionSessionConfig:
     patch = {k: v for k, v in patch.items() if k not in _ECHO_ONLY}
+    unsupported.check(patch, "session")
     try:
         merged = TranscriptionSessionConfig.model_validate(
             _merge(current.model_dump(mode="json"), patch)

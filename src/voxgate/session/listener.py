@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..audio import AudioFormat, InputConverter
+from ..audio.denoise import NoiseKind, NoiseSuppressor
 from ..engines.base import STTStream, Transcript
 from ..engines.errors import EngineError
 from ..protocol.connection import Output, RealtimeConnection
@@ -43,8 +44,12 @@ _PUSH_MIN = 3200  # 100 ms
 
 @dataclass(frozen=True, slots=True)
 class _Hints:
+    """What shapes a transcription: the client's language and prompt, and its noise
+    reduction (kind, strength) for audio that did not pass through turn detection."""
+
     language: str | None = None
     prompt: str | None = None
+    noise: tuple[NoiseKind, float] | None = None
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Listener:
         self._post = post
         self._spawn = spawn
         self._converter: InputConverter | None = None
+        self._suppressor: NoiseSuppressor | None = None
         window_ms = 1000 * (self._vad.window_samples if self._vad else 512) / self._rate
         self._window_bytes = 2 * (self._vad.window_samples if self._vad else 512)
         self.detector = TurnDetector(ServerVad(), window_ms)
@@ -76,7 +82,7 @@ class Listener:
     # -- input audio ----------------------------------------------------------------------
 
     def audio(self, conn: RealtimeConnection, data: bytes, fmt: str) -> list[Output]:
-        pcm = self._convert(data, fmt)
+        pcm = self._denoise(conn, self._convert(data, fmt))
         config = conn.config.audio.input.turn_detection
         if config is None or self._vad is None:
             self._abandon_turn()
@@ -91,6 +97,17 @@ class Listener:
             del self._unwindowed[: self._window_bytes]
             out += self._window(conn, p, window, config)
         return out
+
+    def _denoise(self, conn: RealtimeConnection, pcm: bytes) -> bytes:
+        """``noise_reduction``: what VAD and speech-to-text hear is cleaned first."""
+        setting = conn.config.audio.input.noise_reduction
+        if setting is None:
+            self._suppressor = None
+            return pcm
+        current = self._suppressor
+        if current is None or (current.kind, current.strength) != (setting.type, setting.strength):
+            self._suppressor = current = NoiseSuppressor(setting.type, setting.strength, self._rate)
+        return current.process(pcm)
 
     def _convert(self, data: bytes, fmt: str) -> bytes:
         if self._converter is None or self._converter.format.type != fmt:
@@ -180,9 +197,12 @@ class Listener:
     def _hints(self, conn: RealtimeConnection) -> _Hints:
         """The client's transcription language and prompt, for the recogniser."""
         transcription = conn.config.audio.input.transcription
-        if transcription is None:
-            return _Hints()
-        return _Hints(transcription.language, transcription.prompt)
+        noise = conn.config.audio.input.noise_reduction
+        return _Hints(
+            transcription.language if transcription is not None else None,
+            transcription.prompt if transcription is not None else None,
+            (noise.type, noise.strength) if noise is not None else None,
+        )
 
     def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         self._tasks.add(task)
@@ -201,6 +221,9 @@ class Listener:
     async def _transcribe_audio(self, item_id: str, audio: bytes, fmt: str, hints: _Hints) -> None:
         converter = InputConverter(AudioFormat.from_type(fmt), self._rate)
         pcm = converter.process(audio) + converter.flush()
+        if hints.noise is not None:
+            suppressor = NoiseSuppressor(*hints.noise, sample_rate=self._rate)
+            pcm = suppressor.process(pcm) + suppressor.flush()
 
         async def feed(stream: STTStream) -> None:
             for start in range(0, len(pcm), _PUSH_LIMIT):
