@@ -48,7 +48,8 @@ from .items import (
 from .items import (
     InputAudio as InputAudioPart,
 )
-from .prompts import StoredPrompt, instructions_for, resolve
+from .model_settings import model_settings
+from .prompts import StoredPrompt
 from .response_params import ResponseParams, parse_response_params
 from .responses import ResponseState, Status
 from .session import SessionConfig, new_session
@@ -166,17 +167,15 @@ class RealtimeConnection:
     def configure(self, patch: dict[str, Any]) -> None:
         """Apply a session configuration before the session starts (the ``session`` a call
         was created with); raises ProtocolError like ``session.update`` would."""
-        config, transcription = apply_session_update(
+        self.config, self.transcription = apply_session_update(
             self.config,
             self.transcription,
             patch,
             audio_produced=self.audio_produced,
             model_locked=self.model_locked,
             conversation_empty=len(self.conversation) == 0,
+            prompts=self.prompts,
         )
-        if config.prompt is not None:  # an unknown prompt changes nothing
-            resolve(config.prompt, self.prompts, "session.prompt")
-        self.config, self.transcription = config, transcription
 
     def _session_update(self, patch: dict[str, Any]) -> list[Output]:
         self.configure(patch)
@@ -306,12 +305,9 @@ class RealtimeConnection:
         turns = self.config.audio.input.turn_detection
         # With interrupt_response off, a turn during a response is committed but not answered
         # on its own: the conversation can hold only one response at a time.
-        if (
-            turns is None
-            or not turns.create_response
-            or self.active_response_id is not None
-            or self.transcription is not None
-        ):
+        if turns is None or not turns.create_response or self.active_response_id is not None:
+            return []
+        if self.transcription is not None:  # transcription sessions never answer
             return []
         return self.create_response(None)
 
@@ -509,7 +505,6 @@ class RealtimeConnection:
         tools = params.tools if params.tools is not None else session.tools
         choice = params.tool_choice if params.tool_choice is not None else session.tool_choice
         limit = params.max_output_tokens or session.max_output_tokens
-        reasoning = params.reasoning or session.reasoning
         return ResponsePlan(
             response_id=new_id("resp"),
             conversation="none" if params.conversation == "none" else "auto",
@@ -517,13 +512,6 @@ class RealtimeConnection:
             voice=voice_name,
             output_format=(out.format if out and out.format else session.audio.output.format).type,
             speed=session.audio.output.speed,
-            instructions=instructions_for(
-                response_instructions=params.instructions,
-                response_prompt=params.prompt,
-                session_prompt=session.prompt,
-                session_instructions=session.instructions,
-                store=self.prompts,
-            ),
             tools=[
                 t.model_dump(mode="json", exclude_none=True) for t in tools if t.type == "function"
             ],
@@ -531,11 +519,7 @@ class RealtimeConnection:
             max_output_tokens=None if limit == "inf" else int(limit),
             context=self._context(params.input),
             metadata=params.metadata,
-            truncation=t if isinstance(t := session.truncation, str) else t.model_dump(),
-            parallel_tool_calls=(
-                p if (p := params.parallel_tool_calls) is not None else session.parallel_tool_calls
-            ),
-            reasoning_effort=reasoning.effort if reasoning else None,
+            **model_settings(params, session, self.prompts),
         )
 
     def _context(self, entries: list[dict[str, Any]] | None) -> list[Item]:

@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import events as ev
 from . import unsupported
 from .errors import ProtocolError, from_validation_error
+from .prompts import StoredPrompt, resolve
 from .session import AudioInput, SessionConfig, Transcription, _merge, apply_update
 
 # Echoed as the transcription model until the client names one; the server's own recogniser
@@ -114,9 +116,11 @@ def apply_session_update(
     audio_produced: bool,
     model_locked: bool,
     conversation_empty: bool,
+    prompts: Mapping[str, StoredPrompt] | None = None,
 ) -> tuple[SessionConfig, TranscriptionSessionConfig | None]:
     """The session after ``session.update``: the realtime configuration, and the
-    transcription configuration when the session is (now) a transcription session."""
+    transcription configuration when the session is (now) a transcription session. A
+    realtime session's ``prompt`` must resolve against ``prompts`` (see prompts.py)."""
     kind = patch.get("type") if isinstance(patch, dict) else None
     was = "realtime" if current is None else "transcription"
     if kind in ("realtime", "transcription") and kind != was and not conversation_empty:
@@ -126,9 +130,12 @@ def apply_session_update(
             param="session.type",
         )
     if kind != "transcription":
-        return apply_update(
+        config = apply_update(
             config, patch, audio_produced=audio_produced, model_locked=model_locked
-        ), None
+        )
+        if config.prompt is not None:
+            resolve(config.prompt, prompts or {}, "session.prompt")
+        return config, None
     assert isinstance(patch, dict)
     if current is None:
         # From a realtime session: keep the input settings the client already chose.
