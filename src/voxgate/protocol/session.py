@@ -111,14 +111,9 @@ class FunctionTool(_Strict):
     parameters: dict[str, Any] | None = None
 
 
-class McpTool(BaseModel):
-    # Refused before validation (unsupported.py): there is no MCP client.
-    model_config = ConfigDict(extra="allow")
-    type: Literal["mcp"]
-    server_label: str
-
-
-Tool = Annotated[FunctionTool | McpTool, Field(discriminator="type")]
+# MCP tools and tool choices are refused before validation (unsupported.py): there is no
+# MCP client.
+Tool = FunctionTool
 
 
 class ToolChoiceFunction(_Strict):
@@ -126,16 +121,7 @@ class ToolChoiceFunction(_Strict):
     name: str
 
 
-class ToolChoiceMcp(_Strict):
-    type: Literal["mcp"]
-    server_label: str
-    name: str | None = None
-
-
-ToolChoice = (
-    Literal["auto", "none", "required"]
-    | Annotated[ToolChoiceFunction | ToolChoiceMcp, Field(discriminator="type")]
-)
+ToolChoice = Literal["auto", "none", "required"] | ToolChoiceFunction
 
 
 class TracingConfig(_Strict):
