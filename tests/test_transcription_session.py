@@ -157,3 +157,12 @@ async def test_realtime_only_fields_are_refused(voxgate_server: RunningServer) -
         )
         error = (await events.expect("error")).error
         assert error.param == "session.audio.input.transcription"
+
+
+async def test_an_unknown_intent_is_refused(voxgate_server: RunningServer) -> None:
+    async with client(voxgate_server).realtime.connect(
+        model="gpt-realtime", extra_query={"intent": "translation"}
+    ) as conn:
+        error = (await Events(conn).expect("error")).error
+        assert (error.code, error.param) == ("invalid_value", None)
+        assert "'translation'" in error.message and "'transcription'" in error.message
