@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
 from voxgate.server.app import create_app
@@ -88,3 +88,14 @@ async def test_the_sdk_raises_its_typed_errors_with_our_codes() -> None:
         with pytest.raises(openai.BadRequestError) as bad:
             await client.get("/probe/count?n=x", cast_to=object)
         assert bad.value.param == "n"
+
+
+def test_other_statuses_get_a_code_from_their_name() -> None:
+    app = app_with_probes()
+
+    @app.get("/v1/probe/busy")
+    async def busy() -> None:
+        raise HTTPException(429)
+
+    error = the_error(TestClient(app).get("/v1/probe/busy"), 429)
+    assert (error["code"], error["message"]) == ("too_many_requests", "Too Many Requests")

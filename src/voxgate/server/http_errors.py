@@ -7,6 +7,7 @@ error bodies, so those would surface as an unexplained failure. These handlers r
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -40,13 +41,21 @@ def _http_exception(request: Request, exc: HTTPException) -> JSONResponse:
         )
     elif status == 405:
         message = f"Method {request.method} is not allowed for {request.url.path}."
-    elif isinstance(exc.detail, str) and exc.detail != HTTPStatus(status).phrase:
+    elif isinstance(exc.detail, str) and exc.detail != _phrase(status):
         message = exc.detail
     else:
-        message = HTTPStatus(status).phrase
+        message = _phrase(status)
     type_ = "server_error" if status >= 500 else "invalid_request_error"
-    body = error_body(message, _CODES.get(status, HTTPStatus(status).phrase.lower()), None, type_)
+    code = _CODES.get(status, re.sub(r"[^a-z0-9]+", "_", _phrase(status).lower()).strip("_"))
+    body = error_body(message, code, None, type_)
     return JSONResponse(body, status_code=status, headers=getattr(exc, "headers", None))
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # a status the standard library does not name
+        return f"HTTP {status}"
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
