@@ -116,10 +116,10 @@ async def test_the_model_gets_the_image_and_the_settings(
 
 
 class RefusingChatServer:
-    """A Chat Completions endpoint for a text-only model: a 400 in the OpenAI error shape for
-    any request with an image (what vLLM and OpenAI answer), a short answer otherwise."""
+    """A Chat Completions endpoint that refuses every request with a 400 in the OpenAI error
+    shape (what OpenAI and vLLM answer), saying ``message``."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: str = "image input is not supported for this model") -> None:
         outer = self
         self.requests: list[dict[str, Any]] = []
 
@@ -127,10 +127,9 @@ class RefusingChatServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
-                images = any(isinstance(m.get("content"), list) for m in body["messages"])
-                message = "image input is not supported for this model"
-                data = json.dumps({"error": {"message": message, "type": "invalid_request_error"}})
-                self.send_response(400 if images else 500)
+                error = {"message": message, "type": "invalid_request_error"}
+                data = json.dumps({"error": error})
+                self.send_response(400)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -162,3 +161,18 @@ async def test_a_model_that_refuses_images_names_the_setting(start_server: Any) 
     assert "image input is not supported" in message  # the model's own words
     done = seen[-1].response
     assert done.status == "failed" and done.status_details.error.message == message
+
+
+async def test_an_over_long_context_names_the_window_setting(start_server: Any) -> None:
+    refusing = RefusingChatServer(
+        "This model's maximum context length is 4096 tokens. However, your messages resulted "
+        "in 5000 tokens. Please reduce the length of the messages."
+    )
+    try:
+        seen = await ask(served(start_server, refusing.url), {})
+    finally:
+        refusing.httpd.shutdown()
+        refusing.httpd.server_close()
+    [error] = [e for e in seen if e.type == "error"]
+    assert "VOXGATE_LLM_CONTEXT_TOKENS" in error.error.message
+    assert "maximum context length is 4096" in error.error.message

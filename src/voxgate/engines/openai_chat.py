@@ -50,6 +50,9 @@ from voxgate.engines.errors import EngineError
 
 log = logging.getLogger(__name__)
 
+# How servers word a request over the model's context window (OpenAI and vLLM, llama.cpp,
+# Ollama's OpenAI layer).
+_CONTEXT_TOO_LONG = ("context length", "context_length", "context window", "too many tokens")
 # Local servers (Ollama, llama.cpp, vLLM without --api-key) ignore the key, but the SDK
 # insists on one and would otherwise read OPENAI_API_KEY from the environment.
 NO_API_KEY = "not-needed"
@@ -135,6 +138,13 @@ class OpenAIChatLLM:
             return _llm_error(
                 f"{where} — model {self.model!r} does not take parallel_tool_calls; remove it "
                 "from the session or response",
+                retryable=False,
+            )
+        if any(words in detail.lower() for words in _CONTEXT_TOO_LONG):
+            return _llm_error(
+                f"{where} — the conversation is longer than model {self.model!r} takes: set "
+                "VOXGATE_LLM_CONTEXT_TOKENS to its context window, so that the session's "
+                "truncation ('auto' by default) trims what is sent",
                 retryable=False,
             )
         if has_images(request):
