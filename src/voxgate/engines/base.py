@@ -116,10 +116,22 @@ class TTSEngine(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One transcript token with its log probability (the shape of the Realtime API's
+    transcription ``logprobs`` entries)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Transcript:
     text: str
     # Seconds of audio that were decoded; the basis for duration-based usage.
     audio_seconds: float = 0.0
+    # Per-token log probabilities, from engines that have them and when they were asked for.
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @runtime_checkable

@@ -8,6 +8,7 @@ import logging
 
 from ..engines.base import LLMEngine, STTEngine, TTSEngine
 from ..engines.errors import EngineUnavailable
+from ..engines.local.bundled import WHISPER_TINY_EN
 from ..engines.local.espeak import EspeakTTS
 from ..engines.local.piper import PiperTTS, check_voice_files
 from ..engines.local.responder import BuiltinResponder
@@ -48,6 +49,10 @@ def check_engine_settings(settings: Settings) -> None:
     """Fail fast on model paths that cannot work, before any engine starts (only the cheap
     checks: files present, configs readable; loading happens in ``start_engines``). Raises
     ``EngineUnavailable`` whose message names the setting, the path and what to supply."""
+    if settings.stt == "pocketsphinx" and settings.whisper_model is not None:
+        raise SettingsError(
+            "VOXGATE_WHISPER_MODEL is set but VOXGATE_STT=pocketsphinx: unset one of them"
+        )
     if settings.piper_voice is not None:
         try:
             check_voice_files(settings.piper_voice)
@@ -76,8 +81,9 @@ async def start_tts(settings: Settings) -> TTSEngine:
 
 
 async def start_stt(settings: Settings) -> STTEngine:
-    """faster-whisper on the configured model, else the pocketsphinx worker pool."""
-    if settings.whisper_model is None:
+    """Whisper (the bundled tiny.en or the configured model), or the pocketsphinx pool.
+    Whisper's workers are warm when this returns, so the first utterance pays no start-up."""
+    if settings.stt == "pocketsphinx":
         pool = await PocketsphinxEngine.start(workers=settings.stt_workers)
         log.info("speech to text: pocketsphinx, %d worker processes", settings.stt_workers)
         return pool
@@ -86,10 +92,22 @@ async def start_stt(settings: Settings) -> STTEngine:
             settings.whisper_model,
             device=settings.whisper_device,
             compute_type=settings.whisper_compute_type,
+            threads=settings.whisper_threads,
+            workers=settings.whisper_workers,
+            beam_size=settings.whisper_beam_size,
         )
     except EngineUnavailable as exc:
-        raise _for_setting("whisper_model", exc) from exc
-    log.info("speech to text: faster-whisper model %s", settings.whisper_model)
+        setting = "stt" if settings.whisper_model is None else "whisper_model"
+        raise _for_setting(setting, exc) from exc
+    log.info(
+        "speech to text: Whisper %s (%s; %d decodings at once, %d thread each)",
+        whisper.label,
+        "bundled tiny.en, " + WHISPER_TINY_EN.licence
+        if settings.whisper_model is None
+        else "VOXGATE_WHISPER_MODEL",
+        whisper.workers,
+        settings.whisper_threads,
+    )
     return whisper
 
 
