@@ -7,7 +7,8 @@ fixed number of turns, waiting for each spoken reply to finish. A level passes w
 session and turn:
 
 - the reply never leaves a client's playout buffer dry for more than 100 ms once it started
-  (each delta plays after the one before, or on arrival if that is later);
+  (the client starts playing once 200 ms of audio is in, then each delta plays after the one
+  before, or on arrival if that is later);
 - the microphone never falls behind its real-time schedule by more than 100 ms;
 - speech_stopped arrives within ``--stop-bound-ms`` of the end of speech, the turn is
   transcribed, and the reply completes.

@@ -137,9 +137,15 @@ async def test_speaking_over_a_reply_stops_it_and_truncates_it_where_the_user_st
         validated(event.raw)
     seen = types(events)
     assert "input_audio_buffer.speech_started" in seen
-    done = [e.data["response"] for e in events if e.type == "response.done"]
-    assert done and done[0]["id"] == rid and done[0]["status"] == "cancelled"
-    assert done[0]["status_details"]["reason"] == "turn_detected"
+    # Generation is not paced to playout: the reply may have finished generating (its
+    # response.done already sent, "completed") while it still plays; if not, the barge-in
+    # cancels it.
+    done = [e.data["response"] for e in before + events if e.type == "response.done"]
+    assert done and done[0]["id"] == rid
+    if done[0]["status"] != "completed":
+        assert done[0]["status"] == "cancelled"
+        assert done[0]["status_details"]["reason"] == "turn_detected"
+    assert "output_audio_buffer.stopped" not in types(before + events)
     cleared = events[seen.index("output_audio_buffer.cleared")]
     assert cleared.data["response_id"] == rid
     truncated = events[-1].data
@@ -153,6 +159,29 @@ async def test_speaking_over_a_reply_stops_it_and_truncates_it_where_the_user_st
     # The new turn is answered.
     later = await call.until("response.done", timeout_s=30)
     assert later[-1].data["response"]["status"] in ("completed", "cancelled")
+
+
+@pytest.mark.slow
+async def test_a_long_reply_is_done_generating_long_before_it_has_played(call: Call) -> None:
+    # The built-in responder's answer to this is long (about 15 s of speech).
+    say_text(call, "Tell me everything you know about the weather in Paris.")
+    events = await call.until("response.done", timeout_s=60)
+    done = events[-1]
+    assert done.data["response"]["status"] == "completed"
+    seen = types(events)
+    assert "output_audio_buffer.started" in seen and "output_audio_buffer.stopped" not in seen
+    started = events[seen.index("output_audio_buffer.started")]
+    later = await call.until("output_audio_buffer.stopped", timeout_s=120)
+    stopped = later[-1]
+    assert stopped.data["response_id"] == done.data["response"]["id"]
+    length_s = await item_audio_s(call, done.data["response"]["output"][0]["id"])
+    assert length_s > 6
+    # Most of the reply was still to be heard when response.done came, and all of it was
+    # heard, in real time, before output_audio_buffer.stopped.
+    after_done_s = call.peer.audio.audible_seconds(done.at, stopped.at + 0.5)
+    assert after_done_s >= 0.5 * length_s, (after_done_s, length_s)
+    assert call.peer.audio.audible_seconds(started.at, stopped.at + 0.5) >= 0.8 * length_s
+    assert stopped.at - started.at >= 0.7 * length_s
 
 
 async def test_the_client_can_cut_playback_short(call: Call) -> None:
