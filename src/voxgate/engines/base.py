@@ -148,6 +148,15 @@ class STTStream(Protocol):
 
 
 @runtime_checkable
+class SpeculativeSTTStream(STTStream, Protocol):
+    """A stream that can decode what it has heard so far without ending the utterance
+    (Whisper): the session asks when a pause begins, so the transcript is ready if the turn
+    ends there."""
+
+    async def peek(self) -> Transcript: ...
+
+
+@runtime_checkable
 class STTEngine(Protocol):
     """``language`` (ISO-639-1, "en") and ``prompt`` (vocabulary or style to expect) are the
     client's transcription hints; an engine that cannot use a prompt ignores it."""
@@ -156,8 +165,13 @@ class STTEngine(Protocol):
     sample_rate: int
 
     async def open_stream(
-        self, *, language: str | None = None, prompt: str | None = None
-    ) -> STTStream: ...
+        self, *, language: str | None = None, prompt: str | None = None, logprobs: bool = False
+    ) -> STTStream:
+        """A new utterance. ``language``: ISO 639-1 (or a BCP 47 tag); ``prompt``: text the
+        recogniser may read as what came before (engines that cannot use it ignore it);
+        ``logprobs``: ask for per-token log probabilities (``Transcript.logprobs``; None from
+        engines that have none)."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -313,7 +313,13 @@ class RealtimeConnection:
 
     # -- input transcription --------------------------------------------------------------
 
-    def transcription_done(self, item_id: str, transcript: str, seconds: float) -> list[Output]:
+    def transcription_done(
+        self,
+        item_id: str,
+        transcript: str,
+        seconds: float,
+        logprobs: list[dict[str, Any]] | None = None,
+    ) -> list[Output]:
         part = self._input_audio_part(item_id)
         if part is None:
             return []  # the item was deleted meanwhile
@@ -324,7 +330,11 @@ class RealtimeConnection:
         out: list[Output] = []
         if transcript:
             out.append(ev.TranscriptionDelta(item_id=item_id, delta=transcript))
-        out.append(ev.TranscriptionCompleted(item_id=item_id, transcript=transcript, usage=usage))
+        out.append(
+            ev.TranscriptionCompleted(
+                item_id=item_id, transcript=transcript, usage=usage, logprobs=logprobs
+            )
+        )
         return out
 
     def transcription_failed(self, item_id: str, message: str) -> list[Output]:

@@ -92,6 +92,11 @@ class TurnDetector:
         self._floor_ms = 0.0  # a turn never reaches back before the previous one ended
         self._idle_since_ms: float | None = 0.0
 
+    @property
+    def silence_ms(self) -> float:
+        """Silence so far inside the current turn (0 while speaking or between turns)."""
+        return self._silence_ms if self.in_speech else 0.0
+
     def reconfigure(self, config: ServerVad | SemanticVad) -> None:
         self.config = config
 
