@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..audio import AudioFormat, InputConverter
@@ -282,17 +282,22 @@ class Listener:
 
         async def feed(stream: STTStream) -> Transcript | None:
             settled: tuple[int, Transcript] | None = None
+            heard = 0  # bytes
             while (item := await reader.take()) is not None:
                 if isinstance(item, _Peek):
                     if isinstance(stream, SpeculativeSTTStream):
                         settled = (item.pauses, await stream.peek())
                         await self._report(turn, item.pauses, settled[1].text)
                     continue
+                heard += len(item)
                 partial = await stream.push(item)
                 if partial is not None:
                     await self._report(turn, turn.pauses, partial)
-            # Read at the end of the turn: still valid if speech never resumed after the pause.
-            return settled[1] if settled and settled[0] == turn.pauses else None
+            # Read at the end of the turn: still valid if speech never resumed after the
+            # pause (what followed it was silence). Usage counts the whole turn's audio.
+            if settled is None or settled[0] != turn.pauses:
+                return None
+            return replace(settled[1], audio_seconds=heard / 2 / self._rate)
 
         await self._run_stt(turn.item_id, options, feed)
 
