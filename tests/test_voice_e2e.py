@@ -1,6 +1,6 @@
 """Spoken turns end to end, through the official `openai` SDK, in real time.
 
-The server runs the embedded pipeline (Silero VAD, pocketsphinx, built-in responder or an
+The server runs the embedded pipeline (Silero VAD, Whisper, built-in responder or an
 OpenAI-compatible LLM endpoint, espeak-ng). The test is the user: a microphone streams
 speech made by the embedded TTS, then silence, in 20 ms chunks paced by the clock, for as
 long as the conversation lasts. Every server event is validated against the SDK's types.

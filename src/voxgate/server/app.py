@@ -50,7 +50,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         )
         app.state.voxgate = state
         # Load the tokenizer off the event loop, so no session's first count waits for it.
-        log.info("token counting: %s", await asyncio.to_thread(tokens.load))
+        log.info(tokens.describe(await asyncio.to_thread(tokens.load)))
         if settings.dev_mode:
             log.warning(
                 "development mode: no API keys configured, any bearer token (or none) is "
