@@ -123,9 +123,9 @@ def test_untouched_bundled_files_match_their_pinned_hashes() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_window_is_the_utterance_padded_to_at_least_eight_seconds() -> None:
-    assert window_frames(SAMPLE_RATE * 1) == 800  # short: 8 s
-    assert window_frames(SAMPLE_RATE * 7) == 900  # 7 s + 2 s of padding
+def test_window_is_the_utterance_padded_to_at_least_ten_seconds() -> None:
+    assert window_frames(SAMPLE_RATE * 1) == 1000  # short: 10 s
+    assert window_frames(SAMPLE_RATE * 9) == 1100  # 9 s + 2 s of padding
     assert window_frames(SAMPLE_RATE * 29) == 3000  # never past Whisper's 30 s
     assert max_new_tokens(SAMPLE_RATE * 2) < max_new_tokens(SAMPLE_RATE * 10) <= 100
 

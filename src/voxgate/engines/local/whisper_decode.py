@@ -5,10 +5,12 @@ utterance's length: for a 2 s utterance most of the ~700 ms (tiny.en, one core) 
 encoding 28 s of padding. CTranslate2's encoder accepts shorter feature windows, and its cost
 falls with the window (measured on one core: 3000 frames 683 ms, 1500 160 ms, 500 32 ms).
 Trimming too far breaks the decoder, though: with no padding at all after the speech it
-loops, repeating the last words. Padding the window to at least 8 s kept word error rates at
-the full window's level (11 % against 14 % on espeak speech) at ~120 ms per utterance, so:
+loops, repeating the last words. Padding the window to 8 s kept clean-speech word error rates
+near the full window's (11 % against 14 % on espeak speech) at ~120 ms per utterance; on
+noisy speech (20 dB SNR) 10 s did clearly better than 8 s (16 % against 29 % on one 20
+utterance sample) for ~50 ms more, so:
 
-- the window is the utterance plus ``_TAIL_S`` of padding, at least ``_MIN_WINDOW_S`` and at
+- the window is the utterance plus ``_TAIL_S`` of silence, at least ``_MIN_WINDOW_S`` and at
   most Whisper's 30 s;
 - the number of tokens generated is bounded by the audio's duration (``_TOKENS_PER_S``, far
   above any speaking rate), so a loop that starts anyway ends early;
@@ -32,8 +34,9 @@ from voxgate.engines.base import TokenLogprob
 
 SAMPLE_RATE = 16000
 _FRAMES_PER_S = 100  # Whisper's mel hop is 10 ms
+_HOP = SAMPLE_RATE // _FRAMES_PER_S
 _MAX_FRAMES = 3000  # Whisper's 30 s window
-_MIN_WINDOW_S = 8.0
+_MIN_WINDOW_S = 10.0
 _TAIL_S = 2.0
 _TOKENS_PER_S = 8  # fast speech is ~4 words (~5 tokens) a second
 _MIN_TOKENS = 12
@@ -41,6 +44,7 @@ _MIN_TOKENS = 12
 # unlikely with a no-speech token this likely is silence or noise.
 _COMPRESSION_LIMIT = 2.4
 _NO_SPEECH = 0.6
+_SILENCE_RMS = 1e-3  # -60 dBFS: nothing a microphone would call speech
 _LOGPROB_FLOOR = -1.0
 # The longest prompt (previous text) kept: Whisper's decoder context is 448 tokens, half of it
 # for the prompt.
@@ -85,6 +89,8 @@ def decode(
     text Whisper reads as what came before (names, spellings); ``logprobs`` asks for each
     token's log probability (decoding greedily then); ``beam_size`` 1 is greedy decoding
     (about half the decoder's time, a few more errors)."""
+    if audio.size == 0 or float(np.sqrt(np.mean(np.square(audio)))) < _SILENCE_RMS:
+        return Decoded(text="")  # Whisper "hears" words in silence ("you", "Thank you.")
     if not fits_one_window(len(audio)):
         return _decode_long(model, audio, language, prompt, beam_size)
     encoded = model.encode(_features(model, audio))
@@ -109,13 +115,17 @@ def decode(
 
 
 def _features(model: Any, audio: np.ndarray) -> np.ndarray:
-    """The log-mel features of ``audio`` in a window of ``window_frames``, padded the way
-    faster-whisper pads its 30 s window (zeros after the speech)."""
-    features = model.feature_extractor(audio)
+    """The log-mel features of ``audio`` in a window of ``window_frames``. The padding is
+    digital silence added to the audio before the features are computed, as Whisper was
+    trained: padding the features with zeros instead (faster-whisper's way) reads as a loud
+    flat sound after the speech, and with noisy speech it doubled the word error rate and
+    brought back repetition loops."""
     frames = window_frames(len(audio))
-    features = features[:, :frames]
-    if features.shape[-1] < frames:
-        features = np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
+    padded = np.zeros(frames * _HOP, dtype=np.float32)
+    padded[: min(len(audio), len(padded))] = audio[: len(padded)]
+    features = model.feature_extractor(padded, padding=0)[:, :frames]
+    if features.shape[-1] < frames:  # the STFT's last partial frame
+        features = np.pad(features, ((0, 0), (0, frames - features.shape[-1])), mode="edge")
     return np.ascontiguousarray(features, dtype=np.float32)
 
 
