@@ -41,9 +41,9 @@ MODES: dict[str, dict[str, Any]] = {
     "semantic_vad": {"type": "semantic_vad", "eagerness": "auto"},
 }
 # Targets with the built-in responder on a 2-core machine.
-STOPPED_TO_AUDIO_P50_MS = 150
-STOPPED_TO_AUDIO_P95_MS = 300
-END_TO_AUDIO_P50_MS = SILENCE_MS + 150  # server_vad: the silence itself plus the answer time
+STOPPED_TO_AUDIO_P50_MS = 120
+STOPPED_TO_AUDIO_P95_MS = 250
+END_TO_AUDIO_P50_MS = SILENCE_MS + 120  # server_vad: the silence itself plus the answer time
 # stopped_to_transcript is not a target: it splits stopped_to_audio into the wait for the
 # final transcript (which the reply needs) and the rest (language model, first sound).
 METRICS = ("end_to_stopped", "end_to_audio", "stopped_to_audio", "stopped_to_transcript")
