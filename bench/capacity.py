@@ -11,7 +11,9 @@ session and turn:
   before, or on arrival if that is later);
 - the microphone never falls behind its real-time schedule by more than 100 ms;
 - speech_stopped arrives within ``--stop-bound-ms`` of the end of speech, the turn is
-  transcribed, and the reply completes.
+  transcribed, and the reply completes;
+- replies start promptly: speech_stopped → first audio p95 ≤ ``--reply-p95-ms`` (500 ms) over
+  the level's turns (a level that "passes" while answering seconds late is not capacity).
 
 Prints one JSON object: per level the measurements and verdict, the largest N passing (every
 level up to it passed), the target and whether it was met. The ladder stops at the first
@@ -48,6 +50,7 @@ TURN_DETECTION = {"type": "server_vad", "silence_duration_ms": SILENCE_MS}
 TARGET_SESSIONS = 12  # with the embedded speech-to-text on 2 cores
 MAX_STALL_MS = 100  # a playout buffer running dry for longer is an audible drop-out
 MAX_MIC_LATE_MS = 100
+REPLY_P95_MS = 500  # speech_stopped → first audio, over a level's turns
 # Conversations are not in lockstep: session starts are spread evenly over about one turn.
 STAGGER_SECONDS = 3.0
 LEVEL_BUDGET_SECONDS = 120.0  # a hopelessly overloaded level ends here, failed
@@ -75,6 +78,10 @@ def parse_args() -> argparse.Namespace:
         "--reply-bound-ms", type=float, default=None,
         help="also require every reply to start within this long after speech_stopped "
         "(off by default; the reply start is always reported)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reply-p95-ms", type=float, default=REPLY_P95_MS,
+        help=f"p95 of speech_stopped → first audio a level must stay under ({REPLY_P95_MS})",
     )  # fmt: skip
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between turns (0.5)")
     args = parser.parse_args()
@@ -180,6 +187,8 @@ def judge_level(
     if args.reply_bound_ms is not None:
         slowest = max(stop_to_audio, default=0.0)
         checks["reply_started_in_bound"] = slowest * 1000 <= args.reply_bound_ms
+    p95 = percentile(stop_to_audio, 95)
+    checks["replies_prompt_p95"] = p95 is not None and p95 * 1000 <= args.reply_p95_ms
     return {
         "sessions": n,
         "passed": all(checks.values()),
