@@ -11,7 +11,7 @@ from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from _realtime import Events, types
-from conftest import RunningServer, speech_pcm24k
+from conftest import RunningServer, heard, speech_pcm24k
 
 CHUNK_BYTES = 24 * 2 * 20  # 20 ms of 24 kHz PCM16
 # Sentences the embedded recogniser hears well in the embedded voice; all but one key word
@@ -29,10 +29,6 @@ PER_ITEM = [
     "conversation.item.input_audio_transcription.delta",
     "conversation.item.input_audio_transcription.completed",
 ]
-
-
-def heard(transcript: str, key_words: set[str]) -> bool:
-    return len(key_words & set(transcript.split())) >= len(key_words) - 1
 
 
 def client(server: RunningServer) -> AsyncOpenAI:

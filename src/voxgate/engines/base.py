@@ -159,10 +159,12 @@ class SpeculativeSTTStream(STTStream, Protocol):
 @runtime_checkable
 class STTEngine(Protocol):
     """``language`` (ISO-639-1, "en") and ``prompt`` (vocabulary or style to expect) are the
-    client's transcription hints; an engine that cannot use a prompt ignores it."""
+    client's transcription hints; an engine that cannot use a prompt ignores it.
+    ``logprobs``: whether ``open_stream(logprobs=True)`` gives ``Transcript.logprobs``."""
 
     name: str
     sample_rate: int
+    logprobs: bool
 
     async def open_stream(
         self, *, language: str | None = None, prompt: str | None = None, logprobs: bool = False

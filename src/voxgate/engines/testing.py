@@ -254,6 +254,7 @@ class ScriptedSTT:
     """``STTEngine`` whose n-th stream hears the n-th transcript (or raises it at ``finish``)."""
 
     name = "scripted-stt"
+    logprobs = False
 
     def __init__(
         self,

@@ -79,12 +79,16 @@ class RealtimeConnection:
         max_buffer_bytes: int = 24000 * 2 * 600,
         intent: str | None = None,
         prompts: Mapping[str, StoredPrompt] | None = None,
+        transcription_logprobs: bool = False,
     ) -> None:
         self.session_id = new_id("sess")
         self.config: SessionConfig = new_session(model, instructions)
         # Set for transcription sessions (see transcription.py): no responses, ever.
         self.transcription: TranscriptionSessionConfig | None = None
         self.prompts: Mapping[str, StoredPrompt] = prompts or {}
+        # Whether the recogniser gives token log probabilities: the logprobs include is
+        # accepted only then.
+        self.transcription_logprobs = transcription_logprobs
         if intent == "transcription":
             self.config, self.transcription = new_transcription_session(self.config)
         self.expires_at = expires_at
@@ -175,6 +179,7 @@ class RealtimeConnection:
             model_locked=self.model_locked,
             conversation_empty=len(self.conversation) == 0,
             prompts=self.prompts,
+            logprobs=self.transcription_logprobs,
         )
 
     def _session_update(self, patch: dict[str, Any]) -> list[Output]:

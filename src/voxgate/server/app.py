@@ -152,6 +152,7 @@ async def serve_realtime(
         instructions=state.settings.instructions,
         intent=intent,
         prompts=state.prompts,
+        transcription_logprobs=state.transcription_logprobs,
     )
     session = Session(connection, state.engines, WebSocketTransport(ws), limits=state.limits)
     await state.manager.serve(session)

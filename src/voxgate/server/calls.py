@@ -70,6 +70,7 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
         count_tokens=tokens.count_tokens,
         instructions=state.settings.instructions,
         prompts=state.prompts,
+        transcription_logprobs=state.transcription_logprobs,
     )
     if session_patch is not None:
         try:

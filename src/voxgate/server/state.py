@@ -46,6 +46,11 @@ class AppState:
         }
 
     @property
+    def transcription_logprobs(self) -> bool:
+        """Whether the recogniser gives token log probabilities (Whisper does)."""
+        return self.engines.stt is not None and self.engines.stt.logprobs
+
+    @property
     def playout_limits(self) -> SessionLimits:
         """For sessions whose audio the server plays (WebRTC): see ``PLAYOUT_HOLD_S``."""
         return replace(self.limits, audio_lead_s=PLAYOUT_HOLD_S)

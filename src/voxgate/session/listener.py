@@ -268,7 +268,7 @@ class Listener:
         return _Options(
             language=transcription.language if transcription is not None else None,
             prompt=(transcription.prompt or None) if transcription is not None else None,
-            logprobs=LOGPROBS in (conn.config.include or ()),
+            logprobs=LOGPROBS in ((conn.transcription or conn.config).include or ()),
             noise=(noise.type, noise.strength) if noise is not None else None,
         )
 

@@ -382,6 +382,7 @@ class PocketsphinxEngine:
 
     name = "pocketsphinx"
     sample_rate = SAMPLE_RATE
+    logprobs = False
 
     def __init__(
         self,

@@ -172,6 +172,7 @@ class WhisperEngine:
 
     name = "faster-whisper"
     sample_rate = SAMPLE_RATE
+    logprobs = True
 
     def __init__(
         self,
