@@ -12,6 +12,8 @@ session and turn:
 - the microphone never falls behind its real-time schedule by more than 100 ms;
 - speech_stopped arrives within ``--stop-bound-ms`` of the end of speech, the turn is
   transcribed, and the reply completes;
+- (reported, not judged) the started server's CPU (cores busy, with its worker processes) and
+  resident memory while the level talked, in all and per session;
 - replies start promptly: speech_stopped → first audio p95 ≤ ``--reply-p95-ms`` (500 ms) over
   the level's turns (a level that "passes" while answering seconds late is not capacity).
 
@@ -43,6 +45,7 @@ from _realtime import (
     speak_turn,
     voxgate_server,
 )
+from _server_usage import cpu_seconds, rss_mb, server_pid
 from _speech import SENTENCES, log, ms, percentile
 
 SILENCE_MS = 500
@@ -219,9 +222,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     speech = await make_speech(SENTENCES)
     async with voxgate_server(args.url, parse_env(args.server_env)) as url:
 
+        pid = server_pid() if args.url is None else None
+
         async def level(n: int) -> dict[str, Any]:
             log(f"{n} sessions x {args.turns} turns")
-            return await run_level(url, n, speech, args)
+            before = cpu_seconds(pid)[1] if pid is not None else 0.0
+            started = time.monotonic()
+            result = await run_level(url, n, speech, args)
+            if pid is not None:  # the server's use while the level talked, per session
+                cores = (cpu_seconds(pid)[1] - before) / (time.monotonic() - started)
+                memory = rss_mb(pid)
+                result["server"] = {
+                    "cpu_cores": round(cores, 2),
+                    "cpu_cores_per_session": round(cores / n, 3),
+                    "rss_mb": round(memory),
+                    "rss_mb_per_session": round(memory / n, 1),
+                }
+            return result
 
         levels, largest = await climb(args.ladder, level, keep_going=args.all)
     return {
