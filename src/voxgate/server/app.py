@@ -85,6 +85,14 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         state: AppState = app.state.voxgate
         return JSONResponse({"status": "ok", "sessions": len(state.manager.sessions)})
 
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics; with API keys configured, scrapers send one as a bearer."""
+        state: AppState = app.state.voxgate
+        if (refused := calls.refuse_credential(state, request)) is not None:
+            return refused
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
     @app.post("/v1/realtime/calls")
     async def create_call(request: Request, model: str | None = None) -> Response:
         return await calls.create_call(app.state.voxgate, request, model)
@@ -154,7 +162,8 @@ async def serve_realtime(
         prompts=state.prompts,
         transcription_logprobs=state.transcription_logprobs,
     )
-    session = Session(connection, state.engines, WebSocketTransport(ws), limits=state.limits)
+    transport = state.metrics.meter(WebSocketTransport(ws))
+    session = Session(connection, state.engines, transport, limits=state.limits)
     await state.manager.serve(session)
 
 

@@ -84,7 +84,11 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
         settings.ice_server_configs, connect_timeout_s=settings.webrtc_connect_timeout_s
     )
     session = Session(
-        connection, state.engines, call.events, limits=state.playout_limits, playout=call.playout
+        connection,
+        state.engines,
+        state.metrics.meter(call.events),
+        limits=state.playout_limits,
+        playout=call.playout,
     )
     call.microphone = session.track_audio
     call.on_gone = lambda why: session.end("client_closed", message=why)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..protocol.prompts import StoredPrompt
+from ..session.clock import SystemClock
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
 from ..settings import Settings
 from ..transports.webrtc import CallRegistry
+from .metrics import Metrics
 
 # Generation is not paced to playout: over WebSocket reply audio goes out as fast as it is
 # made and the client buffers it, as with the hosted API. Where the server plays the reply
@@ -25,6 +27,10 @@ class AppState:
     engines: EngineSet
     manager: SessionManager
     calls: CallRegistry = field(default_factory=CallRegistry)
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(lambda: len(self.manager.sessions), SystemClock().monotonic)
 
     @property
     def limits(self) -> SessionLimits:
