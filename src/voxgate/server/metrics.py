@@ -12,6 +12,10 @@ measured, never for audio deltas). From them:
 - ``voxgate_speech_input_seconds_total``: audio of the user's detected turns;
   ``voxgate_audio_output_seconds_total``: reply audio (from each response's usage).
 
+The language model and text to speech are wrapped (``metered.py``) for
+``voxgate_llm_time_to_first_token_seconds``, ``voxgate_tts_time_to_first_audio_seconds`` and
+``voxgate_tts_compute_seconds_total`` / ``voxgate_tts_audio_seconds_total``.
+
 ``voxgate_sessions`` is the number of live sessions. Every histogram and counter lives in
 the server's own registry, so several servers in one process (tests) do not mix.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import (
@@ -31,7 +36,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ..session.engines import EngineSet
 from ..session.transport import Transport
+from .metered import MeteredLLM, MeteredTTS
 
 # Seconds: 25 ms to 10 s, dense where the latency targets are (100–500 ms).
 _BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2, 5, 10)
@@ -83,12 +90,40 @@ class Metrics:
         self.audio_out = Counter(
             "voxgate_audio_output_seconds", "Reply audio produced.", registry=r
         )
+        self.llm_first_token = Histogram(
+            "voxgate_llm_time_to_first_token_seconds",
+            "From asking the language model to its first text or tool call.",
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.tts_first_audio = Histogram(
+            "voxgate_tts_time_to_first_audio_seconds",
+            "From asking text to speech for a piece to its first audio.",
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.tts_compute = Counter(
+            "voxgate_tts_compute_seconds",
+            "Time spent waiting for text to speech (over audio seconds: its real-time factor).",
+            registry=r,
+        )
+        self.tts_audio = Counter(
+            "voxgate_tts_audio_seconds", "Audio made by text to speech.", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def meter(self, transport: Transport) -> MeteredTransport:
         return MeteredTransport(transport, self)
+
+    def meter_engines(self, engines: EngineSet) -> EngineSet:
+        """The same engines, the language model and text to speech measured."""
+        llm = MeteredLLM(engines.llm, self.llm_first_token, self.clock)
+        tts = MeteredTTS(
+            engines.tts, self.tts_first_audio, self.tts_compute, self.tts_audio, self.clock
+        )
+        return replace(engines, llm=llm, tts=tts)
 
 
 class MeteredTransport:

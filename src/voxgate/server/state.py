@@ -31,6 +31,7 @@ class AppState:
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(lambda: len(self.manager.sessions), SystemClock().monotonic)
+        self.engines = self.metrics.meter_engines(self.engines)
 
     @property
     def limits(self) -> SessionLimits:
