@@ -72,6 +72,9 @@ async def test_a_spoken_turn_and_a_mistake_show_in_the_metrics(server: RunningSe
     made = grew("voxgate_tts_audio_seconds_total")
     assert made == pytest.approx(grew("voxgate_audio_output_seconds_total"), rel=0.1)
     assert 0 < grew("voxgate_tts_compute_seconds_total") < made  # faster than real time
+    # Speech to text decoded the turn (at its pause, or at its end), faster than real time.
+    decoded = grew("voxgate_stt_audio_seconds_total")
+    assert decoded > 1.5 and 0 < grew("voxgate_stt_compute_seconds_total") < decoded
 
 
 def test_with_api_keys_a_scraper_needs_one(start_server: Any) -> None:

@@ -1,16 +1,27 @@
 """Engines wrapped to feed ``/metrics``: language-model time to first token, text-to-speech
-time to first audio and its real-time factor (compute seconds over audio seconds, two
-counters so that any window's ratio can be taken). The wrappers change nothing else: events
-and audio pass through as they come, and closing a wrapper's stream closes the engine's."""
+time to first audio, and the real-time factors of text to speech and speech to text (compute
+seconds over audio seconds, two counters each, so that any window's ratio can be taken). The
+wrappers change nothing else: events and audio pass through as they come, and closing a
+wrapper's stream closes the engine's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 
 from prometheus_client import Counter, Histogram
 
-from ..engines.base import ChatRequest, LLMDone, LLMEngine, LLMEvent, TTSEngine
+from ..engines.base import (
+    ChatRequest,
+    LLMDone,
+    LLMEngine,
+    LLMEvent,
+    SpeculativeSTTStream,
+    STTEngine,
+    STTStream,
+    Transcript,
+    TTSEngine,
+)
 
 
 class MeteredLLM:
@@ -73,3 +84,56 @@ class MeteredTTS:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class MeteredSTT:
+    """Speech to text with its decoding time counted (``peek`` and ``finish``) against the
+    audio it decoded: its real-time factor. Streams that can peek still can."""
+
+    def __init__(
+        self, inner: STTEngine, compute: Counter, audio: Counter, clock: Callable[[], float]
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.sample_rate = inner.sample_rate
+        self.logprobs = inner.logprobs
+        self._compute, self._audio, self._clock = compute, audio, clock
+
+    async def open_stream(
+        self, *, language: str | None = None, prompt: str | None = None, logprobs: bool = False
+    ) -> STTStream:
+        stream = await self.inner.open_stream(language=language, prompt=prompt, logprobs=logprobs)
+        kind = _MeteredSpeculative if isinstance(stream, SpeculativeSTTStream) else _Metered
+        return kind(stream, self)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def timed(self, decoding: Awaitable[Transcript]) -> Transcript:
+        started = self._clock()
+        transcript = await decoding
+        self._compute.inc(self._clock() - started)
+        self._audio.inc(transcript.audio_seconds)
+        return transcript
+
+
+class _Metered:
+    def __init__(self, inner: STTStream, engine: MeteredSTT) -> None:
+        self.inner = inner
+        self.engine = engine
+
+    async def push(self, pcm: bytes) -> str | None:
+        return await self.inner.push(pcm)
+
+    async def finish(self) -> Transcript:
+        return await self.engine.timed(self.inner.finish())
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _MeteredSpeculative(_Metered):
+    inner: SpeculativeSTTStream
+
+    async def peek(self) -> Transcript:
+        return await self.engine.timed(self.inner.peek())

@@ -14,7 +14,8 @@ measured, never for audio deltas). From them:
 
 The language model and text to speech are wrapped (``metered.py``) for
 ``voxgate_llm_time_to_first_token_seconds``, ``voxgate_tts_time_to_first_audio_seconds`` and
-``voxgate_tts_compute_seconds_total`` / ``voxgate_tts_audio_seconds_total``.
+``voxgate_tts_compute_seconds_total`` / ``voxgate_tts_audio_seconds_total``, and speech to
+text for ``voxgate_stt_compute_seconds_total`` / ``voxgate_stt_audio_seconds_total``.
 
 ``voxgate_sessions`` is the number of live sessions. Every histogram and counter lives in
 the server's own registry, so several servers in one process (tests) do not mix.
@@ -38,7 +39,7 @@ from prometheus_client import (
 
 from ..session.engines import EngineSet
 from ..session.transport import Transport
-from .metered import MeteredLLM, MeteredTTS
+from .metered import MeteredLLM, MeteredSTT, MeteredTTS
 
 # Seconds: 25 ms to 10 s, dense where the latency targets are (100–500 ms).
 _BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2, 5, 10)
@@ -107,6 +108,14 @@ class Metrics:
             "Time spent waiting for text to speech (over audio seconds: its real-time factor).",
             registry=r,
         )
+        self.stt_compute = Counter(
+            "voxgate_stt_compute_seconds",
+            "Time spent decoding speech (over audio seconds: its real-time factor).",
+            registry=r,
+        )
+        self.stt_audio = Counter(
+            "voxgate_stt_audio_seconds", "Audio decoded by speech to text.", registry=r
+        )
         self.tts_audio = Counter(
             "voxgate_tts_audio_seconds", "Audio made by text to speech.", registry=r
         )
@@ -118,12 +127,17 @@ class Metrics:
         return MeteredTransport(transport, self)
 
     def meter_engines(self, engines: EngineSet) -> EngineSet:
-        """The same engines, the language model and text to speech measured."""
+        """The same engines, measured (VAD aside: it runs inline, per 32 ms window)."""
         llm = MeteredLLM(engines.llm, self.llm_first_token, self.clock)
         tts = MeteredTTS(
             engines.tts, self.tts_first_audio, self.tts_compute, self.tts_audio, self.clock
         )
-        return replace(engines, llm=llm, tts=tts)
+        stt = (
+            MeteredSTT(engines.stt, self.stt_compute, self.stt_audio, self.clock)
+            if engines.stt is not None
+            else None
+        )
+        return replace(engines, llm=llm, tts=tts, stt=stt)
 
 
 class MeteredTransport:
