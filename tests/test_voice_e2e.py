@@ -145,14 +145,18 @@ async def test_speaking_over_a_reply_interrupts_it(server: RunningServer) -> Non
         # The built-in reply runs about 15 s; speak over it after 1.5 s of it.
         await asyncio.sleep(1.5)
         mic.say(speech_pcm24k(NUMBERS[0]))
-        cut = await events.until(
-            lambda e: e.type == "response.done" and e.response.id == rid, wait_s=15
-        )
+        cut = await events.until("input_audio_buffer.speech_started", wait_s=15)
         played_ms = int((time.monotonic() - playback_started) * 1000)
-        done = cut[-1].response
-        assert done.status == "cancelled"
-        assert done.status_details.reason == "turn_detected"
-        assert of_type(cut, "input_audio_buffer.speech_started")
+        # Generation is not paced to playout: the reply may be done generating (its
+        # response.done "completed") before the user speaks over it; if not, it is cancelled.
+        if not [e for e in cut if e.type == "response.done" and e.response.id == rid]:
+            cut += await events.until(
+                lambda e: e.type == "response.done" and e.response.id == rid, wait_s=15
+            )
+        [done] = [e.response for e in cut if e.type == "response.done" and e.response.id == rid]
+        if done.status != "completed":
+            assert done.status == "cancelled"
+            assert done.status_details.reason == "turn_detected"
         # What the server produced is longer than what this client played: truncate it.
         produced_ms = len(reply_audio(first + cut)) / 48
         assert produced_ms > played_ms
