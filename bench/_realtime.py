@@ -446,6 +446,10 @@ def _follow(turn: Turn, received: Received) -> None:
             turn.stopped_at = turn.response_id = turn.first_audio_at = None
             turn.item_id = turn.transcript = turn.transcript_at = turn.transcription_error = None
             turn.audio.clear()
+        case "input_audio_buffer.speech_stopped" if received.at < turn.spoken.end_at:
+            # The turn ended while the utterance was still being spoken: at a pause inside
+            # it. Its reply (which may be done long before the utterance is) is not the reply.
+            turn.splits += 1
         case "input_audio_buffer.speech_stopped":
             turn.stopped_at = received.at
             turn.stop_audio_end_ms = event.get("audio_end_ms")

@@ -30,7 +30,8 @@ EAGERNESS_WAIT_MS = {
     "auto": (300, 4000),
 }
 
-# Words after which a sentence is not over: conjunctions, fillers, articles, prepositions.
+# Words after which a sentence is not over: conjunctions, fillers, articles, prepositions,
+# auxiliaries.
 # fmt: off
 _TRAILING = frozenset({
     "and", "or", "but", "so", "because", "um", "uh", "er", "erm", "hmm", "like", "then", "if",
@@ -38,6 +39,9 @@ _TRAILING = frozenset({
     "your", "our", "their", "his", "her", "its", "is", "are", "was", "i", "you", "we", "they",
     "that", "which", "who", "about", "from", "into", "than", "as", "also", "plus", "just",
     "really", "very",
+    # Auxiliaries: "what time does …", "the meeting has been …".
+    "does", "do", "did", "can", "could", "would", "will", "should", "has", "have", "had",
+    "been", "be", "were", "am",
 })
 # fmt: on
 _WORD = re.compile(r"[a-z']+")
