@@ -14,8 +14,10 @@ Threads: CTranslate2 releases the GIL, so decodings run in threads, never on the
 Each decoding uses one core (``cpu_threads=1``) and ``workers`` run side by side, one model
 replica each: on a 2-core machine two utterances decode at once and neither waits for a
 core, while the event loop (VAD, text to speech, the protocol) still gets time between
-them. More threads per decoding would make one utterance ~1.6x faster on an idle machine but
-make every session queue behind it under load; more workers than cores only oversubscribe.
+them. More threads per decoding would make one utterance faster on an idle machine, but
+under load every other session's decoding would queue behind it (and with the pause-time
+decode the final transcript is usually ready when the turn ends anyway); more workers than
+cores only oversubscribe them.
 """
 
 from __future__ import annotations
