@@ -243,7 +243,9 @@ class Listener:
 
         async def wait() -> None:
             # Past the bound the model gets a placeholder for the missing words, not silence.
-            timer = asyncio.ensure_future(self._clock.sleep(TRANSCRIPT_WAIT_S))
+            timer = asyncio.create_task(
+                self._clock.sleep(TRANSCRIPT_WAIT_S), name="listener:transcript-wait"
+            )
             transcripts = asyncio.gather(*waits, return_exceptions=True)
             try:
                 either: set[asyncio.Future[Any]] = {timer, transcripts}
