@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, assert_never
 
@@ -60,6 +61,7 @@ from .transcription import (
     new_transcription_session,
 )
 
+log = logging.getLogger(__name__)
 Output = ev.ServerEvent | Command
 MAX_APPEND_BYTES = 15 * 1024 * 1024
 MIN_COMMIT_MS = 100
@@ -129,6 +131,15 @@ class RealtimeConnection:
             return self._dispatch(event)
         except ProtocolError as exc:
             return [self.error(exc, event.event_id)]
+        except Exception:  # our bug: it costs the client this one event, not the session
+            log.exception("client event %s could not be applied", event.type)
+            bug = ProtocolError(
+                f"The server failed to apply this {event.type} event; it changed nothing "
+                "you can rely on. This is a server bug: please report it.",
+                code="server_error",
+                type="server_error",
+            )
+            return [self.error(bug, event.event_id)]
 
     def error(self, exc: ProtocolError, client_event_id: str | None = None) -> ev.Error:
         return ev.Error(error=exc.to_error(client_event_id))

@@ -39,6 +39,13 @@ class ProtocolError(Exception):
         }
 
 
+def brief(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about huge inputs."""
+    text = repr(value) if not isinstance(value, dict | list) or len(value) < limit else ""
+    text = text or f"<{type(value).__name__} of {len(value)} entries>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # Discriminator values of the protocol's tagged unions, as pydantic reports them in `loc`.
 _UNION_TAGS = frozenset(
     {
@@ -108,7 +115,7 @@ def from_validation_error(exc: ValidationError, prefix: str = "") -> ProtocolErr
     if kind == "union_tag_invalid":
         param = f"{param}.{ctx.get('discriminator', 'type').strip(chr(39))}"
         return ProtocolError(
-            f"Invalid value: {ctx.get('tag')!r}. Supported values are: {ctx.get('expected_tags')}.",
+            f"Invalid value: {brief(ctx.get('tag'))}. Supported values are: {ctx.get('expected_tags')}.",
             code="invalid_value",
             param=param,
         )
@@ -116,7 +123,7 @@ def from_validation_error(exc: ValidationError, prefix: str = "") -> ProtocolErr
         got = err.get("input")
         expected = ctx.get("expected")
         return ProtocolError(
-            f"Invalid value: {got!r}. Supported values are: {expected}.",
+            f"Invalid value: {brief(got)}. Supported values are: {expected}.",
             code="invalid_value",
             param=param,
         )
