@@ -115,7 +115,8 @@ def from_validation_error(exc: ValidationError, prefix: str = "") -> ProtocolErr
     if kind == "union_tag_invalid":
         param = f"{param}.{ctx.get('discriminator', 'type').strip(chr(39))}"
         return ProtocolError(
-            f"Invalid value: {brief(ctx.get('tag'))}. Supported values are: {ctx.get('expected_tags')}.",
+            f"Invalid value: {brief(ctx.get('tag'))}. "
+            f"Supported values are: {ctx.get('expected_tags')}.",
             code="invalid_value",
             param=param,
         )
