@@ -81,9 +81,7 @@ PROBE_FRAMES: list[tuple[str, str, str | None, str | None]] = [
 
 
 async def a_turn_still_works(run: RunningSession, transport: MemoryTransport) -> None:
-    transport.send_event(
-        {"type": "response.create", "response": {"output_modalities": ["text"]}}
-    )
+    transport.send_event({"type": "response.create", "response": {"output_modalities": ["text"]}})
     done = (await transport.events_until("response.done"))[-1]
     assert done["response"]["status"] == "completed"
 
