@@ -37,6 +37,7 @@ from .commands import (
 from .conversation import Conversation
 from .errors import ProtocolError
 from .ids import new_id
+from .limits import ConnectionLimits, ConversationBudget
 from .items import (
     AssistantMessage,
     FunctionCallOutput,
@@ -82,6 +83,7 @@ class RealtimeConnection:
         intent: str | None = None,
         prompts: Mapping[str, StoredPrompt] | None = None,
         transcription_logprobs: bool = False,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.session_id = new_id("sess")
         self.config: SessionConfig = new_session(model, instructions)
@@ -95,6 +97,7 @@ class RealtimeConnection:
             self.config, self.transcription = new_transcription_session(self.config)
         self.expires_at = expires_at
         self.conversation = Conversation(id=new_id("conv"))
+        self.budget = ConversationBudget(limits or ConnectionLimits())
         self.responses: dict[str, ResponseState] = {}
         self.active_response_id: str | None = None
         self.audio_produced = False
@@ -273,6 +276,7 @@ class RealtimeConnection:
         )
         previous = self.conversation.insert(item)
         self.conversation.audio[item_id] = bytearray(audio)
+        self.budget.trim_audio(self.conversation)
         return [
             ev.InputAudioBufferCommitted(item_id=item_id, previous_item_id=previous),
             ev.ConversationItemAdded(item=to_wire(item), previous_item_id=previous),
@@ -325,7 +329,10 @@ class RealtimeConnection:
             return []
         if self.transcription is not None:  # transcription sessions never answer
             return []
-        return self.create_response(None)
+        try:
+            return self.create_response(None)
+        except ProtocolError as exc:  # e.g. out-of-band responses fill every slot
+            return [self.error(exc)]
 
     # -- input transcription --------------------------------------------------------------
 
@@ -410,6 +417,7 @@ class RealtimeConnection:
     def _item_create(self, raw: dict[str, Any], previous_item_id: str | None) -> list[Output]:
         item = parse_item(raw)
         audio = self._check_new_item(item)
+        self.budget.check_new_item(self.conversation, item, len(audio))
         item.id = item.id or new_id("item")
         item.status = item.status or "completed"
         previous = self.conversation.insert(item, previous_item_id)
@@ -493,6 +501,7 @@ class RealtimeConnection:
 
     def create_response(self, raw: dict[str, Any] | None = None) -> list[Output]:
         params = parse_response_params(raw)
+        self.budget.check_response_slot(len(self.responses))
         if params.conversation == "auto" and self.active_response_id is not None:
             raise ProtocolError(
                 "Conversation already has an active response in progress: "
@@ -657,6 +666,7 @@ class RealtimeConnection:
             self.active_response_id = None
         state.llm_usage = llm_usage
         out: list[Output] = [*state.finish(status, details)]
+        self.budget.trim_audio(self.conversation)
         if response_id in self.playing:
             out.append(EndOfAudio(response_id))
         return out

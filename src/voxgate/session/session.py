@@ -37,6 +37,7 @@ from ..protocol.connection import Output, RealtimeConnection
 from ..protocol.errors import ProtocolError
 from .clock import Clock, SystemClock
 from .engines import EngineSet
+from .fairness import in_slices
 from .inbox import Ended, Inbox
 from .listener import Listener
 from .outbox import Outbox
@@ -65,6 +66,8 @@ class SessionLimits:
     # Server events queued for a client that is not reading them, in characters of JSON
     # (≈ bytes); past this the client is disconnected (close 1008, `client_too_slow`).
     max_outbox_bytes: int = 16 * 1024 * 1024
+    # Text one response may hand to speech synthesis; None = no bound.
+    max_speech_chars: int | None = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +143,10 @@ class Session:
                 outputs = self.connection.receive(msg.raw)
             else:
                 outputs = msg(self.connection)
-            self._apply(outputs)
+            for i, group in enumerate(in_slices(outputs)):
+                if i:
+                    await asyncio.sleep(0)  # let other sessions run between slices
+                self._apply(group)
 
     # -- outputs --------------------------------------------------------------------------
 
@@ -159,6 +165,7 @@ class Session:
                         lead_s=self.limits.audio_lead_s,
                         clock=self.clock,
                         context_tokens=self.limits.llm_context_tokens,
+                        max_speech_chars=self.limits.max_speech_chars,
                     )
                     self._start_response(plan.response_id, runner)
                 case CancelResponse(response_id=rid):
