@@ -26,11 +26,12 @@ from voxgate.protocol.connection import RealtimeConnection
 from voxgate.session.engines import EngineSet
 from voxgate.session.testing import running_session
 
-FUZZ: dict[str, Any] = dict(
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ: dict[str, Any] = {
+    "deadline": None,
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+}
+
 
 
 def errors_of(outputs: list[Any]) -> list[dict[str, Any]]:

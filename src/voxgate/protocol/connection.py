@@ -37,7 +37,6 @@ from .commands import (
 from .conversation import Conversation
 from .errors import ProtocolError
 from .ids import new_id
-from .limits import ConnectionLimits, ConversationBudget
 from .items import (
     AssistantMessage,
     FunctionCallOutput,
@@ -50,6 +49,7 @@ from .items import (
 from .items import (
     InputAudio as InputAudioPart,
 )
+from .limits import ConnectionLimits, ConversationBudget
 from .model_settings import model_settings
 from .prompts import StoredPrompt
 from .response_params import ResponseParams, parse_response_params

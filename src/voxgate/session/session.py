@@ -35,6 +35,7 @@ from ..protocol.commands import (
 )
 from ..protocol.connection import Output, RealtimeConnection
 from ..protocol.errors import ProtocolError
+from .backlog import Backlog
 from .clock import Clock, SystemClock
 from .engines import EngineSet
 from .fairness import in_slices
@@ -42,7 +43,6 @@ from .inbox import Ended, Inbox
 from .listener import Listener
 from .outbox import Outbox
 from .response import Progress, ResponseRunner
-from .backlog import Backlog
 from .transport import Playout, Transport, TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
