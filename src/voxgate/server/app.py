@@ -22,8 +22,9 @@ from ..session.manager import AdmissionRefused, SessionManager
 from ..session.session import Session
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import calls, http_errors
+from . import calls, http_errors, redact
 from .engines import start_engines
+from .http_limits import BodyLimits
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,13 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
 
     app = FastAPI(title="voxgate", version="0.1.0", lifespan=lifespan)
     http_errors.install(app)
+    redact.install()
+    app.add_middleware(
+        BodyLimits,
+        max_body_bytes=int(settings.max_request_kb * 1024),
+        route_limits={"/v1/realtime/calls": calls.MAX_CALL_BODY_BYTES},
+        body_timeout_s=settings.http_body_timeout_s,
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -161,8 +169,11 @@ async def serve_realtime(
         intent=intent,
         prompts=state.prompts,
         transcription_logprobs=state.transcription_logprobs,
+        limits=state.connection_limits,
     )
-    transport = state.metrics.meter(WebSocketTransport(ws))
+    transport = state.metrics.meter(
+        WebSocketTransport(ws, send_timeout_s=state.settings.send_timeout_s)
+    )
     session = Session(connection, state.engines, transport, limits=state.limits)
     await state.manager.serve(session)
 
@@ -183,4 +194,4 @@ async def _attach(state: AppState, ws: WebSocket, model: str | None, call_id: st
         await _refuse(ws, message, "call_not_found", 1008)
         return
     log.info("sideband client attached to call %s", call_id)
-    await session.attach(WebSocketTransport(ws))
+    await session.attach(WebSocketTransport(ws, send_timeout_s=state.settings.send_timeout_s))

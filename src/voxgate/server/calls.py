@@ -9,7 +9,6 @@ last segment of ``Location``, where clients look for it.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -19,15 +18,20 @@ from starlette.datastructures import UploadFile
 
 from ..engines import tokens
 from ..protocol.connection import RealtimeConnection
+from ..protocol.decode import load_json
 from ..protocol.errors import ProtocolError
 from ..session.manager import AdmissionRefused
 from ..session.session import Session
+from ..transports.sdp_check import offer_problem
 from ..transports.webrtc import WebRTCCall
 from ..transports.websocket import bearer_credential
+from .http_limits import RequestRefused
 from .state import AppState
 
 log = logging.getLogger(__name__)
 MAX_SDP_BYTES = 64 * 1024
+# The whole offer request: the SDP and the session configuration sent with it.
+MAX_CALL_BODY_BYTES = 4 * MAX_SDP_BYTES
 
 
 def http_error(
@@ -71,13 +75,19 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
         instructions=state.settings.instructions,
         prompts=state.prompts,
         transcription_logprobs=state.transcription_logprobs,
+        limits=state.connection_limits,
     )
     if session_patch is not None:
         try:
             connection.configure(session_patch)
         except ProtocolError as exc:
-            param = f"session.{exc.param}" if exc.param else "session"
+            # The session rules already name their paths from "session".
+            param = exc.param or "session"
+            if not param.startswith("session"):
+                param = f"session.{param}"
             return http_error(400, exc.message, exc.code or "invalid_value", param)
+    if (problem := offer_problem(offer)) is not None:
+        return http_error(400, problem, "invalid_offer", "sdp")
 
     settings = state.settings
     call = WebRTCCall(
@@ -140,6 +150,8 @@ async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None] | J
     elif content_type == "multipart/form-data":
         try:
             form = await request.form(max_files=2, max_fields=4, max_part_size=MAX_SDP_BYTES)
+        except RequestRefused:  # over the size limit or stalled: answered by the middleware
+            raise
         except Exception as exc:  # starlette raises its own MultiPartException and friends
             return http_error(400, f"The multipart body could not be read: {exc}", "invalid_body")
         offer_part, session_part = form.get("sdp"), form.get("session")
@@ -147,11 +159,9 @@ async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None] | J
         raw_session = await _text(session_part) if session_part is not None else None
         if raw_session:
             try:
-                session = json.loads(raw_session)
-            except json.JSONDecodeError as exc:
-                return http_error(
-                    400, f"The 'session' part is not valid JSON: {exc}", "invalid_json", "session"
-                )
+                session = load_json(raw_session, where="The 'session' part", prefix="session")
+            except ProtocolError as exc:
+                return http_error(400, exc.message, exc.code, exc.param or "session")
             if not isinstance(session, dict):
                 return http_error(
                     400, "The 'session' part must be a JSON object.", "invalid_type", "session"
