@@ -33,7 +33,6 @@ FUZZ: dict[str, Any] = {
 }
 
 
-
 def errors_of(outputs: list[Any]) -> list[dict[str, Any]]:
     return [validated(o.to_json())["error"] for o in outputs if isinstance(o, ev.Error)]
 
