@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -169,20 +170,38 @@ async def test_a_stalled_body_gets_408(server: RunningServer) -> None:
     assert reply.startswith(b"HTTP/1.1 408")
 
 
-async def test_an_aborted_upload_is_one_log_line(
-    server: RunningServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.settings.port)
-    writer.write(post_head(10_000) + b"v=0\r\n")
-    await writer.drain()
-    writer.close()
-    await writer.wait_closed()
-    async with asyncio.timeout(10):
-        while not any("went away" in r.getMessage() for r in caplog.records):
-            await asyncio.sleep(0.05)
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not [r for r in caplog.records if r.exc_info]
+class Seen(logging.Handler):
+    """Records what a logger wrote and signals (across threads) when a line matches."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.pattern = pattern
+        self.records: list[logging.LogRecord] = []
+        self.matched = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if self.pattern in record.getMessage():
+            self.matched.set()
+
+
+async def test_an_aborted_upload_is_one_log_line(server: RunningServer) -> None:
+    seen = Seen("went away")
+    root = logging.getLogger()
+    root.addHandler(seen)
+    level = logging.getLogger("voxgate").level
+    logging.getLogger("voxgate").setLevel(logging.INFO)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.settings.port)
+        writer.write(post_head(10_000) + b"v=0\r\n")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        assert await asyncio.to_thread(seen.matched.wait, 10)
+    finally:
+        root.removeHandler(seen)
+        logging.getLogger("voxgate").setLevel(level)
+    assert not [r for r in seen.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 def test_keys_in_query_strings_are_redacted_from_logged_urls() -> None:
