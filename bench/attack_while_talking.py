@@ -200,12 +200,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     speech = await make_speech([SENTENCES[i % len(SENTENCES)] for i in range(args.turns)])
     phases: dict[str, Any] = {}
     async with voxgate_server(args.url, parse_env(args.server_env)) as url:
+        log("warm-up (not counted: first turns load models and fill caches)")
+        await phase(url, speech[:2], None)
         log("baseline")
         phases["baseline"] = await phase(url, speech, None)
+        log(f"  {json.dumps(phases['baseline'])}")
         for attack in args.attacks:
             log(f"attack {attack}")
             phases[attack] = await phase(url, speech, attack)
             log(f"  {json.dumps(phases[attack])}")
+        # Again at the end: shows how much the (shared) machine drifted during the run.
+        phases["baseline_after"] = await phase(url, speech, None)
     base = phases["baseline"]["p95_ms"]
     met: dict[str, bool] = {}
     for attack in args.attacks:
