@@ -109,7 +109,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"peak RSS {peak} MB")
         await asyncio.gather(*burst)
         closed_at = time.monotonic()
-        while await sessions_open(port):
+        for _ in range(600):  # the server closes them on its side: poll /healthz (≤ 60 s)
+            if not await sessions_open(port):
+                break
             await asyncio.sleep(0.1)
         await asyncio.sleep(args.settle)
         after = rss_mb(pid)
