@@ -5,6 +5,8 @@ duration end a session even when neither its events nor its close frame can be d
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from _helpers_protocol import StallingLLM, user_text, validated
 from voxgate.engines.testing import ScriptedTTS
@@ -95,3 +97,17 @@ def test_a_sideband_backlog_is_bounded_in_bytes_and_events() -> None:
         raise AssertionError("an 11th character was accepted")
     backlog.put_nowait(None)  # the end marker always fits
     assert backlog.get_nowait() == "12345" and backlog.chars == 5
+
+
+async def test_a_closed_session_is_freed_without_waiting_for_the_garbage_collector() -> None:
+    gc.disable()  # only reference counting may free it
+    try:
+        async with running_session(engines(), validate=validated) as run:
+            await run.transport.next_event()
+            await fill(run.transport, 1)
+            await run.transport.events_until("conversation.item.retrieved")
+            freed = weakref.ref(run.connection)
+        del run
+        assert freed() is None, "a reference cycle keeps the closed session's conversation"
+    finally:
+        gc.enable()

@@ -25,6 +25,7 @@ from ..transports.websocket import WebSocketTransport, read_handshake
 from . import calls, http_errors, redact
 from .engines import start_engines
 from .http_limits import BodyLimits
+from .memory import MemoryTrimmer
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,11 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        trimmer = MemoryTrimmer()
         state = AppState(
             settings,
             engines or await start_engines(settings),
-            SessionManager(max_sessions=settings.max_sessions),
+            SessionManager(max_sessions=settings.max_sessions, on_release=trimmer.schedule),
         )
         app.state.voxgate = state
         # Load the tokenizer off the event loop, so no session's first count waits for it.
@@ -60,6 +62,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
         await state.calls.wait_closed()
+        await trimmer.aclose()
         if engines is None:
             await state.engines.aclose()
         else:  # passed in: speech-to-text and VAD stay with the caller, who may share them

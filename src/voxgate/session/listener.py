@@ -262,6 +262,10 @@ class Listener:
         for future in self._pending.values():
             if not future.done():
                 future.cancel()
+        # `spawn` is a method of the session that owns this listener: dropping it breaks the
+        # reference cycle, so a closed session (and its conversation) is freed as soon as it
+        # is let go, not at the next full garbage collection.
+        self._spawn = _closed_spawn
 
     def _options(self, conn: RealtimeConnection) -> _Options:
         """The client's transcription settings, for the recogniser."""
@@ -393,3 +397,9 @@ class _Reader:
             chunks.append(nxt)
             size += len(nxt)
         return b"".join(chunks)
+
+
+def _closed_spawn(work: Awaitable[None], name: str) -> asyncio.Task[None]:
+    if asyncio.iscoroutine(work):
+        work.close()
+    raise RuntimeError(f"cannot start {name}: the session is closed")

@@ -20,8 +20,10 @@ class AdmissionRefused(Exception):
 
 
 class SessionManager:
-    def __init__(self, *, max_sessions: int) -> None:
+    def __init__(self, *, max_sessions: int, on_release: Callable[[], None] | None = None) -> None:
         self.max_sessions = max_sessions
+        # Called whenever a session leaves the registry (the server trims memory then).
+        self._on_release = on_release
         self.sessions: dict[str, Session] = {}
         self._draining = False
         self._idle = asyncio.Event()
@@ -51,6 +53,8 @@ class SessionManager:
         self.sessions.pop(session.id, None)
         if not self.sessions:
             self._idle.set()
+        if self._on_release is not None:
+            self._on_release()
 
     async def serve(self, session: Session, on_end: Callable[[Ended], None] | None = None) -> Ended:
         self.hold(session)
