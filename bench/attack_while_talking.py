@@ -220,7 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         met[f"{attack}.p95_within_{TARGET_RATIO:g}x"] = bool(
             answered and p95 is not None and base and p95 <= TARGET_RATIO * base
         )
-    return {
+    result: dict[str, Any] = {
         "benchmark": "attack_while_talking",
         "metric": "victim speech_stopped -> first reply audio (ms)",
         "phases": phases,
@@ -228,6 +228,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "met": met,
         "machine": machine(),
     }
+    result["all_met"] = all(result["met"].values())
+    return result
 
 
 def main() -> None:

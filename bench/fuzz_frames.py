@@ -227,7 +227,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             progress.cancel()
     seconds = time.monotonic() - started
     counts = {"crashes": int(crashed), "hangs": tally.hangs, "disconnects": tally.disconnects}
-    return {
+    result: dict[str, Any] = {
         "benchmark": "fuzz_frames",
         "events": tally.sent,
         "sessions": args.sessions,
@@ -246,6 +246,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "machine": machine(),
     }
+    result["all_met"] = all(result["met"].values())
+    return result
 
 
 async def _progress(tally: Tally, total: int) -> None:

@@ -118,7 +118,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"RSS {args.settle} s after the burst: {after} MB")
         waited = round(time.monotonic() - closed_at, 1)
     ratio = round(after / start, 3)
-    return {
+    result: dict[str, Any] = {
         "benchmark": "memory_burst",
         "burst": {"sessions": args.sessions, "items": args.items, "item_mb": args.item_mb},
         "rss_mb": {"start": start, "peak": peak, "after": after},
@@ -129,6 +129,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_env": args.server_env,
         "machine": machine(),
     }
+    result["all_met"] = all(result["met"].values())
+    return result
 
 
 def main() -> None:
