@@ -12,6 +12,7 @@ import pytest
 
 from _helpers_protocol import validated
 from voxgate.engines.testing import ScriptedLLM, ScriptedTTS, text_script
+from voxgate.protocol.connection import RealtimeConnection
 from voxgate.protocol.decode import MAX_JSON_DEPTH
 from voxgate.session.engines import EngineSet
 from voxgate.session.testing import MemoryTransport, RunningSession, running_session
@@ -136,3 +137,21 @@ async def errors(transport: MemoryTransport, count: int) -> list[dict[str, Any]]
     while len(seen) < count:
         seen.append((await transport.events_until("error"))[-1])
     return seen
+
+
+def test_a_bug_applying_one_event_costs_that_event_not_the_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conn = RealtimeConnection()
+    conn.start()
+
+    def broken(event: object) -> list[object]:
+        raise KeyError("a bug")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(conn, "_dispatch", broken)
+        [error] = conn.receive('{"type": "input_audio_buffer.clear", "event_id": "e_bug"}')
+    body = validated(error.to_json())["error"]
+    assert body["type"] == "server_error" and body["event_id"] == "e_bug"
+    [cleared] = conn.receive('{"type": "input_audio_buffer.clear"}')
+    assert cleared.type == "input_audio_buffer.cleared"

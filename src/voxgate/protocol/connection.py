@@ -35,7 +35,7 @@ from .commands import (
     TranscribeItem,
 )
 from .conversation import Conversation
-from .errors import ProtocolError
+from .errors import ProtocolError, server_bug
 from .ids import new_id
 from .items import (
     AssistantMessage,
@@ -136,13 +136,7 @@ class RealtimeConnection:
             return [self.error(exc, event.event_id)]
         except Exception:  # our bug: it costs the client this one event, not the session
             log.exception("client event %s could not be applied", event.type)
-            bug = ProtocolError(
-                f"The server failed to apply this {event.type} event; it changed nothing "
-                "you can rely on. This is a server bug: please report it.",
-                code="server_error",
-                type="server_error",
-            )
-            return [self.error(bug, event.event_id)]
+            return [self.error(server_bug(event.type), event.event_id)]
 
     def error(self, exc: ProtocolError, client_event_id: str | None = None) -> ev.Error:
         return ev.Error(error=exc.to_error(client_event_id))

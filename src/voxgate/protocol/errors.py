@@ -39,6 +39,16 @@ class ProtocolError(Exception):
         }
 
 
+def server_bug(event_type: str) -> ProtocolError:
+    """The error for a client event our own code failed to apply (a bug, logged as such)."""
+    return ProtocolError(
+        f"The server failed to apply this {event_type} event; it changed nothing you can "
+        "rely on. This is a server bug: please report it.",
+        code="server_error",
+        type="server_error",
+    )
+
+
 def brief(value: Any, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters, for error messages about huge inputs."""
     text = repr(value) if not isinstance(value, dict | list) or len(value) < limit else ""

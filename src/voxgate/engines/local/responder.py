@@ -146,7 +146,8 @@ def _topic(text: str) -> str:
 async def _say(text: str, limit: int | None, input_tokens: int) -> AsyncGenerator[LLMEvent, None]:
     spoken: list[str] = []
     # Counted word by word (recounting the whole reply per word would be quadratic); a sum
-    # of pieces is never below the count of the whole, so the limit holds.
+    # of the pieces' counts is not below the count of the whole in practice, so the limit
+    # holds (and the reported count is exact).
     used = 0
     for word in re.findall(r"\s*\S+", text):
         cost = count_tokens(word) if limit is not None else 0
