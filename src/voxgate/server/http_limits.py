@@ -21,7 +21,6 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +119,11 @@ async def _error(send: Send, status: int, message: str, code: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def header_timeout_protocol(header_timeout_s: float) -> type[HttpToolsProtocol]:
+def header_timeout_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, closing connections that do not finish their request
     line and headers within ``header_timeout_s`` of connecting (or of starting a request)."""
+    # Imported here: only the server process needs it (uvicorn[standard] brings httptools).
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HeaderTimeoutProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
