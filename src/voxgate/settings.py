@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # A call whose peer connection is not up within this long ends.
     webrtc_connect_timeout_s: float = Field(30.0, gt=0)
     # Bounds on what one client can make the server hold or do (docs/limits.md).
-    max_outbox_mb: float = Field(16.0, gt=0)
+    max_outbox_mb: float = Field(32.0, gt=0)
     send_timeout_s: float = Field(20.0, gt=0)
     max_conversation_items: int = Field(4096, ge=1)
     max_conversation_mb: float = Field(64.0, gt=0)

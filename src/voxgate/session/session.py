@@ -65,7 +65,7 @@ class SessionLimits:
     llm_context_tokens: int | None = None
     # Server events queued for a client that is not reading them, in characters of JSON
     # (≈ bytes); past this the client is disconnected (close 1008, `client_too_slow`).
-    max_outbox_bytes: int = 16 * 1024 * 1024
+    max_outbox_bytes: int = 32 * 1024 * 1024
     # Text one response may hand to speech synthesis; None = no bound.
     max_speech_chars: int | None = 20_000
 
