@@ -4,7 +4,9 @@ for speech synthesis however long a word or an unpunctuated text is."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from typing import Any
 
 from _helpers_protocol import (
     add_user_text,
@@ -16,7 +18,13 @@ from _helpers_protocol import (
     validated,
 )
 from voxgate.engines.local.espeak import split_text
-from voxgate.engines.testing import ScriptedLLM, ScriptedTTS, text_script
+from voxgate.engines.testing import (
+    ScriptedLLM,
+    ScriptedSTT,
+    ScriptedSTTStream,
+    ScriptedTTS,
+    text_script,
+)
 from voxgate.protocol.limits import ConnectionLimits
 from voxgate.session.engines import EngineSet
 from voxgate.session.sentences import MAX_PIECE_CHARS, SentenceSplitter
@@ -113,3 +121,45 @@ async def test_text_handed_to_speech_is_bounded_per_response() -> None:
         run.transport.send_event({"type": "response.create"})
         done = (await run.transport.events_until("response.done"))[-1]
         assert done["response"]["status"] == "completed"
+
+
+class GatedSTT(ScriptedSTT):
+    """Streams open only once the test opens the gate; records how many were open at once."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(["words"] * count)
+        self.gate = asyncio.Event()
+        self.waiting = 0
+        self.most_waiting = 0
+
+    async def open_stream(self, **hints: Any) -> ScriptedSTTStream:
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        await self.gate.wait()
+        self.waiting -= 1
+        return await super().open_stream(**hints)
+
+
+async def test_a_session_holds_one_speech_to_text_worker_and_a_bounded_queue() -> None:
+    stt = GatedSTT(20)
+    engines = EngineSet(llm=ScriptedLLM([]), tts=ScriptedTTS(), stt=stt)
+    async with running_session(engines, validate=validated) as run:
+        await run.transport.next_event()
+        transcribed = {"transcription": {"model": "whisper-1"}, "turn_detection": None}
+        update = {"type": "realtime", "audio": {"input": transcribed}}
+        run.transport.send_event({"type": "session.update", "session": update})
+        await run.transport.events_until("session.updated")
+        for _ in range(10):
+            audio = base64.b64encode(bytes(4800)).decode()
+            run.transport.send_event({"type": "input_audio_buffer.append", "audio": audio})
+            run.transport.send_event({"type": "input_audio_buffer.commit"})
+        failed = [(await run.transport.events_until(TRANSCRIPTION_FAILED))[-1] for _ in range(2)]
+        assert all("commit less often" in f["error"]["message"] for f in failed)
+        assert stt.most_waiting == 1  # one at a time, the rest queued in the session
+        stt.gate.set()
+        done = [(await run.transport.events_until(TRANSCRIPTION_DONE))[-1] for _ in range(8)]
+        assert [d["transcript"] for d in done] == ["words"] * 8
+
+
+TRANSCRIPTION_FAILED = "conversation.item.input_audio_transcription.failed"
+TRANSCRIPTION_DONE = "conversation.item.input_audio_transcription.completed"
