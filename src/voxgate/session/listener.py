@@ -117,8 +117,7 @@ class Listener:
         self._live: set[str] = set()  # items whose transcription streamed while they spoke
         # Speech-to-text workers are shared by every session: a session's committed items are
         # transcribed one at a time, at most MAX_QUEUED_COMMITS queued (the one being
-        # transcribed included), so a client that
-        # commits in a loop occupies one worker, not all of them.
+        # transcribed included), so a client that commits in a loop occupies one worker.
         self._commit_slot = asyncio.Semaphore(1)
         self._queued_commits = 0
 
