@@ -7,7 +7,7 @@ import logging
 import re
 
 # Query parameters of voxgate's routes; their values are safe to log.
-SAFE_PARAMS = frozenset({"model", "call_id"})
+SAFE_PARAMS = frozenset({"model", "call_id", "intent"})
 _QUERY_PARAM = re.compile(r"([?&])([^=&#\s\"]*)=([^&#\s\"]*)")
 REDACTED = "[redacted]"
 
