@@ -204,7 +204,7 @@ async def test_an_aborted_upload_is_one_log_line(server: RunningServer) -> None:
     assert not [r for r in seen.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
-def test_keys_in_query_strings_are_redacted_from_logged_urls() -> None:
+def test_keys_in_query_strings_are_redacted_from_logged_urls(server: RunningServer) -> None:
     url = "/v1/realtime?model=gpt-realtime&api_key=sk-secret&key=abc&call_id=rtc_1"
     assert redact_url(url) == (
         "/v1/realtime?model=gpt-realtime&api_key=[redacted]&key=[redacted]&call_id=rtc_1"
