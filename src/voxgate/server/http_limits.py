@@ -23,6 +23,9 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
+# How long the rest of a refused body is read (and dropped) before the connection closes.
+DISCARD_S = 2.0
+DISCARD_BYTES = 1024 * 1024
 
 
 class RequestRefused(Exception):
@@ -67,6 +70,9 @@ class BodyLimits:
             await self.app(scope, self._bounded(receive, limit), send_tracking)
         except RequestRefused as exc:
             log.info("%s %s refused: %s", scope["method"], scope["path"], exc.message)
+            if exc.status == 413:
+                # Before answering: once the response is complete, uvicorn stops reading.
+                await _discard_rest(receive, DISCARD_BYTES)
             if not started:
                 await _error(send, exc.status, exc.message, exc.code)
         except ClientDisconnect:
@@ -93,6 +99,24 @@ class BodyLimits:
             return message
 
         return bounded
+
+
+async def _discard_rest(receive: Receive, budget: int) -> None:
+    """Read and drop what is left of a refused body, up to ``budget`` bytes and a second or
+    two: closing a connection with unread data resets it, and a reset can destroy the 413
+    before the client has read it. A body larger still is cut off with the reset."""
+    dropped = 0
+    try:
+        async with asyncio.timeout(DISCARD_S):
+            while dropped <= budget:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+    except (TimeoutError, ClientDisconnect):
+        return
 
 
 def _content_length(scope: Scope) -> int | None:
