@@ -1,0 +1,1 @@
+"""Production controls: credentials, policies, usage, audit and the state replicas share."""

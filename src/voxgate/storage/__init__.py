@@ -1,0 +1,1 @@
+"""Persistence behind the control interfaces: the database repositories and the Redis state."""
