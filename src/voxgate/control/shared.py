@@ -22,7 +22,9 @@ RevokeCallback = Callable[[str, str], None]
 class SharedState(Protocol):
     async def acquire(self, scope: str, limit: int, lease_id: str) -> bool:
         """Take one of `limit` concurrency slots in `scope` under `lease_id`; False when full.
-        Acquiring a lease already held in that scope succeeds without taking another slot."""
+        Acquiring a lease already held in that scope succeeds without taking another slot.
+        The lease is held until `release` while this replica lives, and is freed by itself
+        soon after the replica dies, so a crash does not leak slots."""
         ...
 
     async def release(self, scope: str, lease_id: str) -> None:
@@ -50,7 +52,9 @@ class SharedState(Protocol):
         ...
 
     async def register_call(self, call_id: str, owner: str, ttl_s: float) -> None:
-        """Record (or refresh) that `owner` (a replica's advertised URL) holds the call."""
+        """Record that `owner` (a replica's advertised URL) holds the call. The entry lives
+        until `unregister_call` while this replica lives (the implementation renews it) and
+        disappears within `ttl_s` of the replica's death."""
         ...
 
     async def unregister_call(self, call_id: str) -> None: ...
@@ -73,16 +77,16 @@ class _SystemMonotonic:
 
 class MemorySharedState:
     """`SharedState` for a single process. Every method runs to completion without awaiting,
-    so each operation is atomic on the event loop. Leases never expire here: they die with the
-    process that holds them. Expired counters, revocations and calls are dropped when read and
-    swept on writes, so the maps stay bounded by what is live."""
+    so each operation is atomic on the event loop. Leases and calls never expire here: they die
+    with the process that holds them. Expired counters and revocations are dropped when read
+    and swept on writes, so the maps stay bounded by what is live."""
 
     def __init__(self, clock: MonotonicClock | None = None) -> None:
         self._clock = clock or _SystemMonotonic()
         self._leases: dict[str, set[str]] = {}
         self._counters: dict[str, tuple[float, float]] = {}  # name -> (total, expires_at)
         self._revoked: dict[tuple[str, str], float] = {}  # (kind, ident) -> expires_at
-        self._calls: dict[str, tuple[str, float]] = {}  # call_id -> (owner, expires_at)
+        self._calls: dict[str, str] = {}  # call_id -> owner
         self._callbacks: list[RevokeCallback] = []
         self._swept_at = float("-inf")
 
@@ -132,18 +136,13 @@ class MemorySharedState:
         self._callbacks.append(callback)
 
     async def register_call(self, call_id: str, owner: str, ttl_s: float) -> None:
-        now = self._clock.monotonic()
-        self._sweep(now)
-        self._calls[call_id] = (owner, now + ttl_s)
+        self._calls[call_id] = owner
 
     async def unregister_call(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
 
     async def call_owner(self, call_id: str) -> str | None:
-        entry = self._calls.get(call_id)
-        if entry is None or entry[1] <= self._clock.monotonic():
-            return None
-        return entry[0]
+        return self._calls.get(call_id)
 
     async def aclose(self) -> None:
         self._callbacks.clear()
@@ -157,8 +156,6 @@ class MemorySharedState:
             del self._counters[name]
         for key in [k for k, exp in self._revoked.items() if exp <= now]:
             del self._revoked[key]
-        for call_id in [c for c, (_, exp) in self._calls.items() if exp <= now]:
-            del self._calls[call_id]
 
 
 def _run_callback(callback: RevokeCallback, kind: str, ident: str) -> None:
