@@ -1,4 +1,5 @@
-"""Production controls: policies, identities, client secrets, audit records.
+"""Production controls: credentials, policies, client secrets, usage, audit records and the
+state replicas share.
 
 Imports nothing of session, server, transports or storage: those compose it.
 """
