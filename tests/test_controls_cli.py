@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,17 @@ import pytest
 from _controls import MODEL, client, engines, next_event, refusal
 
 VOXGATE = str(Path(sys.executable).with_name("voxgate"))
+
+
+async def within_a_second(server: Any, key: str, code: str) -> None:
+    """A connection attempt is refused with ``code`` soon after the change: servers poll the
+    store every 0.1 s; the deadline leaves room for a busy machine."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        event = await refusal(server, key)
+        if event.type == "error" and event.error.code == code:
+            return
+        assert time.monotonic() < deadline, f"still {event.type} two seconds after the change"
 
 
 @pytest.fixture
@@ -53,12 +65,12 @@ async def test_keys_from_the_shell_govern_a_running_server(
     assert (await refusal(server, "sk-made-up")).error.code == "invalid_api_key"
     async with client(server, key) as c, c.realtime.connect(model=MODEL) as conn:
         assert (await next_event(conn)).type == "session.created"
-        # A policy change applies to the next admission.
+        # A policy change applies to admissions within a second.
         cli("tenants", "set", "acme", "--policy", '{"allowed_models": ["gpt-realtime-mini"]}')
-        assert (await refusal(server, key)).error.code == "model_not_allowed"
+        await within_a_second(server, key, "model_not_allowed")
         cli("tenants", "set", "acme", "--policy", "{}")
         cli("keys", "update", backend_id, "--policy", '{"max_concurrent_sessions": 1}')
-        assert (await refusal(server, key)).error.code == "concurrent_sessions_exceeded"
+        await within_a_second(server, key, "concurrent_sessions_exceeded")
         # Revoking from the shell ends the live session with a reason.
         assert backend_id in cli("keys", "revoke", backend_id).stdout
         ended = await next_event(conn, timeout_s=10)
