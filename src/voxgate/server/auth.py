@@ -74,9 +74,8 @@ class Authenticator:
 
     async def dev_mode(self) -> bool:
         """No key of any kind (revoked ones count: revoking every key does not open the
-        server). Keys are never deleted, so once seen the answer stays False."""
-        if not self._keys_exist:
-            self._keys_exist = await self.keys.count() > 0
+        server). Read from the cache, which the first key created elsewhere reaches within
+        a poll of the store; keys are never deleted, so once False it stays False."""
         return not self._keys_exist
 
     async def authenticate(
