@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,10 @@ from .control.policy import Policy
 
 def _default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "voxgate"
+
+
+# The config file load_settings was given (over VOXGATE_CONFIG), while it builds Settings.
+_config_file: ContextVar[str | None] = ContextVar("voxgate_config_file", default=None)
 
 
 class Settings(BaseSettings):
@@ -138,7 +143,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config = os.environ.get("VOXGATE_CONFIG")
+        config = _config_file.get() or os.environ.get("VOXGATE_CONFIG")
         if config:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
         return tuple(sources)
@@ -151,14 +156,18 @@ class SettingsError(Exception):
 def load_settings(
     config_file: Path | None = None, *, check_exposure: bool = True, **overrides: Any
 ) -> Settings:
-    if config_file is not None:
-        if not config_file.is_file():
-            raise SettingsError(f"config file {config_file} does not exist")
-        os.environ["VOXGATE_CONFIG"] = str(config_file)
+    if config_file is not None and not config_file.is_file():
+        raise SettingsError(f"config file {config_file} does not exist")
     config = os.environ.get("VOXGATE_CONFIG")
-    if config and not Path(config).is_file():
+    if config_file is None and config and not Path(config).is_file():
         raise SettingsError(f"VOXGATE_CONFIG points at {config}, which does not exist")
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    # The file reaches the settings sources through a context variable, not the process
+    # environment: loading settings changes nothing for the rest of the process.
+    token = _config_file.set(str(config_file) if config_file is not None else None)
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _config_file.reset(token)
     if check_exposure and settings.dev_mode and not settings.loopback:
         raise SettingsError(
             f"refusing to listen on {settings.host} without API keys: development mode (any "
