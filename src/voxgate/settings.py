@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .control.usage import Price
+
 
 def _default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "voxgate"
@@ -67,6 +69,12 @@ class Settings(BaseSettings):
     # Origins whose pages may call the HTTP API from a browser ("*": any; keys are bearer
     # headers, not cookies, so a page still needs a key).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+
+    # Prices per model ([prices."MODEL"] tables, or VOXGATE_PRICES as JSON): they replace the
+    # hosted models' list prices and price the embedded engines, which are free otherwise.
+    prices: dict[str, Price] = Field(default_factory=dict)
+    # Ledger on/off: usage rows, session records and transcripts in the database.
+    ledger: bool = True
 
     @field_validator("api_keys", "ice_servers", "cors_origins", mode="before")
     @classmethod

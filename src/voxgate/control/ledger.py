@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from ..protocol.commands import ResponseFinished, UserInput
@@ -116,7 +116,10 @@ class SessionLedger:
         return self._audited(await self.meter.charge(usage.cost_usd, usage.total_tokens, at))
 
     async def before_response(self) -> BudgetVerdict:
-        return self._audited(await self.meter.check(self.wall()))
+        # Only a cut-off matters here: the remaining budget is reported after the response
+        # (a report from this check could arrive after the response's own, and look stale).
+        verdict = await self.meter.check(self.wall())
+        return self._audited(replace(verdict, rate_limits=None))
 
     async def session_ended(self, end: SessionEnd) -> None:
         if self.audit is not None:
