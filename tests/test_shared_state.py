@@ -13,7 +13,7 @@ from voxgate.control.shared import MemorySharedState, SharedState
 from voxgate.session.clock import VirtualClock
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 async def shared(request: pytest.FixtureRequest) -> AsyncIterator[SharedState]:
     async with make_shared_state(request.param) as state:
         yield state
