@@ -1,14 +1,14 @@
-"""What the server's routes share: settings, engines, live sessions and calls."""
+"""What the server's routes share: settings, engines, the session registry, the controls."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
 from ..settings import Settings
-from ..transports.webrtc import CallRegistry
+from .controls import Controls
 
 # How far reply audio may run ahead of real time (see ResponseRunner pacing).
 AUDIO_LEAD_S = 1.0
@@ -19,7 +19,7 @@ class AppState:
     settings: Settings
     engines: EngineSet
     manager: SessionManager
-    calls: CallRegistry = field(default_factory=CallRegistry)
+    controls: Controls
 
     @property
     def limits(self) -> SessionLimits:
@@ -29,6 +29,3 @@ class AppState:
             idle_timeout_s=s.idle_timeout_s,
             audio_lead_s=AUDIO_LEAD_S,
         )
-
-    def credential_ok(self, credential: str | None) -> bool:
-        return self.settings.dev_mode or credential in self.settings.api_keys
