@@ -131,8 +131,8 @@ async def test_session_token_budget_warns_then_cuts_off_with_the_usage_recorded(
     dones = [e for e in seen if e["type"] == "response.done"]
     assert len(dones) == 3
     assert [d["response"]["id"] for d in dones] == [r.response_id for r in store.usage]
-    assert ("budget.warning", "budget_warning", {"budget": "budget_tokens_per_session"}) in audit
-    assert ("budget.exceeded", "budget_exceeded", {"budget": "budget_tokens_per_session"}) in audit
+    assert ("budget_warning", "budget_warning", {"budget": "budget_tokens_per_session"}) in audit
+    assert ("budget_exceeded", "budget_exceeded", {"budget": "budget_tokens_per_session"}) in audit
     assert run.transport.close_calls[-1][0] == 1008
     assert store.ended[-1].reason == "budget_exceeded"
 

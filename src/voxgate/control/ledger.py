@@ -122,9 +122,7 @@ class SessionLedger:
         return self._audited(replace(verdict, rate_limits=None))
 
     async def session_ended(self, end: SessionEnd) -> None:
-        if self.audit is not None:
-            detail = {"reason": end.reason, "usd": round(self.meter.usd, 9)}
-            self.audit("session.ended", end.error_code, detail)
+        # (The end itself is audited where the session is released, with its leases.)
         await self._retrying(
             "session end", lambda: self.store.end_session(self.info, end, self.wall())
         )
@@ -132,10 +130,10 @@ class SessionLedger:
     def _audited(self, verdict: BudgetVerdict) -> BudgetVerdict:
         if self.audit is not None:
             for notice in verdict.warnings:
-                self.audit("budget.warning", "budget_warning", {"budget": notice.budget})
+                self.audit("budget_warning", "budget_warning", {"budget": notice.budget})
             if verdict.exceeded is not None:
                 budget = verdict.exceeded.budget
-                self.audit("budget.exceeded", "budget_exceeded", {"budget": budget})
+                self.audit("budget_exceeded", "budget_exceeded", {"budget": budget})
         return verdict
 
     async def _transcript(

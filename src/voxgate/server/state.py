@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
 from ..settings import Settings
 from .controls import Controls
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 # How far reply audio may run ahead of real time (see ResponseRunner pacing).
 AUDIO_LEAD_S = 1.0
@@ -20,6 +24,8 @@ class AppState:
     engines: EngineSet
     manager: SessionManager
     controls: Controls
+    # The usage ledger (None only where a test builds state without one).
+    ledger: Ledger | None = None
 
     @property
     def limits(self) -> SessionLimits:
