@@ -20,10 +20,11 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import calls, ledger_routes
+from . import admin, calls, ledger_routes
 from .admission import admit
 from .auth import require_scope
 from .calls import check_owner
+from .client_secrets import SECRET_ID_HEADER, create_client_secret
 from .controls import Controls
 from .engines import start_engines
 from .ledger import Ledger
@@ -49,17 +50,23 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         manager = SessionManager(max_sessions=settings.max_sessions)
         controls = await Controls.start(settings, manager)
-        state = AppState(settings, engines or await start_engines(settings), manager, controls)
-        state.ledger = Ledger.start(settings, controls.engine)
-        app.state.voxgate = state
-        # Load the tokenizer off the event loop, so no session's first count waits for it.
-        log.info("token counting: %s", await asyncio.to_thread(tokens.load))
         if await controls.auth.dev_mode():
+            if not settings.loopback:
+                await controls.aclose()
+                raise RuntimeError(
+                    f"refusing to listen on {settings.host} in development mode (no API key "
+                    "of any kind); create a key with voxgate keys create or set VOXGATE_API_KEYS"
+                )
             log.warning(
                 "development mode: no API keys configured, any bearer token (or none) is "
                 "accepted. Listening on loopback only. Create a key (voxgate keys create) or "
                 "set VOXGATE_API_KEYS to require keys."
             )
+        state = AppState(settings, engines or await start_engines(settings), manager, controls)
+        state.ledger = Ledger.start(settings, controls.engine)
+        app.state.voxgate = state
+        # Load the tokenizer off the event loop, so no session's first count waits for it.
+        log.info("token counting: %s", await asyncio.to_thread(tokens.load))
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
         await state.manager.wait_closed()
@@ -77,10 +84,11 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=CORS_HEADERS,
-        expose_headers=["Location"],
+        expose_headers=["Location", SECRET_ID_HEADER],
     )
-    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.include_router(admin.router)
     app.include_router(ledger_routes.router)
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:
@@ -94,6 +102,10 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
     @app.post("/v1/realtime/calls")
     async def create_call(request: Request, model: str | None = None) -> Response:
         return await calls.create_call(app.state.voxgate, request, model)
+
+    @app.post("/v1/realtime/client_secrets")
+    async def client_secrets(request: Request) -> Response:
+        return await create_client_secret(app.state.voxgate, request)
 
     @app.post("/v1/realtime/calls/{call_id}/hangup")
     async def hangup(request: Request, call_id: str) -> Response:
