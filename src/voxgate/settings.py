@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     # headers, not cookies, so a page still needs a key).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
 
+    # Several replicas: with a Redis URL they share concurrency leases, budget counters,
+    # revocations and the directory of live calls; without one, state is per process.
+    redis_url: str | None = None
+    # Keeps deployments (or test runs) that share one Redis apart.
+    redis_prefix: str = "voxgate:"
+    # How other replicas reach this one (sideband attach to a call it owns);
+    # default http://HOST:PORT, with a wildcard HOST replaced by this machine's name.
+    advertise_url: str | None = None
+
     @field_validator("api_keys", "ice_servers", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
@@ -75,6 +84,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url {value!r} must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _check_advertise_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"advertise_url {value!r} must start with http:// or https://")
+        return value.rstrip("/") if value else None
 
     @field_validator("ice_servers")
     @classmethod

@@ -22,7 +22,7 @@ from ..session.manager import AdmissionRefused, SessionManager
 from ..session.session import Session
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import calls
+from . import calls, replicas
 from .engines import start_engines
 from .state import AppState
 
@@ -47,6 +47,8 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
             settings,
             engines or await start_engines(settings),
             SessionManager(max_sessions=settings.max_sessions),
+            shared=await replicas.open_shared_state(settings),
+            advertise_url=replicas.advertised_url(settings),
         )
         app.state.voxgate = state
         # Load the tokenizer off the event loop, so no session's first count waits for it.
@@ -59,6 +61,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
         await state.calls.wait_closed()
+        await state.shared.aclose()
         if engines is None:
             await state.engines.aclose()
         else:  # passed in: speech-to-text and VAD stay with the caller, who may share them
@@ -148,6 +151,14 @@ async def _attach(state: AppState, ws: WebSocket, model: str | None, call_id: st
         await _refuse(ws, message, "invalid_value", 1008)
         return
     session = state.calls.sessions.get(call_id)
+    if session is None and not replicas.forwarded(ws):
+        owner = await replicas.remote_owner(state.shared, state.advertise_url, call_id)
+        if owner is not None:
+            max_size = int(state.settings.max_message_mb * 1024 * 1024)
+            failed = await replicas.proxy_attach(ws, owner, call_id, state.advertise_url, max_size)
+            if failed is not None:
+                await _refuse(ws, failed[1], failed[0], 1011)
+            return
     if session is None or session.ended is not None:
         message = (
             f"No live call with id '{call_id}': ?call_id= attaches to a WebRTC call in "

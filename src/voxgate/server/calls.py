@@ -24,6 +24,7 @@ from ..session.manager import AdmissionRefused
 from ..session.session import Session
 from ..transports.webrtc import WebRTCCall
 from ..transports.websocket import bearer_credential
+from . import replicas
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
     state.manager.hold(session)
     try:
         answer = await call.answer(offer)
+        # Before the answer goes out: a sideband attach may follow at once, on any replica.
+        await state.shared.register_call(call.id, state.advertise_url, replicas.CALL_TTL_S)
     except ValueError as exc:
         state.manager.release(session)
         await call.close()
@@ -97,7 +100,8 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
         state.manager.release(session)
         await call.close()
         raise
-    state.calls.run(call, session, state.manager.serve(session))
+    serve = replicas.unregister_after(state.shared, call.id, state.manager.serve(session))
+    state.calls.run(call, session, serve)
     log.info("call %s started session %s", call.id, session.id)
     return Response(
         answer,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..control.shared import MemorySharedState, SharedState
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
@@ -20,6 +21,10 @@ class AppState:
     engines: EngineSet
     manager: SessionManager
     calls: CallRegistry = field(default_factory=CallRegistry)
+    # What replicas share (Redis with VOXGATE_REDIS_URL); in-process by default.
+    shared: SharedState = field(default_factory=MemorySharedState)
+    # How other replicas reach this one (the owner recorded for its calls).
+    advertise_url: str = ""
 
     @property
     def limits(self) -> SessionLimits:
