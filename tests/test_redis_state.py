@@ -7,14 +7,12 @@ import asyncio
 import os
 import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from _shared_state import REDIS_URL, random_prefix, redis_state
+from _shared_state import REDIS_URL, random_prefix, redis_state, wait_until
 from voxgate.storage.redis_state import RedisSharedState
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -34,15 +32,6 @@ async def main(url, prefix):
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(await predicate())
 
 
 async def test_replicas_share_leases_counters_and_calls() -> None:

@@ -1,6 +1,6 @@
 """Replicas sharing Redis: a sideband attach that reaches a replica other than the one holding
-the WebRTC call is relayed to the owner, event for event, both ways; selection of the shared
-state from the settings."""
+the WebRTC call is relayed to the owner, event for event, both ways, and so is a hang-up;
+selection of the shared state from the settings."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from _shared_state import REDIS_URL, delete_prefix, random_prefix, redis_state, require_redis
+from _shared_state import (
+    REDIS_URL,
+    delete_prefix,
+    random_prefix,
+    redis_state,
+    require_redis,
+    wait_until,
+)
 from conftest import RunningServer, free_port
-from voxgate.call.webrtc import WebRTCPeer, post_offer
+from voxgate.call.webrtc import WebRTCPeer, hang_up, post_offer
 from voxgate.control.shared import MemorySharedState
 from voxgate.server import replicas
 from voxgate.settings import Settings, SettingsError
@@ -43,7 +50,7 @@ def say_text(peer: WebRTCPeer, text: str) -> None:
 
 
 async def test_a_sideband_attach_on_another_replica_reaches_the_call(
-    pair: tuple[RunningServer, RunningServer],
+    pair: tuple[RunningServer, RunningServer], prefix: str
 ) -> None:
     owner, other = pair
     async with httpx.AsyncClient() as http, WebRTCPeer() as peer:
@@ -72,6 +79,19 @@ async def test_a_sideband_attach_on_another_replica_reaches_the_call(
         # Leaving the sideband does not end the call.
         say_text(peer, "Again.")
         await peer.events.until("response.done", 30)
+        # A hang-up through the other replica reaches the owner, with the owner's answers.
+        assert await hang_up(http, other.base_url, answer.call_id, api_key="sk-wrong") == 401
+        assert await hang_up(http, other.base_url, answer.call_id, api_key=KEY) == 200
+        with pytest.raises(Exception, match="closed"):
+            while True:
+                await peer.events.next(timeout_s=10)
+    # Ended calls leave the directory.
+    async with redis_state(prefix) as shared:
+        assert await wait_until(lambda: _gone(shared, answer.call_id), 10)
+
+
+async def _gone(shared: RedisSharedState, call_id: str) -> bool:
+    return await shared.call_owner(call_id) is None
 
 
 async def test_relayed_refusals_keep_their_code(

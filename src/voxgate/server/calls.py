@@ -115,6 +115,10 @@ async def hangup(state: AppState, request: Request, call_id: str) -> Response:
     if (refused := refuse_credential(state, request)) is not None:
         return refused
     session = state.calls.sessions.get(call_id)
+    if session is None and not replicas.forwarded(request):
+        owner = await replicas.remote_owner(state.shared, state.advertise_url, call_id)
+        if owner is not None:
+            return await replicas.forward_hangup(request, owner, call_id, state.advertise_url)
     if session is None:
         return http_error(404, f"No live call with id '{call_id}'.", "call_not_found", "call_id")
     session.end("hangup")

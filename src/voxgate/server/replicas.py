@@ -4,7 +4,8 @@ reach this one, and the sideband attach to a call that another replica owns.
 A WebRTC call lives in the process that answered its offer (the media and the session are
 there). Each replica records its live calls in the shared call directory under its advertised
 URL; a sideband client (``GET /v1/realtime?call_id=``) that reaches another replica is proxied
-to the owner over a second WebSocket, message for message, both ways.
+to the owner over a second WebSocket, message for message, both ways, and a hang-up is
+forwarded to the owner.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import WebSocket
+import httpx
+from fastapi import Request, Response, WebSocket
+from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -89,8 +93,14 @@ async def unregister_after(shared: SharedState, call_id: str, serve: Awaitable[A
             log.warning("call %s stays in the directory until it expires: %s", call_id, exc)
 
 
-def forwarded(ws: WebSocket) -> bool:
-    return FORWARDED_HEADER in ws.headers
+def forwarded(connection: HTTPConnection) -> bool:
+    return FORWARDED_HEADER in connection.headers
+
+
+def _forwarded_headers(connection: HTTPConnection, self_url: str) -> dict[str, str]:
+    headers = {h: connection.headers[h] for h in _FORWARDED_HEADERS if h in connection.headers}
+    headers[FORWARDED_HEADER] = self_url
+    return headers
 
 
 async def remote_owner(shared: SharedState, self_url: str, call_id: str) -> str | None:
@@ -105,8 +115,7 @@ async def proxy_attach(
     """Relay an accepted sideband WebSocket to the owning replica until either side closes.
     Returns ``(code, message)`` when the owner cannot be reached (nothing was relayed)."""
     url = _ws_url(owner) + "/v1/realtime?call_id=" + quote(call_id, safe="")
-    headers = {name: ws.headers[name] for name in _FORWARDED_HEADERS if name in ws.headers}
-    headers[FORWARDED_HEADER] = self_url
+    headers = _forwarded_headers(ws, self_url)
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
     try:
         upstream = await connect(
@@ -127,6 +136,26 @@ async def proxy_attach(
     async with upstream:
         await _relay(ws, upstream, call_id)
     return None
+
+
+async def forward_hangup(request: Request, owner: str, call_id: str, self_url: str) -> Response:
+    """Hang up a call held by another replica: the owner answers, and its answer is ours."""
+    url = f"{owner}/v1/realtime/calls/{quote(call_id, safe='')}/hangup"
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.post(url, headers=_forwarded_headers(request, self_url))
+    except httpx.HTTPError as exc:
+        log.warning("hang-up of call %s: owner %s unreachable: %s", call_id, owner, exc)
+        error = {
+            "message": f"Call '{call_id}' is served by another replica that could not be "
+            "reached; try again.",
+            "type": "server_error",
+            "param": None,
+            "code": "call_owner_unreachable",
+        }
+        return JSONResponse({"error": error}, status_code=502)
+    media_type = answer.headers.get("content-type")
+    return Response(answer.content, status_code=answer.status_code, media_type=media_type)
 
 
 def _ws_url(http_url: str) -> str:
