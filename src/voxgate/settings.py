@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -19,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from .control.policy import Policy
 
 
 def _default_data_dir() -> Path:
@@ -76,6 +78,19 @@ class Settings(BaseSettings):
     # How other replicas reach this one (sideband attach to a call it owns);
     # default http://HOST:PORT, with a wildcard HOST replaced by this machine's name.
     advertise_url: str | None = None
+
+    # The store of keys, tenants, client secrets, usage and audit. Empty: a SQLite file
+    # (WAL) in data_dir. PostgreSQL: "postgresql+asyncpg://user@host/db".
+    database_url: str = ""
+    # The server-wide default policy ([policy] table, or VOXGATE_POLICY as JSON); tenant,
+    # key and client-secret policies only tighten it.
+    policy: Policy = Field(default_factory=Policy)
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'voxgate.db'}"
+        return self
 
     @field_validator("api_keys", "ice_servers", "cors_origins", mode="before")
     @classmethod
