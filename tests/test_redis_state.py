@@ -146,3 +146,35 @@ async def test_counter_ttl_starts_at_creation() -> None:
 
 async def _is_zero(state: RedisSharedState, counter: str) -> bool:
     return bool(await state.get(counter) == 0.0)
+
+
+async def test_leases_and_calls_lost_by_redis_are_entered_again_while_their_replica_lives() -> None:
+    prefix = random_prefix()
+    async with redis_state(prefix, lease_ttl_s=0.6) as a, redis_state(prefix) as b:
+        assert await a.acquire("key:k", 1, "held")
+        await a.register_call("rtc_live", "http://replica-a", 30)
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            # What a Redis restart without persistence does.
+            await client.delete(f"{prefix}lease:key:k", f"{prefix}call:rtc_live")
+        finally:
+            await client.aclose()
+        assert await wait_until(lambda: _full(b, "key:k"), 10)
+        assert await wait_until(lambda: _owned(b, "rtc_live"), 10)
+        # Giving back stays given back, however renewals interleave.
+        await a.release("key:k", "held")
+        await a.unregister_call("rtc_live")
+        await asyncio.sleep(0.6)  # renewal rounds run in between
+        assert await b.acquire("key:k", 1, "other")
+        assert await b.call_owner("rtc_live") is None
+
+
+async def _full(state: RedisSharedState, scope: str) -> bool:
+    if await state.acquire(scope, 1, "probe"):
+        await state.release(scope, "probe")
+        return False
+    return True
+
+
+async def _owned(state: RedisSharedState, call_id: str) -> bool:
+    return await state.call_owner(call_id) == "http://replica-a"
