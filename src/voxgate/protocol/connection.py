@@ -34,6 +34,7 @@ from .commands import (
 )
 from .conversation import Conversation
 from .errors import ProtocolError
+from .guard import ConfigGuard
 from .ids import new_id
 from .items import (
     AssistantMessage,
@@ -72,6 +73,8 @@ class RealtimeConnection:
         self.session_id = new_id("sess")
         self.config: SessionConfig = new_session(model, instructions)
         self.expires_at = expires_at
+        # Vetoes session and response configuration (policies, client-secret bindings).
+        self.guard: ConfigGuard | None = None
         self.conversation = Conversation(id=new_id("conv"))
         self.responses: dict[str, ResponseState] = {}
         self.active_response_id: str | None = None
@@ -145,14 +148,15 @@ class RealtimeConnection:
     def configure(self, patch: dict[str, Any]) -> None:
         """Apply a session configuration before the session starts (the ``session`` a call
         was created with); raises ProtocolError like ``session.update`` would."""
-        self.config = apply_update(
-            self.config, patch, audio_produced=self.audio_produced, model_locked=self.model_locked
-        )
+        self._session_update(patch)
 
     def _session_update(self, patch: dict[str, Any]) -> list[Output]:
-        self.config = apply_update(
+        config = apply_update(
             self.config, patch, audio_produced=self.audio_produced, model_locked=self.model_locked
         )
+        if self.guard is not None:
+            self.guard.check_session(self.config, config, patch)
+        self.config = config
         return [ev.SessionUpdated(session=self._session_wire())]
 
     # -- input audio ----------------------------------------------------------------------
@@ -447,6 +451,8 @@ class RealtimeConnection:
 
     def create_response(self, raw: dict[str, Any] | None = None) -> list[Output]:
         params = parse_response_params(raw)
+        if self.guard is not None:
+            self.guard.check_response(self.config, params)
         if params.conversation == "auto" and self.active_response_id is not None:
             raise ProtocolError(
                 "Conversation already has an active response in progress: "

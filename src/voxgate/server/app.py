@@ -15,15 +15,18 @@ from fastapi.staticfiles import StaticFiles
 
 from ..engines import tokens
 from ..protocol import events as ev
-from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..session.engines import EngineSet
-from ..session.manager import AdmissionRefused, SessionManager
-from ..session.session import Session
+from ..session.manager import SessionManager
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
 from . import calls, replicas
+from .admission import admit
+from .auth import require_scope
+from .calls import check_owner
+from .controls import Controls
 from .engines import start_engines
+from .refusal import Refused
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -43,25 +46,33 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        manager = SessionManager(max_sessions=settings.max_sessions)
+        shared = await replicas.open_shared_state(settings)
+        try:
+            controls = await Controls.start(settings, manager, shared)
+        except BaseException:
+            await shared.aclose()
+            raise
         state = AppState(
             settings,
             engines or await start_engines(settings),
-            SessionManager(max_sessions=settings.max_sessions),
-            shared=await replicas.open_shared_state(settings),
+            manager,
+            controls,
             advertise_url=replicas.advertised_url(settings),
         )
         app.state.voxgate = state
         # Load the tokenizer off the event loop, so no session's first count waits for it.
         log.info("token counting: %s", await asyncio.to_thread(tokens.load))
-        if settings.dev_mode:
+        if await controls.auth.dev_mode():
             log.warning(
                 "development mode: no API keys configured, any bearer token (or none) is "
-                "accepted. Listening on loopback only. Set VOXGATE_API_KEYS to require keys."
+                "accepted. Listening on loopback only. Create a key (voxgate keys create) or "
+                "set VOXGATE_API_KEYS to require keys."
             )
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
-        await state.calls.wait_closed()
-        await state.shared.aclose()
+        await state.manager.wait_closed()
+        await controls.aclose()
         if engines is None:
             await state.engines.aclose()
         else:  # passed in: speech-to-text and VAD stay with the caller, who may share them
@@ -109,14 +120,15 @@ async def _refuse(ws: WebSocket, message: str, code: str, close_code: int) -> No
     await ws.close(close_code, code)
 
 
+def _close_code(refused: Refused) -> int:
+    # 1013 "try again later" for capacity, 1008 "policy violation" for everything else.
+    return 1013 if refused.status in (429, 503) and refused.code != "rate_limit_exceeded" else 1008
+
+
 async def serve_realtime(
     state: AppState, ws: WebSocket, model: str | None, call_id: str | None
 ) -> None:
     handshake = read_handshake(ws)
-    if not state.credential_ok(handshake.credential):
-        await ws.accept(subprotocol=handshake.subprotocol)
-        await _refuse(ws, "Incorrect API key provided.", "invalid_api_key", 1008)
-        return
     await ws.accept(subprotocol=handshake.subprotocol)
     if handshake.beta:
         await _refuse(
@@ -127,30 +139,41 @@ async def serve_realtime(
             4000,
         )
         return
-    if call_id is not None:
-        await _attach(state, ws, model, call_id)
-        return
+    safety_identifier = ws.headers.get("openai-safety-identifier")
     try:
-        state.manager.admit()
-    except AdmissionRefused as exc:
-        await _refuse(ws, exc.message, exc.code, 1013)
+        if call_id is not None:
+            await _attach(state, ws, handshake.credential, safety_identifier, model, call_id)
+            return
+        session = await admit(
+            state,
+            credential=handshake.credential,
+            safety_identifier=safety_identifier,
+            transport=WebSocketTransport(ws),
+            model=model,
+        )
+    except Refused as exc:
+        await _refuse(ws, exc.message, exc.code, _close_code(exc))
         return
-    connection = RealtimeConnection(
-        model=model or state.settings.default_model,
-        count_tokens=tokens.count_tokens,
-        instructions=state.settings.instructions,
-    )
-    session = Session(connection, state.engines, WebSocketTransport(ws), limits=state.limits)
     await state.manager.serve(session)
 
 
-async def _attach(state: AppState, ws: WebSocket, model: str | None, call_id: str) -> None:
-    """A sideband client joins a live call's session."""
+async def _attach(
+    state: AppState,
+    ws: WebSocket,
+    credential: str | None,
+    safety_identifier: str | None,
+    model: str | None,
+    call_id: str,
+) -> None:
+    """A sideband client joins a live call's session (the call's own key, a key of the same
+    tenant, or an admin key)."""
+    who = await state.controls.auth.authenticate(credential, safety_identifier, use=False)
+    require_scope(who.principal, "realtime")
     if model is not None:
         message = "Pass either ?model= (new session) or ?call_id= (attach), not both."
         await _refuse(ws, message, "invalid_value", 1008)
         return
-    session = state.calls.sessions.get(call_id)
+    session = state.manager.live_call(call_id)
     if session is None and not replicas.forwarded(ws):
         owner = await replicas.remote_owner(state.shared, state.advertise_url, call_id)
         if owner is not None:
@@ -159,7 +182,7 @@ async def _attach(state: AppState, ws: WebSocket, model: str | None, call_id: st
             if failed is not None:
                 await _refuse(ws, failed[1], failed[0], 1011)
             return
-    if session is None or session.ended is not None:
+    if session is None:
         message = (
             f"No live call with id '{call_id}': ?call_id= attaches to a WebRTC call in "
             "progress (its id is the last segment of the Location header the call was "
@@ -167,5 +190,6 @@ async def _attach(state: AppState, ws: WebSocket, model: str | None, call_id: st
         )
         await _refuse(ws, message, "call_not_found", 1008)
         return
+    check_owner(state, who.principal, session, "sideband_attach")
     log.info("sideband client attached to call %s", call_id)
     await session.attach(WebSocketTransport(ws))

@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -80,17 +78,13 @@ def advertised_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}"
 
 
-async def unregister_after(shared: SharedState, call_id: str, serve: Awaitable[Any]) -> None:
-    """Serve a registered call's session, then take the call out of the directory."""
+async def forget_call(shared: SharedState, call_id: str) -> None:
+    """Take an ended call out of the directory (shielded: a cancelled call must still leave,
+    or attaches to it would be relayed here until the entry expires)."""
     try:
-        await serve
-    finally:
-        # Shielded: a cancelled call must still leave the directory, or attaches to it would
-        # be proxied here until the entry expires.
-        try:
-            await asyncio.shield(shared.unregister_call(call_id))
-        except Exception as exc:
-            log.warning("call %s stays in the directory until it expires: %s", call_id, exc)
+        await asyncio.shield(shared.unregister_call(call_id))
+    except Exception as exc:
+        log.warning("call %s stays in the directory until it expires: %s", call_id, exc)
 
 
 def forwarded(connection: HTTPConnection) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from ..audio import AudioFormat, InputConverter, OutputConverter
+from ..control.identity import Principal
 from ..protocol import events as ev
 from ..protocol.commands import (
     CancelResponse,
@@ -75,8 +76,11 @@ class Session:
         limits: SessionLimits = SessionLimits(),
         clock: Clock | None = None,
         playout: Playout | None = None,
+        principal: Principal | None = None,
     ) -> None:
         self.connection = connection
+        # Who opened the session (None: built directly, e.g. in tests); calls check it.
+        self.principal = principal
         self.engines = engines
         self.transport = transport
         self.limits = limits
@@ -305,11 +309,11 @@ class Session:
             await clock.sleep(min(deadline, idle_at) - clock.monotonic())
             now = clock.monotonic()
             if now >= deadline:
-                minutes = limits.max_duration_s / 60
                 self.end(
                     "expired",
-                    "session_expired",
-                    f"Your session hit the maximum duration of {minutes:g} minutes.",
+                    "session_duration_exceeded",
+                    "Your session hit its maximum duration of "
+                    f"{limits.max_duration_s:g} seconds; open a new session to go on.",
                 )
                 return
             if self._responses:
@@ -320,7 +324,7 @@ class Session:
             ):
                 self.end(
                     "idle",
-                    "session_idle_timeout",
+                    "idle_timeout",
                     f"The session was closed after {limits.idle_timeout_s:g} seconds "
                     "without any client event. Send events (or audio) to keep it open.",
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import RowMapping, func, select, update
@@ -110,6 +111,24 @@ class KeyRepository:
             await bump_stamp(conn)
         return await self.get(key_id)
 
+    async def find(self, hash_: str) -> ApiKey | None:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(api_keys).where(api_keys.c.hash == hash_))
+            first = rows.mappings().first()
+            return _key(first) if first is not None else None
+
+    async def revoked_among(self, ids: Sequence[str]) -> set[str]:
+        """Which of these key ids are revoked (the live sessions' keys)."""
+        if not ids:
+            return set()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(api_keys.c.id).where(
+                    api_keys.c.id.in_(ids), api_keys.c.revoked_at.is_not(None)
+                )
+            )
+            return {r[0] for r in rows}
+
     async def count(self) -> int:
         async with self.engine.connect() as conn:
             return int(
@@ -138,6 +157,12 @@ class TenantRepository:
                     tenants.insert().values(name=name, policy=policy.to_json(), updated_at=now)
                 )
             await bump_stamp(conn)
+
+    async def get(self, name: str) -> Policy | None:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(tenants.c.policy).where(tenants.c.name == name))
+            value = rows.scalar_one_or_none()
+            return Policy.model_validate(value) if value is not None else None
 
     async def all(self) -> dict[str, Policy]:
         async with self.engine.connect() as conn:

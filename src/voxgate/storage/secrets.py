@@ -82,6 +82,20 @@ class SecretRepository:
             return "expired", secret
         return "used", secret
 
+    async def give_back(self, secret_id: str) -> None:
+        """Return a use taken by an admission that was then refused."""
+        c = client_secrets.c
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(client_secrets).where(c.id == secret_id, c.uses > 0).values(uses=c.uses - 1)
+            )
+
+    async def find(self, hash_: str) -> ClientSecret | None:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(client_secrets).where(client_secrets.c.hash == hash_))
+            row = rows.mappings().first()
+            return _secret(row) if row is not None else None
+
     async def get(self, secret_id: str) -> ClientSecret | None:
         async with self.engine.connect() as conn:
             rows = await conn.execute(
