@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from .control.policy import Policy
+from .control.usage import Price
 
 
 def _default_data_dir() -> Path:
@@ -78,6 +79,12 @@ class Settings(BaseSettings):
     # How other replicas reach this one (sideband attach to a call it owns);
     # default http://HOST:PORT, with a wildcard HOST replaced by this machine's name.
     advertise_url: str | None = None
+
+    # Prices per model ([prices."MODEL"] tables, or VOXGATE_PRICES as JSON): they replace the
+    # hosted models' list prices and price the embedded engines, which are free otherwise.
+    prices: dict[str, Price] = Field(default_factory=dict)
+    # Ledger on/off: usage rows, session records and transcripts in the database.
+    ledger: bool = True
 
     # The store of keys, tenants, client secrets, usage and audit. Empty: a SQLite file
     # (WAL) in data_dir. PostgreSQL: "postgresql+asyncpg://user@host/db".

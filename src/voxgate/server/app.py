@@ -20,12 +20,13 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import calls, replicas
+from . import calls, ledger_routes, replicas
 from .admission import admit
 from .auth import require_scope
 from .calls import check_owner
 from .controls import Controls
 from .engines import start_engines
+from .ledger import Ledger
 from .refusal import Refused
 from .state import AppState
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
             controls,
             advertise_url=replicas.advertised_url(settings),
         )
+        state.ledger = Ledger.start(settings, controls.engine)
         app.state.voxgate = state
         # Load the tokenizer off the event loop, so no session's first count waits for it.
         log.info("token counting: %s", await asyncio.to_thread(tokens.load))
@@ -72,6 +74,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
         await state.manager.wait_closed()
+        await state.ledger.aclose()
         await controls.aclose()
         if engines is None:
             await state.engines.aclose()
@@ -88,6 +91,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         expose_headers=["Location"],
     )
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.include_router(ledger_routes.router)
 
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:
