@@ -132,3 +132,31 @@ async def test_a_sideband_attach_reaches_a_call_held_by_the_other_replica(
         with pytest.raises(Exception, match="closed"):
             while True:
                 await peer.events.next(timeout_s=10)
+
+
+async def _one_turn(conn: Any) -> tuple[str, str]:
+    """Ask for one text reply; the session id and the response id the client was shown."""
+    session_id = conn.first.session.id
+    await conn.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+    )
+    await conn.response.create(response={"output_modalities": ["text"], "max_output_tokens": 8})
+    while (event := await asyncio.wait_for(conn.recv(), 30)).type != "response.done":
+        pass
+    return session_id, event.response.id
+
+
+async def test_both_replicas_write_one_ledger(deployment: Deployment) -> None:
+    key = await _create_key(deployment.database_url, "ledgered", {})
+    a, b = deployment.a, deployment.b
+    async with opened(a, key) as on_a, opened(b, key) as on_b:
+        shown = [await _one_turn(on_a), await _one_turn(on_b)]
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(headers=auth, timeout=10) as http:
+        # Each replica reads the rows the other wrote.
+        for (session_id, response_id), reader in zip(shown, (b, a), strict=True):
+            answer = await http.get(f"{reader.base_url}/admin/sessions/{session_id}")
+            assert answer.status_code == 200, answer.text
+            record = answer.json()
+            assert [u["response_id"] for u in record["usage"]] == [response_id]
+            assert record["key_id"] is not None
