@@ -178,7 +178,9 @@ class SettingsError(Exception):
     """Settings that cannot work together; the message says what to change."""
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(
+    config_file: Path | None = None, *, check_exposure: bool = True, **overrides: Any
+) -> Settings:
     if config_file is not None:
         if not config_file.is_file():
             raise SettingsError(f"config file {config_file} does not exist")
@@ -187,7 +189,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config and not Path(config).is_file():
         raise SettingsError(f"VOXGATE_CONFIG points at {config}, which does not exist")
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    if settings.dev_mode and not settings.loopback:
+    if check_exposure and settings.dev_mode and not settings.loopback:
         raise SettingsError(
             f"refusing to listen on {settings.host} without API keys: development mode (any "
             "key accepted) is only allowed on loopback. Set VOXGATE_API_KEYS=key1,key2 or "

@@ -68,7 +68,7 @@ async def admit(
         )
         await _take_leases(state, principal, session.id)
     except Refused as exc:
-        controls.audit("admission", principal, code=exc.code, transport=kind)
+        controls.audit("admission", principal, code=exc.code, transport=kind, **exc.subject)
         if secret_used is not None:
             await controls.secrets.give_back(secret_used)
         raise

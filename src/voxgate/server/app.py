@@ -20,10 +20,11 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import calls, ledger_routes, replicas
+from . import admin, calls, ledger_routes, replicas
 from .admission import admit
 from .auth import require_scope
 from .calls import check_owner
+from .client_secrets import SECRET_ID_HEADER, create_client_secret
 from .controls import Controls
 from .engines import start_engines
 from .ledger import Ledger
@@ -54,6 +55,18 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         except BaseException:
             await shared.aclose()
             raise
+        if await controls.auth.dev_mode():
+            if not settings.loopback:
+                await controls.aclose()
+                raise RuntimeError(
+                    f"refusing to listen on {settings.host} in development mode (no API key "
+                    "of any kind); create a key with voxgate keys create or set VOXGATE_API_KEYS"
+                )
+            log.warning(
+                "development mode: no API keys configured, any bearer token (or none) is "
+                "accepted. Listening on loopback only. Create a key (voxgate keys create) or "
+                "set VOXGATE_API_KEYS to require keys."
+            )
         state = AppState(
             settings,
             engines or await start_engines(settings),
@@ -65,12 +78,6 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         app.state.voxgate = state
         # Load the tokenizer off the event loop, so no session's first count waits for it.
         log.info("token counting: %s", await asyncio.to_thread(tokens.load))
-        if await controls.auth.dev_mode():
-            log.warning(
-                "development mode: no API keys configured, any bearer token (or none) is "
-                "accepted. Listening on loopback only. Create a key (voxgate keys create) or "
-                "set VOXGATE_API_KEYS to require keys."
-            )
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
         await state.manager.wait_closed()
@@ -88,8 +95,9 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=CORS_HEADERS,
-        expose_headers=["Location"],
+        expose_headers=["Location", SECRET_ID_HEADER],
     )
+    app.include_router(admin.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.include_router(ledger_routes.router)
 
@@ -105,6 +113,10 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
     @app.post("/v1/realtime/calls")
     async def create_call(request: Request, model: str | None = None) -> Response:
         return await calls.create_call(app.state.voxgate, request, model)
+
+    @app.post("/v1/realtime/client_secrets")
+    async def client_secrets(request: Request) -> Response:
+        return await create_client_secret(app.state.voxgate, request)
 
     @app.post("/v1/realtime/calls/{call_id}/hangup")
     async def hangup(request: Request, call_id: str) -> Response:

@@ -90,7 +90,9 @@ class Authenticator:
             self._keys_exist = True
             if key.revoked_at is not None:
                 raise unauthorized(
-                    "api_key_revoked", f"The API key {key.prefix} ({key.id}) has been revoked."
+                    "api_key_revoked",
+                    f"The API key {key.prefix} ({key.id}) has been revoked.",
+                    key_id=key.id,
                 )
         return key
 
@@ -127,6 +129,8 @@ class Authenticator:
             raise unauthorized(
                 "api_key_revoked",
                 f"The API key {key.prefix} that minted this client secret has been revoked.",
+                key_id=key.id,
+                client_secret_id=secret.id,
             )
         policy = await self.policy_of(key, Policy.model_validate(secret.policy))
         principal = Principal(
@@ -143,19 +147,22 @@ class Authenticator:
 
 
 def _secret_refusal(outcome: str, secret: ClientSecret) -> Refused:
+    subject = {"client_secret_id": secret.id, "key_id": secret.key_id or ""}
     if outcome == "expired":
         return unauthorized(
             "client_secret_expired",
             f"The client secret {secret.id} expired at {int(secret.expires_at)}; mint a new one.",
+            **subject,
         )
     if outcome == "revoked":
         return unauthorized(
-            "client_secret_revoked", f"The client secret {secret.id} has been revoked."
+            "client_secret_revoked", f"The client secret {secret.id} has been revoked.", **subject
         )
     return forbidden(
         "client_secret_used",
         f"The client secret {secret.id} has already opened its {secret.max_uses} "
         "session(s) (policy client_secret_uses); mint a new one.",
+        **subject,
     )
 
 

@@ -20,10 +20,10 @@ from starlette.datastructures import UploadFile
 from ..control.identity import Principal
 from ..session.session import Session
 from ..transports.webrtc import WebRTCCall
-from ..transports.websocket import bearer_credential
 from . import replicas
 from .admission import admit
 from .auth import require_scope
+from .identity import identity
 from .refusal import Refused, forbidden
 from .state import AppState
 
@@ -43,14 +43,8 @@ def http_error(
     return JSONResponse({"error": error}, status_code=status)
 
 
-def _identity(request: Request) -> tuple[str | None, str | None]:
-    """The bearer credential and the end user's safety identifier of a request."""
-    credential = bearer_credential(request.headers.get("authorization", ""))
-    return credential, request.headers.get("openai-safety-identifier")
-
-
 async def create_call(state: AppState, request: Request, model: str | None) -> Response:
-    credential, safety_identifier = _identity(request)
+    credential, safety_identifier = identity(request)
     try:  # refuse a bad credential before reading a body
         await state.controls.auth.authenticate(credential, safety_identifier, use=False)
     except Refused as exc:
@@ -122,7 +116,7 @@ def check_owner(state: AppState, principal: Principal, session: Session, action:
 
 
 async def hangup(state: AppState, request: Request, call_id: str) -> Response:
-    credential, safety_identifier = _identity(request)
+    credential, safety_identifier = identity(request)
     try:
         who = await state.controls.auth.authenticate(credential, safety_identifier, use=False)
         require_scope(who.principal, "realtime")

@@ -16,6 +16,7 @@ from ..control.identity import Principal
 from ..control.shared import MemorySharedState, SharedState
 from ..session.manager import SessionManager
 from ..settings import Settings
+from ..storage.admin import Admin
 from ..storage.audit import AuditRecorder, AuditRepository
 from ..storage.db import create_engine, upgrade
 from ..storage.keys import KeyRepository, TenantRepository
@@ -35,6 +36,7 @@ class Controls:
     shared: SharedState
     auth: Authenticator
     watcher: RevocationWatcher
+    admin: Admin
     clock: Callable[[], float] = time.time
 
     @classmethod
@@ -54,7 +56,10 @@ class Controls:
         watcher = RevocationWatcher(keys, secrets, manager)
         shared.on_revoke(watcher.revoked)
         await watcher.start()
-        return cls(engine, keys, tenants, secrets, audit_log, recorder, shared, auth, watcher)
+        admin = Admin(engine, recorder)
+        return cls(
+            engine, keys, tenants, secrets, audit_log, recorder, shared, auth, watcher, admin
+        )
 
     def audit(
         self,
@@ -68,10 +73,11 @@ class Controls:
         """Record a decision (never blocks; written in the background)."""
         if principal is not None and principal.client_secret_id is not None:
             detail.setdefault("client_secret_id", principal.client_secret_id)
+        key_id = principal.key_id if principal else detail.pop("key_id", None) or None
         self.recorder.record(
             AuditRecord(
                 action,
-                key_id=principal.key_id if principal else None,
+                key_id=key_id,
                 tenant=principal.tenant if principal else None,
                 user_hash=principal.user_hash if principal else None,
                 session_id=session_id,

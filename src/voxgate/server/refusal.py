@@ -17,8 +17,11 @@ class Refused(Exception):
         *,
         param: str | None = None,
         type_: str = "invalid_request_error",
+        subject: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        # Ids of the credential refused (for the audit log; never the credential itself).
+        self.subject = subject or {}
         self.code = code
         self.message = message
         self.status = status
@@ -30,12 +33,12 @@ class Refused(Exception):
         return JSONResponse({"error": error}, status_code=self.status, headers=headers)
 
 
-def unauthorized(code: str, message: str) -> Refused:
-    return Refused(code, message, 401)
+def unauthorized(code: str, message: str, **subject: str) -> Refused:
+    return Refused(code, message, 401, subject=subject)
 
 
-def forbidden(code: str, message: str, param: str | None = None) -> Refused:
-    return Refused(code, message, 403, param=param)
+def forbidden(code: str, message: str, param: str | None = None, **subject: str) -> Refused:
+    return Refused(code, message, 403, param=param, subject=subject)
 
 
 def too_many(code: str, message: str) -> Refused:
