@@ -160,3 +160,33 @@ async def test_both_replicas_write_one_ledger(deployment: Deployment) -> None:
             record = answer.json()
             assert [u["response_id"] for u in record["usage"]] == [response_id]
             assert record["key_id"] is not None
+
+
+async def test_a_secret_revoked_through_one_replica_is_refused_by_the_other(
+    deployment: Deployment,
+) -> None:
+    key = await _create_key(deployment.database_url, "minter", {"client_secret_uses": 5})
+    a, b = deployment.a, deployment.b
+    async with AsyncOpenAI(base_url=a.base_url, api_key=key, max_retries=0) as minter:
+        raw = await minter.realtime.client_secrets.with_raw_response.create(
+            expires_after={"anchor": "created_at", "seconds": 600},
+            session={"type": "realtime", "model": "gpt-realtime"},
+        )
+    secret_id = raw.headers["x-voxgate-client-secret-id"]
+    secret = raw.parse().value
+    async with opened(b, secret) as live:
+        assert live.first.type == "session.created"
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.delete(
+                f"{a.base_url}/admin/client_secrets/{secret_id}",
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert answer.status_code == 200, answer.text
+        # The other replica refuses the secret from the moment the revocation returns
+        # (no waiting at all: stricter than "within a second") …
+        async with opened(b, secret) as again:
+            assert refusal_code(again) == "client_secret_revoked"
+        # … and ends the session it holds with it, saying why.
+        while (event := await asyncio.wait_for(live.recv(), 10)).type != "error":
+            pass
+        assert event.error.code == "client_secret_revoked"
