@@ -67,6 +67,22 @@ def fresh_postgres_database() -> Iterator[str]:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def voxgate_cli(args: list[str], env: dict[str, str]) -> str:
+    """Run a `voxgate` command as an operator would (only the given settings); its stdout."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")}
+    inherited["PYTHONPATH"] = SRC + os.pathsep + os.environ.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-c", "from voxgate.cli import main; main()", *args],
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"voxgate {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
 class Replica:
     """One `voxgate serve` process; its log goes to a file the failure message points at."""
 

@@ -13,17 +13,18 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from _replica_procs import Replica, fresh_postgres_database, two_replicas
+from _replica_procs import Replica, fresh_postgres_database, two_replicas, voxgate_cli
 from voxgate.call.webrtc import WebRTCPeer, hang_up, post_offer
 from voxgate.control.keys import generate_key
 from voxgate.control.policy import Policy
-from voxgate.storage.db import create_engine, upgrade
+from voxgate.storage.db import create_engine
 from voxgate.storage.keys import KeyRepository
 
 
 class Deployment:
-    def __init__(self, database_url: str, a: Replica, b: Replica) -> None:
+    def __init__(self, database_url: str, admin_key: str, a: Replica, b: Replica) -> None:
         self.database_url = database_url
+        self.admin_key = admin_key
         self.a, self.b = a, b
 
 
@@ -35,7 +36,7 @@ async def _create_key(database_url: str, name: str, policy: dict[str, Any]) -> s
             new,
             name=name,
             tenant=None,
-            scopes=frozenset({"realtime", "client_secrets", "admin"}),
+            scopes=frozenset({"realtime", "client_secrets"}),
             policy=Policy.model_validate(policy),
             now=time.time(),
         )
@@ -48,11 +49,13 @@ async def _create_key(database_url: str, name: str, policy: dict[str, Any]) -> s
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     log_dir = tmp_path_factory.mktemp("replicas")
     with fresh_postgres_database() as url:
-        asyncio.run(upgrade(url))
-        # A key before start-up, as an operator's first one would be.
-        asyncio.run(_create_key(url, "bootstrap", {}))
+        # The operator's first key, made on the store before any replica starts.
+        env = {"VOXGATE_DATABASE_URL": url, "VOXGATE_DATA_DIR": str(log_dir / "cli")}
+        voxgate_cli(["db", "upgrade"], env)
+        created = voxgate_cli(["keys", "create", "--name", "ops", "--scopes", "admin"], env)
+        admin_key = created.strip().splitlines()[-1]
         with two_replicas(url, log_dir) as (a, b):
-            yield Deployment(url, a, b)
+            yield Deployment(url, admin_key, a, b)
 
 
 @contextlib.asynccontextmanager
@@ -151,7 +154,7 @@ async def test_both_replicas_write_one_ledger(deployment: Deployment) -> None:
     a, b = deployment.a, deployment.b
     async with opened(a, key) as on_a, opened(b, key) as on_b:
         shown = [await _one_turn(on_a), await _one_turn(on_b)]
-    auth = {"Authorization": f"Bearer {key}"}
+    auth = {"Authorization": f"Bearer {deployment.admin_key}"}
     async with httpx.AsyncClient(headers=auth, timeout=10) as http:
         # Each replica reads the rows the other wrote.
         for (session_id, response_id), reader in zip(shown, (b, a), strict=True):
@@ -179,7 +182,7 @@ async def test_a_secret_revoked_through_one_replica_is_refused_by_the_other(
         async with httpx.AsyncClient(timeout=10) as http:
             answer = await http.delete(
                 f"{a.base_url}/admin/client_secrets/{secret_id}",
-                headers={"Authorization": f"Bearer {key}"},
+                headers={"Authorization": f"Bearer {deployment.admin_key}"},
             )
             assert answer.status_code == 200, answer.text
         # The other replica refuses the secret from the moment the revocation returns
