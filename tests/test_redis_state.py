@@ -7,14 +7,12 @@ import asyncio
 import os
 import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from _shared_state import REDIS_URL, random_prefix, redis_state
+from _shared_state import REDIS_URL, random_prefix, redis_state, wait_until
 from voxgate.storage.redis_state import RedisSharedState
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -34,15 +32,6 @@ async def main(url, prefix):
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(await predicate())
 
 
 async def test_replicas_share_leases_counters_and_calls() -> None:
@@ -157,3 +146,35 @@ async def test_counter_ttl_starts_at_creation() -> None:
 
 async def _is_zero(state: RedisSharedState, counter: str) -> bool:
     return bool(await state.get(counter) == 0.0)
+
+
+async def test_leases_and_calls_lost_by_redis_are_entered_again_while_their_replica_lives() -> None:
+    prefix = random_prefix()
+    async with redis_state(prefix, lease_ttl_s=0.6) as a, redis_state(prefix) as b:
+        assert await a.acquire("key:k", 1, "held")
+        await a.register_call("rtc_live", "http://replica-a", 30)
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            # What a Redis restart without persistence does.
+            await client.delete(f"{prefix}lease:key:k", f"{prefix}call:rtc_live")
+        finally:
+            await client.aclose()
+        assert await wait_until(lambda: _full(b, "key:k"), 10)
+        assert await wait_until(lambda: _owned(b, "rtc_live"), 10)
+        # Giving back stays given back, however renewals interleave.
+        await a.release("key:k", "held")
+        await a.unregister_call("rtc_live")
+        await asyncio.sleep(0.6)  # renewal rounds run in between
+        assert await b.acquire("key:k", 1, "other")
+        assert await b.call_owner("rtc_live") is None
+
+
+async def _full(state: RedisSharedState, scope: str) -> bool:
+    if await state.acquire(scope, 1, "probe"):
+        await state.release(scope, "probe")
+        return False
+    return True
+
+
+async def _owned(state: RedisSharedState, call_id: str) -> bool:
+    return await state.call_owner(call_id) == "http://replica-a"

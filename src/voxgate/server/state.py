@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..control.shared import SharedState
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
@@ -26,6 +27,13 @@ class AppState:
     controls: Controls
     # The usage ledger (None only where a test builds state without one).
     ledger: Ledger | None = None
+    # How other replicas reach this one (the owner recorded for its calls).
+    advertise_url: str = ""
+
+    @property
+    def shared(self) -> SharedState:
+        """What replicas share (Redis with VOXGATE_REDIS_URL); in-process by default."""
+        return self.controls.shared
 
     @property
     def limits(self) -> SessionLimits:
