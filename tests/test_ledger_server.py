@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from _realtime import Events
 from conftest import RunningServer
+from voxgate.control.identity import hash_user
 from voxgate.control.policy import Policy
 from voxgate.control.usage import Price
 from voxgate.engines.local.responder import BuiltinResponder
@@ -106,6 +107,11 @@ async def test_session_budget_cuts_off_mid_session_with_the_usage_in_the_ledger(
     assert roles[:2] == ["user", "assistant"]
     assert record["transcript"][0]["text"] == "Turn number 0 please"
     assert record["user_hash"] and record["user_hash"] != "user-1"
+    audit = admin(server, "GET", "/v1/admin/audit", session_id=session_id).json()["data"]
+    actions = {(r["action"], r["code"]) for r in audit}
+    assert ("budget_exceeded", "budget_exceeded") in actions
+    assert ("session_end", "budget_exceeded") in actions
+    assert (("budget_warning", "budget_warning") in actions) == warned
 
 
 async def test_daily_budget_cuts_off_then_refuses_the_next_session(
@@ -158,3 +164,8 @@ async def test_usage_report_as_csv_and_deletions(start_server: Any, database_url
     assert admin(server, "GET", f"/v1/admin/sessions/{ids[0]}").status_code == 404
     assert admin(server, "DELETE", f"/v1/admin/sessions/{ids[1]}").json()["deleted"] is True
     assert admin(server, "GET", "/v1/admin/usage", group_by="user").json()["data"] == []
+    deletions = [r["action"] for r in admin(server, "GET", "/v1/admin/audit").json()["data"]]
+    assert "user_delete" in deletions and "session_delete" in deletions
+    # The audit log keeps its records, but none names the deleted user any more.
+    hashes = {r["user_hash"] for r in admin(server, "GET", "/v1/admin/audit").json()["data"]}
+    assert hash_user("alice") not in hashes and hash_user("bob") in hashes
