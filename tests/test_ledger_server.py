@@ -169,3 +169,22 @@ async def test_usage_report_as_csv_and_deletions(start_server: Any, database_url
     # The audit log keeps its records, but none names the deleted user any more.
     hashes = {r["user_hash"] for r in admin(server, "GET", "/v1/admin/audit").json()["data"]}
     assert hash_user("alice") not in hashes and hash_user("bob") in hashes
+
+
+async def test_per_user_daily_budget_holds_one_user_back_only(
+    start_server: Any, database_url: str
+) -> None:
+    policy = Policy(budget_usd_per_user_per_day=2)
+    server = start_server(
+        engines(), policy=policy, prices=CENT_PER_TOKEN, database_url=database_url
+    )
+    async with client(server, "carol").realtime.connect(model=MODEL) as conn:
+        events = Events(conn)
+        await events.expect("session.created")
+        _, error = await talk_until_cut(conn, events)
+    assert "budget_usd_per_user_per_day" in error.error.message
+    async with client(server, "carol").realtime.connect(model=MODEL) as conn:
+        refused = await Events(conn).expect("error")
+    assert refused.error.code == "budget_exceeded"
+    async with client(server, "dave").realtime.connect(model=MODEL) as conn:
+        assert (await Events(conn).expect("session.created")).session.id
