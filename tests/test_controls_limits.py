@@ -101,7 +101,9 @@ async def test_allowed_voices(setup: Any) -> None:
     key = await key_with(admin, allowed_voices=["alloy", "marin"])
     async with client(server, key) as c, c.realtime.connect(model=MODEL) as conn:
         assert (await next_event(conn)).type == "session.created"
-        await conn.session.update(session={"type": "realtime", "audio": {"output": {"voice": "ash"}}})
+        await conn.session.update(
+            session={"type": "realtime", "audio": {"output": {"voice": "ash"}}}
+        )
         error = await next_event(conn)
         assert (error.type, error.error.code) == ("error", "voice_not_allowed")
         await conn.session.update(
@@ -177,7 +179,10 @@ def test_the_strictest_value_wins() -> None:
     assert Policy.strictest(Policy(allowed_models=["gpt-*"]), Policy(allowed_models=["*"])) == (
         Policy(allowed_models=["gpt-*"])
     )
-    assert Policy.strictest(Policy(transcript_retention_days=None), Policy(
-        transcript_retention_days=7
-    )).transcript_retention_days == 7
+    assert (
+        Policy.strictest(
+            Policy(transcript_retention_days=None), Policy(transcript_retention_days=7)
+        ).transcript_retention_days
+        == 7
+    )
     assert Policy.strictest().allowed_tools is None
