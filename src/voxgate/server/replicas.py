@@ -52,8 +52,8 @@ async def open_shared_state(settings: Settings) -> SharedState:
     except (RedisError, OSError) as exc:
         where = urlsplit(settings.redis_url)._replace(netloc=_without_password(settings.redis_url))
         raise SettingsError(
-            f"VOXGATE_REDIS_URL: cannot reach Redis at {where.geturl()}: {exc}. Start Redis, "
-            "fix the URL, or unset it to run a single replica with in-process state."
+            f"VOXGATE_REDIS_URL: cannot reach Redis at {where.geturl()}: {str(exc).rstrip('.')}. "
+            "Start Redis, fix the URL, or unset it to run a single replica with in-process state."
         ) from exc
     log.info("shared state in Redis (prefix %r)", settings.redis_prefix)
     return state
