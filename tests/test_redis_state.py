@@ -4,6 +4,7 @@ dead replica expire by themselves, revocations reach every replica."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -178,3 +179,39 @@ async def _full(state: RedisSharedState, scope: str) -> bool:
 
 async def _owned(state: RedisSharedState, call_id: str) -> bool:
     return await state.call_owner(call_id) == "http://replica-a"
+
+
+async def test_revocations_still_arrive_after_the_channel_connection_drops() -> None:
+    prefix = random_prefix()
+    name = f"vx-test-{prefix.rstrip(':')[-12:]}"
+    a = await RedisSharedState.connect(REDIS_URL, prefix=prefix, client_name=name)
+    try:
+        async with redis_state(prefix) as b:
+            heard: list[str] = []
+            arrived = asyncio.Event()
+
+            def listener(kind: str, ident: str) -> None:
+                heard.append(ident)
+                arrived.set()
+
+            a.on_revoke(listener)
+            admin = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+            try:
+                # Only this test's own subscriber connection is cut.
+                clients = await admin.client_list(_type="pubsub")
+                ours = [c["id"] for c in clients if c.get("name") == name]
+                assert ours, "the subscriber connection was not found"
+                for client_id in ours:
+                    await admin.client_kill_filter(_id=client_id)
+            finally:
+                await admin.aclose()
+            # Revoke until one arrives: a message published while the listener is
+            # reconnecting is lost on the channel (the store still carries it).
+            for i in range(100):
+                await b.revoke("key", f"k{i}", 60)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), 0.2)
+                    break
+            assert heard, "no revocation arrived after the connection dropped"
+    finally:
+        await a.aclose()
