@@ -21,10 +21,29 @@ def engines(answers: int = 20, text: str = "Hello from the test.") -> EngineSet:
     return EngineSet(llm=ScriptedLLM([text_script(text)] * answers), tts=ScriptedTTS())
 
 
-def keyed_server(start_server: Callable[..., Any], tmp_path: Any, **settings: Any) -> Any:
-    """A server whose store is fresh and whose only key at start is a static admin key."""
-    settings.setdefault("data_dir", tmp_path)
-    return start_server(engines(), api_keys=[ADMIN_KEY], **settings)
+def keyed_server(start_server: Callable[..., Any], database_url: str, **settings: Any) -> Any:
+    """A server on a fresh store (``database_url``: SQLite, or PostgreSQL in CI) whose only
+    key at start is a static admin key."""
+    return start_server(
+        settings.pop("engines", None) or engines(),
+        api_keys=[ADMIN_KEY],
+        database_url=database_url,
+        **settings,
+    )
+
+
+async def execute(database_url: str, sql: str, **params: Any) -> None:
+    """Change the store behind the server's back (to let time pass for a stored row)."""
+    from sqlalchemy import text
+
+    from voxgate.storage.db import create_engine
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(sql), params)
+    finally:
+        await engine.dispose()
 
 
 class Admin:

@@ -77,6 +77,7 @@ async def create_key(request: Request) -> Response:
         )
     except (AdminError, Refused) as exc:
         return _error(exc)
+    await _state(request).controls.auth.refresh()
     shown = key.to_json()
     return JSONResponse(
         {
@@ -112,6 +113,7 @@ async def update_key(request: Request, key_id: str) -> Response:
         )
     except (AdminError, Refused) as exc:
         return _error(exc)
+    await _state(request).controls.auth.refresh()
     return JSONResponse(key.to_json())
 
 
@@ -138,6 +140,7 @@ async def set_tenant(request: Request, tenant: str) -> Response:
         )
     except (AdminError, Refused) as exc:
         return _error(exc)
+    await _state(request).controls.auth.refresh()
     return JSONResponse({"tenant": tenant, "policy": policy.to_json()})
 
 

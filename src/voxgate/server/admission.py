@@ -146,15 +146,20 @@ def limits_for(base: SessionLimits, policy: Policy) -> SessionLimits:
     )
 
 
+# Every session holds its key's and its user's leases, limited or not, so that a limit set
+# later (a policy change while sessions run) counts the sessions already open.
+UNLIMITED = 2**31 - 1
+
+
 def _lease_scopes(principal: Principal) -> list[tuple[str, int, str]]:
-    """(scope, limit, what) of every concurrency cap that applies."""
-    policy, scopes = principal.policy, []
-    if policy.max_concurrent_sessions is not None:
-        scopes.append((f"key:{principal.key_id or 'dev'}", policy.max_concurrent_sessions, "key"))
-    if policy.max_concurrent_sessions_per_user is not None and principal.user_hash:
-        limit = policy.max_concurrent_sessions_per_user
-        scopes.append((f"user:{principal.user_hash}", limit, "user"))
-    return scopes
+    """(scope, limit, what) of the concurrency counts a session is part of."""
+    policy = principal.policy
+    scopes = [(f"key:{principal.key_id or 'dev'}", policy.max_concurrent_sessions, "key")]
+    if principal.user_hash:
+        scopes.append(
+            (f"user:{principal.user_hash}", policy.max_concurrent_sessions_per_user, "user")
+        )
+    return [(scope, UNLIMITED if limit is None else limit, what) for scope, limit, what in scopes]
 
 
 async def _take_leases(state: AppState, principal: Principal, lease_id: str) -> None:

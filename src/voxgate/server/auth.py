@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..control.identity import SCOPES, Principal, hash_secret, hash_user
@@ -54,12 +54,28 @@ class Authenticator:
         }
         self._static_by_id = {k.id: k for k in self.static.values()}
         self._keys_exist = bool(static_keys)
+        # The store's keys (by hash) and tenant policies, reloaded whenever the store's change
+        # stamp moves (see RevocationWatcher): admission and minting read no key from the
+        # database. A key not in the cache yet (created a moment ago) is looked up.
+        self._keys: dict[str, ApiKey] = {}
+        self._tenants: dict[str, Policy] = {}
+
+    async def refresh(self) -> None:
+        """Reload keys and tenant policies from the store."""
+        self._keys = await self.keys.by_hash()
+        self._tenants = await self.tenants.all()
+        self._keys_exist = self._keys_exist or bool(self._keys)
+
+    def forget_key(self, key_id: str, revoked_at: float) -> None:
+        """A revocation announced before the store's stamp was polled."""
+        for hash_, key in self._keys.items():
+            if key.id == key_id and key.revoked_at is None:
+                self._keys[hash_] = replace(key, revoked_at=revoked_at)
 
     async def dev_mode(self) -> bool:
         """No key of any kind (revoked ones count: revoking every key does not open the
-        server). Keys are never deleted, so once seen the answer stays False."""
-        if not self._keys_exist:
-            self._keys_exist = await self.keys.count() > 0
+        server). Read from the cache, which the first key created elsewhere reaches within
+        a poll of the store; keys are never deleted, so once False it stays False."""
         return not self._keys_exist
 
     async def authenticate(
@@ -85,7 +101,9 @@ class Authenticator:
 
     async def _key(self, credential: str) -> ApiKey | None:
         hash_ = hash_secret(credential)
-        key = self.static.get(hash_) or await self.keys.find(hash_)
+        key = self.static.get(hash_) or self._keys.get(hash_)
+        if key is None and (key := await self.keys.find(hash_)) is not None:
+            self._keys[hash_] = key
         if key is not None:
             self._keys_exist = True
             if key.revoked_at is not None:
@@ -99,10 +117,13 @@ class Authenticator:
     async def key_by_id(self, key_id: str | None) -> ApiKey | None:
         if key_id is None:
             return None
-        return self._static_by_id.get(key_id) or await self.keys.get(key_id)
+        cached = self._static_by_id.get(key_id) or next(
+            (k for k in self._keys.values() if k.id == key_id), None
+        )
+        return cached or await self.keys.get(key_id)
 
     async def policy_of(self, key: ApiKey | None, *more: Policy) -> Policy:
-        tenant = await self.tenants.get(key.tenant) if key and key.tenant else None
+        tenant = self._tenants.get(key.tenant) if key and key.tenant else None
         return Policy.strictest(self.server_policy, tenant, key.policy if key else None, *more)
 
     async def principal_of(self, key: ApiKey, user_hash: str | None) -> Principal:

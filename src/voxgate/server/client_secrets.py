@@ -61,7 +61,7 @@ async def create_client_secret(state: AppState, request: Request) -> Response:
         expires_at=now + ttl,
         max_uses=principal.policy.client_secret_uses or DEFAULT_USES,
     )
-    await controls.secrets.insert(secret, new.hash)
+    await controls.secret_writer.insert(secret, new.hash)
     controls.audit(
         "client_secret_mint",
         principal,

@@ -20,7 +20,7 @@ from ..storage.admin import Admin
 from ..storage.audit import AuditRecorder, AuditRepository
 from ..storage.db import create_engine, upgrade
 from ..storage.keys import KeyRepository, TenantRepository
-from ..storage.secrets import SecretRepository
+from ..storage.secrets import SecretRepository, SecretWriter
 from .auth import Authenticator
 from .revocation import RevocationWatcher
 
@@ -37,6 +37,8 @@ class Controls:
     auth: Authenticator
     watcher: RevocationWatcher
     admin: Admin
+    # Minted secrets are written through this (batched commits).
+    secret_writer: SecretWriter
     clock: Callable[[], float] = time.time
 
     @classmethod
@@ -53,12 +55,31 @@ class Controls:
         auth = Authenticator(
             keys, tenants, secrets, static_keys=settings.api_keys, server_policy=settings.policy
         )
-        watcher = RevocationWatcher(keys, secrets, manager)
-        shared.on_revoke(watcher.revoked)
+        watcher = RevocationWatcher(keys, secrets, manager, auth.refresh)
+
+
+        def revoked(kind: str, ident: str) -> None:
+            if kind == "key":
+                auth.forget_key(ident, time.time())
+            watcher.revoked(kind, ident)
+
+        shared.on_revoke(revoked)
         await watcher.start()
+        writer = SecretWriter(secrets)
+        writer.start()
         admin = Admin(engine, recorder)
         return cls(
-            engine, keys, tenants, secrets, audit_log, recorder, shared, auth, watcher, admin
+            engine,
+            keys,
+            tenants,
+            secrets,
+            audit_log,
+            recorder,
+            shared,
+            auth,
+            watcher,
+            admin,
+            writer,
         )
 
     def audit(
@@ -89,6 +110,7 @@ class Controls:
 
     async def aclose(self) -> None:
         await self.watcher.aclose()
+        await self.secret_writer.aclose()
         await self.recorder.aclose()
         await self.shared.aclose()
         await self.engine.dispose()

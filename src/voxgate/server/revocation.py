@@ -1,9 +1,10 @@
 """Ending live sessions whose key or client secret was revoked.
 
 Revocations reach a server two ways: through the shared state's broadcast (REST revocations
-on any replica, at once), and through the store's change stamp, which the CLI bumps and this
-watcher polls every POLL_S — so a `voxgate keys revoke` from a shell ends live sessions
-within that interval without a message bus.
+on any replica, at once), and through the store's change stamp, which every change bumps
+(the CLI's too) and this watcher polls every POLL_S: on a change it reloads the cached keys
+and tenant policies and ends the live sessions of revoked keys and secrets — so a
+`voxgate keys revoke` from a shell takes effect within that interval without a message bus.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from ..session.manager import SessionManager
 from ..session.session import Session
@@ -18,7 +20,7 @@ from ..storage.keys import KeyRepository
 from ..storage.secrets import SecretRepository
 
 log = logging.getLogger(__name__)
-POLL_S = 0.25
+POLL_S = 0.1
 
 
 def end_revoked(session: Session, kind: str) -> None:
@@ -31,8 +33,13 @@ def end_revoked(session: Session, kind: str) -> None:
 
 class RevocationWatcher:
     def __init__(
-        self, keys: KeyRepository, secrets: SecretRepository, manager: SessionManager
+        self,
+        keys: KeyRepository,
+        secrets: SecretRepository,
+        manager: SessionManager,
+        on_change: Callable[[], Awaitable[None]],
     ) -> None:
+        self.on_change = on_change
         self.keys = keys
         self.secrets = secrets
         self.manager = manager
@@ -41,6 +48,7 @@ class RevocationWatcher:
 
     async def start(self) -> None:
         self._stamp = await self.keys.stamp()
+        await self.on_change()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="revocations")
 
     def revoked(self, kind: str, ident: str) -> None:
@@ -61,6 +69,7 @@ class RevocationWatcher:
                 stamp = await self.keys.stamp()
                 if stamp != self._stamp:
                     self._stamp = stamp
+                    await self.on_change()
                     await self.sweep()
             except Exception:  # the database may be restarting; try again next time
                 log.warning("checking for revocations failed", exc_info=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Sequence
 from typing import Literal
 
 from sqlalchemy import RowMapping, select, update
@@ -36,22 +39,29 @@ class SecretRepository:
         self.engine = engine
 
     async def insert(self, secret: ClientSecret, hash_: str) -> None:
+        await self.insert_many([(secret, hash_)])
+
+    async def insert_many(self, secrets: Sequence[tuple[ClientSecret, str]]) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
-                client_secrets.insert().values(
-                    id=secret.id,
-                    hash=hash_,
-                    key_id=secret.key_id,
-                    tenant=secret.tenant,
-                    user_hash=secret.user_hash,
-                    session=secret.session,
-                    bound=secret.bound,
-                    policy=secret.policy,
-                    created_at=secret.created_at,
-                    expires_at=secret.expires_at,
-                    max_uses=secret.max_uses,
-                    uses=0,
-                )
+                client_secrets.insert(),
+                [
+                    {
+                        "id": secret.id,
+                        "hash": hash_,
+                        "key_id": secret.key_id,
+                        "tenant": secret.tenant,
+                        "user_hash": secret.user_hash,
+                        "session": secret.session,
+                        "bound": secret.bound,
+                        "policy": secret.policy,
+                        "created_at": secret.created_at,
+                        "expires_at": secret.expires_at,
+                        "max_uses": secret.max_uses,
+                        "uses": 0,
+                    }
+                    for secret, hash_ in secrets
+                ],
             )
 
     async def use(self, hash_: str, now: float) -> tuple[UseOutcome, ClientSecret | None]:
@@ -125,3 +135,49 @@ class SecretRepository:
                 )
             )
             return {r[0] for r in rows}
+
+
+class SecretWriter:
+    """Writes minted secrets in batches: requests minting at the same time share one
+    transaction (one commit), and each waits until its secret is durable before the value is
+    handed out. The queue is bounded (QUEUE_LIMIT); when it is full, minting waits."""
+
+    QUEUE_LIMIT = 1024
+    BATCH = 256
+
+    def __init__(self, repository: SecretRepository) -> None:
+        self.repository = repository
+        self._queue: asyncio.Queue[tuple[ClientSecret, str, asyncio.Future[None]]] = asyncio.Queue(
+            self.QUEUE_LIMIT
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="secret-writer")
+
+    async def insert(self, secret: ClientSecret, hash_: str) -> None:
+        done = asyncio.get_running_loop().create_future()
+        await self._queue.put((secret, hash_, done))
+        await done
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self.repository.insert_many([(s, h) for s, h, _ in batch])
+            except Exception as exc:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
