@@ -4,6 +4,7 @@ for session tests of the usage ledger and budgets."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,12 @@ class MemoryLedgerStore:
         self.waiting = 0
         self.failures = 0  # the next this many usage writes raise
 
-    async def record_usage(self, session: SessionInfo, usage: UsageRecord) -> None:
+    async def record_usage(
+        self,
+        session: SessionInfo,
+        usage: UsageRecord,
+        transcript: Sequence[TranscriptEntry] = (),
+    ) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("database unreachable")
@@ -45,6 +51,7 @@ class MemoryLedgerStore:
             finally:
                 self.waiting -= 1
         self.usage.append(usage)
+        self.transcripts += transcript
 
     async def record_transcript(self, session: SessionInfo, entry: TranscriptEntry) -> None:
         self.transcripts.append(entry)

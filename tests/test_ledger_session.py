@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
-from _helpers_protocol import StallingLLM, eventually, settle, user_text, validated
+from _helpers_protocol import StallingLLM, eventually, pcm_b64, settle, user_text, validated
 from _ledger import MemoryLedgerStore, Owner, session_ledger
 from voxgate.control.budgets import Budgets
 from voxgate.control.shared import MemorySharedState
-from voxgate.engines.testing import ScriptedLLM, ScriptedTTS, text_script
+from voxgate.engines.testing import ScriptedLLM, ScriptedSTT, ScriptedTTS, text_script
 from voxgate.protocol.connection import RealtimeConnection
 from voxgate.session.engines import EngineSet
 from voxgate.session.session import SessionLimits
@@ -215,3 +215,34 @@ async def test_a_failing_store_is_retried_and_never_blocks_the_reply() -> None:
         ask(run.transport, "Hi")
         done = (await run.transport.events_until("response.done"))[-1]
     assert [r.response_id for r in store.usage] == [done["response"]["id"]]
+
+
+async def test_billed_transcription_is_recorded_before_its_event() -> None:
+    store = MemoryLedgerStore()
+    conn = RealtimeConnection()
+    engines = EngineSet(llm=ScriptedLLM([]), tts=ScriptedTTS(), stt=ScriptedSTT(["lights on"]))
+    async with running_session(engines, connection=conn, limits=LIMITS, validate=validated) as run:
+        run.session.observer = session_ledger(conn, store, run.clock)
+        run.transport.send_event(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "audio": {
+                        "input": {
+                            "turn_detection": None,
+                            "transcription": {"model": "gpt-4o-transcribe"},
+                        }
+                    },
+                },
+            }
+        )
+        run.transport.send_event({"type": "input_audio_buffer.append", "audio": pcm_b64(1500)})
+        run.transport.send_event({"type": "input_audio_buffer.commit"})
+        await run.transport.events_until("conversation.item.input_audio_transcription.completed")
+        # The client has the event: the row was there before it.
+        [row] = store.usage
+    assert (row.kind, row.model, row.response_id) == ("transcription", "gpt-4o-transcribe", None)
+    assert row.audio_seconds_in == 1.5
+    [said] = store.transcripts
+    assert (said.role, said.text) == ("user", "lights on")

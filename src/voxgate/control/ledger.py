@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
@@ -53,8 +53,14 @@ class TranscriptEntry:
 
 
 class LedgerStore(Protocol):
-    async def record_usage(self, session: SessionInfo, usage: UsageRecord) -> None:
-        """Write one usage row (and the session's running totals); durable on return."""
+    async def record_usage(
+        self,
+        session: SessionInfo,
+        usage: UsageRecord,
+        transcript: Sequence[TranscriptEntry] = (),
+    ) -> None:
+        """Write one usage row, the session's running totals and the transcript entries of
+        the same moment, in one transaction; durable on return."""
         ...
 
     async def record_transcript(self, session: SessionInfo, entry: TranscriptEntry) -> None: ...
@@ -91,28 +97,25 @@ class SessionLedger:
         usage = self.price(
             UsageRecord.of_response(self._base(at), record.response_id, record.model, record.usage)
         )
-        await self._write(usage)
-        for item_id, text in record.messages:
-            await self._transcript(item_id, "assistant", text, at)
+        said = [self._entry(item_id, "assistant", text, at) for item_id, text in record.messages]
+        await self._write(usage, said)
         return self._audited(await self.meter.charge(usage.cost_usd, usage.total_tokens, at))
 
     async def user_input(self, record: UserInput) -> BudgetVerdict:
         at = self.wall()
-        await self._transcript(record.item_id, "user", record.text, at)
-        if record.transcription_model is None:
+        entry = self._entry(record.item_id, "user", record.text, at)
+        if record.transcription_model is None:  # no usage to bill: only the words
+            if entry is not None:
+                await self._save_transcript(entry)
             return BudgetVerdict()
-        base = self._base(at)
-        usage = self.price(
-            UsageRecord(
-                **{
-                    **asdict(base),
-                    "kind": "transcription",
-                    "model": record.transcription_model or "",
-                    "audio_seconds_in": record.audio_seconds,
-                }
-            )
+        transcribed = replace(
+            self._base(at),
+            kind="transcription",
+            model=record.transcription_model,
+            audio_seconds_in=record.audio_seconds,
         )
-        await self._write(usage)
+        usage = self.price(transcribed)
+        await self._write(usage, [entry])
         return self._audited(await self.meter.charge(usage.cost_usd, usage.total_tokens, at))
 
     async def before_response(self) -> BudgetVerdict:
@@ -136,17 +139,23 @@ class SessionLedger:
                 self.audit("budget_exceeded", "budget_exceeded", {"budget": budget})
         return verdict
 
-    async def _transcript(
+    def _entry(
         self, item_id: str, role: Literal["user", "assistant"], text: str, at: float
-    ) -> None:
+    ) -> TranscriptEntry | None:
+        """A transcript entry, or None when there are no words or the policy keeps none."""
         if not text or self.retention_days == 0:
-            return
+            return None
         expires = None if self.retention_days is None else at + self.retention_days * DAY_S
-        entry = TranscriptEntry(self.info.session_id, item_id, role, text, at, expires)
+        return TranscriptEntry(self.info.session_id, item_id, role, text, at, expires)
+
+    async def _save_transcript(self, entry: TranscriptEntry) -> None:
         await self._retrying("transcript", lambda: self.store.record_transcript(self.info, entry))
 
-    async def _write(self, usage: UsageRecord) -> None:
-        if not await self._retrying("usage", lambda: self.store.record_usage(self.info, usage)):
+    async def _write(self, usage: UsageRecord, said: list[TranscriptEntry | None]) -> None:
+        entries = [e for e in said if e is not None]
+        if not await self._retrying(
+            "usage", lambda: self.store.record_usage(self.info, usage, entries)
+        ):
             log.error("usage row NOT recorded (replay it): %s", asdict(usage))
 
     async def _retrying(self, what: str, write: Callable[[], Awaitable[None]]) -> bool:

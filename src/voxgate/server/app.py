@@ -98,8 +98,8 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         expose_headers=["Location", SECRET_ID_HEADER],
     )
     app.include_router(admin.router)
-    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.include_router(ledger_routes.router)
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:

@@ -13,8 +13,7 @@ from fastapi.responses import JSONResponse
 
 from ..control.identity import Principal, hash_user
 from ..storage.ledger_queries import GROUPS, GroupBy
-from ..transports.websocket import bearer_credential
-from .auth import require_scope
+from .admin import admin_principal
 from .ledger import Ledger
 from .refusal import Refused
 from .state import AppState
@@ -67,13 +66,11 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 async def _admin(request: Request) -> tuple[AppState, Ledger, Principal]:
+    principal = await admin_principal(request)
     state: AppState = request.app.state.voxgate
-    credential = bearer_credential(request.headers.get("authorization", ""))
-    who = await state.controls.auth.authenticate(credential, None, use=False)
-    require_scope(who.principal, "admin")
     if state.ledger is None:
         raise Refused("ledger_unavailable", "This server keeps no ledger.", 503)
-    return state, state.ledger, who.principal
+    return state, state.ledger, principal
 
 
 def _not_found(session_id: str) -> Refused:

@@ -8,6 +8,7 @@ running totals) through the async driver, so the event loop never waits on the d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -61,10 +62,18 @@ class LedgerRepository:
         if info.session_id not in self._opened:
             await _open_session(conn, info)
 
-    async def record_usage(self, session: SessionInfo, record: UsageRecord) -> None:
+    async def record_usage(
+        self,
+        session: SessionInfo,
+        record: UsageRecord,
+        transcript: Sequence[TranscriptEntry] = (),
+    ) -> None:
         async with self.engine.begin() as conn:
             await self._ensure(conn, session)
             await conn.execute(usage.insert().values(asdict(record)))
+            if transcript:
+                rows = [{**asdict(e), "user_hash": session.user_hash} for e in transcript]
+                await conn.execute(transcripts.insert(), rows)
             await conn.execute(
                 update(sessions)
                 .where(sessions.c.id == record.session_id)
