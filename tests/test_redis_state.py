@@ -4,6 +4,7 @@ dead replica expire by themselves, revocations reach every replica."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -24,9 +25,9 @@ import asyncio, sys
 from voxgate.storage.redis_state import RedisSharedState
 
 async def main(url, prefix):
-    state = await RedisSharedState.connect(url, prefix=prefix, lease_ttl_s=1.0)
+    state = await RedisSharedState.connect(url, prefix=prefix, lease_ttl_s=2.0)
     assert await state.acquire("key:k1", 1, "doomed")
-    await state.register_call("rtc_doomed", "http://replica-a", 1.0)
+    await state.register_call("rtc_doomed", "http://replica-a", 2.0)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
@@ -73,9 +74,10 @@ async def test_a_revocation_reaches_every_replica() -> None:
 
 async def test_a_live_replica_keeps_its_lease_and_call_past_their_ttl() -> None:
     prefix = random_prefix()
-    async with redis_state(prefix, lease_ttl_s=0.6) as a, redis_state(prefix) as b:
+    # Renewed every 0.5 s: a second of slack for a busy machine.
+    async with redis_state(prefix, lease_ttl_s=1.5) as a, redis_state(prefix) as b:
         assert await a.acquire("key:k", 1, "held")
-        await a.register_call("rtc_live", "http://replica-a", 0.6)
+        await a.register_call("rtc_live", "http://replica-a", 1.5)
         client = aioredis.Redis.from_url(REDIS_URL)
         try:
             # Watch the lease's expiry move forward: renewal, not a long TTL, keeps it.
@@ -85,7 +87,7 @@ async def test_a_live_replica_keeps_its_lease_and_call_past_their_ttl() -> None:
             )
         finally:
             await client.aclose()
-        await asyncio.sleep(1.2)  # two TTLs: without renewal both would be gone
+        await asyncio.sleep(3.2)  # two TTLs: without renewal both would be gone
         assert not await b.acquire("key:k", 1, "other")
         assert await b.call_owner("rtc_live") == "http://replica-a"
 
@@ -178,3 +180,39 @@ async def _full(state: RedisSharedState, scope: str) -> bool:
 
 async def _owned(state: RedisSharedState, call_id: str) -> bool:
     return await state.call_owner(call_id) == "http://replica-a"
+
+
+async def test_revocations_still_arrive_after_the_channel_connection_drops() -> None:
+    prefix = random_prefix()
+    name = f"vx-test-{prefix.rstrip(':')[-12:]}"
+    a = await RedisSharedState.connect(REDIS_URL, prefix=prefix, client_name=name)
+    try:
+        async with redis_state(prefix) as b:
+            heard: list[str] = []
+            arrived = asyncio.Event()
+
+            def listener(kind: str, ident: str) -> None:
+                heard.append(ident)
+                arrived.set()
+
+            a.on_revoke(listener)
+            admin = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+            try:
+                # Only this test's own subscriber connection is cut.
+                clients = await admin.client_list(_type="pubsub")
+                ours = [c["id"] for c in clients if c.get("name") == name]
+                assert ours, "the subscriber connection was not found"
+                for client_id in ours:
+                    await admin.client_kill_filter(_id=client_id)
+            finally:
+                await admin.aclose()
+            # Revoke until one arrives: a message published while the listener is
+            # reconnecting is lost on the channel (the store still carries it).
+            for i in range(100):
+                await b.revoke("key", f"k{i}", 60)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), 0.2)
+                    break
+            assert heard, "no revocation arrived after the connection dropped"
+    finally:
+        await a.aclose()

@@ -1,5 +1,6 @@
-"""Two server processes sharing the real PostgreSQL and Redis: the limits hold across both,
-and a call held by one is reachable through the other."""
+"""Two server processes sharing the real PostgreSQL and Redis: concurrency caps and daily
+budgets hold across both, a revocation through one is refused by the other, both write one
+ledger, and a call held by one is reachable through the other."""
 
 from __future__ import annotations
 
@@ -193,3 +194,14 @@ async def test_a_secret_revoked_through_one_replica_is_refused_by_the_other(
         while (event := await asyncio.wait_for(live.recv(), 10)).type != "error":
             pass
         assert event.error.code == "client_secret_revoked"
+
+
+async def test_a_daily_budget_spent_on_one_replica_is_spent_on_the_other(
+    deployment: Deployment,
+) -> None:
+    key = await _create_key(deployment.database_url, "thrifty", {"budget_tokens_per_day": 5})
+    async with opened(deployment.a, key) as on_a:
+        await _one_turn(on_a)
+    # The tokens counted on A exhaust the day's budget for B too.
+    async with opened(deployment.b, key) as on_b:
+        assert refusal_code(on_b) == "budget_exceeded"

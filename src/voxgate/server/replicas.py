@@ -52,8 +52,8 @@ async def open_shared_state(settings: Settings) -> SharedState:
     except (RedisError, OSError) as exc:
         where = urlsplit(settings.redis_url)._replace(netloc=_without_password(settings.redis_url))
         raise SettingsError(
-            f"VOXGATE_REDIS_URL: cannot reach Redis at {where.geturl()}: {exc}. Start Redis, "
-            "fix the URL, or unset it to run a single replica with in-process state."
+            f"VOXGATE_REDIS_URL: cannot reach Redis at {where.geturl()}: {str(exc).rstrip('.')}. "
+            "Start Redis, fix the URL, or unset it to run a single replica with in-process state."
         ) from exc
     log.info("shared state in Redis (prefix %r)", settings.redis_prefix)
     return state
@@ -118,6 +118,9 @@ async def proxy_attach(
             subprotocols=[Subprotocol(p) for p in offered if p] or None,
             max_size=max_size,
             open_timeout=10,
+            # Replicas talk directly at their advertised URLs, never through an HTTP proxy
+            # the environment may name for outbound traffic.
+            proxy=None,
         )
     except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
         log.warning("sideband attach to call %s: owner %s unreachable: %s", call_id, owner, exc)
@@ -136,7 +139,7 @@ async def forward_hangup(request: Request, owner: str, call_id: str, self_url: s
     """Hang up a call held by another replica: the owner answers, and its answer is ours."""
     url = f"{owner}/v1/realtime/calls/{quote(call_id, safe='')}/hangup"
     try:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
             answer = await http.post(url, headers=_forwarded_headers(request, self_url))
     except httpx.HTTPError as exc:
         log.warning("hang-up of call %s: owner %s unreachable: %s", call_id, owner, exc)

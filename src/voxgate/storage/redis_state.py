@@ -107,9 +107,15 @@ class RedisSharedState:
 
     @classmethod
     async def connect(
-        cls, url: str, *, prefix: str = "voxgate:", lease_ttl_s: float = 10.0
+        cls,
+        url: str,
+        *,
+        prefix: str = "voxgate:",
+        lease_ttl_s: float = 10.0,
+        client_name: str = "voxgate",
     ) -> RedisSharedState:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        # The name shows in Redis' CLIENT LIST, so operators see which connections are ours.
+        client = aioredis.Redis.from_url(url, decode_responses=True, client_name=client_name)
         state = cls(client, prefix=prefix, lease_ttl_s=lease_ttl_s)
         try:
             await state.start()
@@ -248,7 +254,9 @@ class RedisSharedState:
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=None)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, RuntimeError) as exc:
+                # RuntimeError: redis-py's "not subscribed" after a failed resubscription.
+                # Revocations missed meanwhile still reach sessions through the store.
                 log.warning("revocation channel failed (%s); resubscribing", exc)
                 await self._sleep(0.5)
                 await self._resubscribe()
