@@ -3,11 +3,13 @@ Redis-specific tests share."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from conftest import require
 from voxgate.control.shared import MemorySharedState, SharedState
@@ -31,6 +33,16 @@ def redis_reachable() -> bool:
 
 def require_redis() -> None:
     require(redis_reachable(), f"Redis at {REDIS_URL} (set VOXGATE_TEST_REDIS_URL)")
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], within_s: float) -> bool:
+    """Poll an outside state (Redis) until it holds or `within_s` passes."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(await predicate())
 
 
 def random_prefix() -> str:

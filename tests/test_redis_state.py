@@ -4,17 +4,16 @@ dead replica expire by themselves, revocations reach every replica."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from _shared_state import REDIS_URL, random_prefix, redis_state
+from _shared_state import REDIS_URL, random_prefix, redis_state, wait_until
 from voxgate.storage.redis_state import RedisSharedState
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -26,23 +25,14 @@ import asyncio, sys
 from voxgate.storage.redis_state import RedisSharedState
 
 async def main(url, prefix):
-    state = await RedisSharedState.connect(url, prefix=prefix, lease_ttl_s=1.0)
+    state = await RedisSharedState.connect(url, prefix=prefix, lease_ttl_s=2.0)
     assert await state.acquire("key:k1", 1, "doomed")
-    await state.register_call("rtc_doomed", "http://replica-a", 1.0)
+    await state.register_call("rtc_doomed", "http://replica-a", 2.0)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(await predicate())
 
 
 async def test_replicas_share_leases_counters_and_calls() -> None:
@@ -84,9 +74,10 @@ async def test_a_revocation_reaches_every_replica() -> None:
 
 async def test_a_live_replica_keeps_its_lease_and_call_past_their_ttl() -> None:
     prefix = random_prefix()
-    async with redis_state(prefix, lease_ttl_s=0.6) as a, redis_state(prefix) as b:
+    # Renewed every 0.5 s: a second of slack for a busy machine.
+    async with redis_state(prefix, lease_ttl_s=1.5) as a, redis_state(prefix) as b:
         assert await a.acquire("key:k", 1, "held")
-        await a.register_call("rtc_live", "http://replica-a", 0.6)
+        await a.register_call("rtc_live", "http://replica-a", 1.5)
         client = aioredis.Redis.from_url(REDIS_URL)
         try:
             # Watch the lease's expiry move forward: renewal, not a long TTL, keeps it.
@@ -96,7 +87,7 @@ async def test_a_live_replica_keeps_its_lease_and_call_past_their_ttl() -> None:
             )
         finally:
             await client.aclose()
-        await asyncio.sleep(1.2)  # two TTLs: without renewal both would be gone
+        await asyncio.sleep(3.2)  # two TTLs: without renewal both would be gone
         assert not await b.acquire("key:k", 1, "other")
         assert await b.call_owner("rtc_live") == "http://replica-a"
 
@@ -157,3 +148,71 @@ async def test_counter_ttl_starts_at_creation() -> None:
 
 async def _is_zero(state: RedisSharedState, counter: str) -> bool:
     return bool(await state.get(counter) == 0.0)
+
+
+async def test_leases_and_calls_lost_by_redis_are_entered_again_while_their_replica_lives() -> None:
+    prefix = random_prefix()
+    async with redis_state(prefix, lease_ttl_s=0.6) as a, redis_state(prefix) as b:
+        assert await a.acquire("key:k", 1, "held")
+        await a.register_call("rtc_live", "http://replica-a", 30)
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            # What a Redis restart without persistence does.
+            await client.delete(f"{prefix}lease:key:k", f"{prefix}call:rtc_live")
+        finally:
+            await client.aclose()
+        assert await wait_until(lambda: _full(b, "key:k"), 10)
+        assert await wait_until(lambda: _owned(b, "rtc_live"), 10)
+        # Giving back stays given back, however renewals interleave.
+        await a.release("key:k", "held")
+        await a.unregister_call("rtc_live")
+        await asyncio.sleep(0.6)  # renewal rounds run in between
+        assert await b.acquire("key:k", 1, "other")
+        assert await b.call_owner("rtc_live") is None
+
+
+async def _full(state: RedisSharedState, scope: str) -> bool:
+    if await state.acquire(scope, 1, "probe"):
+        await state.release(scope, "probe")
+        return False
+    return True
+
+
+async def _owned(state: RedisSharedState, call_id: str) -> bool:
+    return await state.call_owner(call_id) == "http://replica-a"
+
+
+async def test_revocations_still_arrive_after_the_channel_connection_drops() -> None:
+    prefix = random_prefix()
+    name = f"vx-test-{prefix.rstrip(':')[-12:]}"
+    a = await RedisSharedState.connect(REDIS_URL, prefix=prefix, client_name=name)
+    try:
+        async with redis_state(prefix) as b:
+            heard: list[str] = []
+            arrived = asyncio.Event()
+
+            def listener(kind: str, ident: str) -> None:
+                heard.append(ident)
+                arrived.set()
+
+            a.on_revoke(listener)
+            admin = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+            try:
+                # Only this test's own subscriber connection is cut.
+                clients = await admin.client_list(_type="pubsub")
+                ours = [c["id"] for c in clients if c.get("name") == name]
+                assert ours, "the subscriber connection was not found"
+                for client_id in ours:
+                    await admin.client_kill_filter(_id=client_id)
+            finally:
+                await admin.aclose()
+            # Revoke until one arrives: a message published while the listener is
+            # reconnecting is lost on the channel (the store still carries it).
+            for i in range(100):
+                await b.revoke("key", f"k{i}", 60)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), 0.2)
+                    break
+            assert heard, "no revocation arrived after the connection dropped"
+    finally:
+        await a.aclose()

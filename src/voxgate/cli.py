@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 import uvicorn
 
-from . import __version__, cli_controls
+from . import __version__, cli_controls, cli_usage
 from .call import DEFAULT_URL, DEFAULT_VOICE, CallOptions, CallUsageError, run_call
 from .settings import SettingsError, load_settings
 
@@ -131,6 +131,7 @@ def version() -> None:
 
 
 cli_controls.register(app)
+app.command("usage")(cli_usage.usage)
 
 
 def main() -> None:

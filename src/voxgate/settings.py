@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from .control.policy import Policy
+from .control.usage import Price
 
 
 def _default_data_dir() -> Path:
@@ -75,6 +76,21 @@ class Settings(BaseSettings):
     # headers, not cookies, so a page still needs a key).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
 
+    # Several replicas: with a Redis URL they share concurrency leases, budget counters,
+    # revocations and the directory of live calls; without one, state is per process.
+    redis_url: str | None = None
+    # Keeps deployments (or test runs) that share one Redis apart.
+    redis_prefix: str = "voxgate:"
+    # How other replicas reach this one (sideband attach to a call it owns);
+    # default http://HOST:PORT, with a wildcard HOST replaced by this machine's name.
+    advertise_url: str | None = None
+
+    # Prices per model ([prices."MODEL"] tables, or VOXGATE_PRICES as JSON): they replace the
+    # hosted models' list prices and price the embedded engines, which are free otherwise.
+    prices: dict[str, Price] = Field(default_factory=dict)
+    # Ledger on/off: usage rows, session records and transcripts in the database.
+    ledger: bool = True
+
     # The store of keys, tenants, client secrets, usage and audit. Empty: a SQLite file
     # (WAL) in data_dir. PostgreSQL: "postgresql+asyncpg://user@host/db".
     database_url: str = ""
@@ -95,6 +111,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url {value!r} must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _check_advertise_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"advertise_url {value!r} must start with http:// or https://")
+        return value.rstrip("/") if value else None
 
     @field_validator("ice_servers")
     @classmethod

@@ -31,6 +31,7 @@ from .commands import (
     ResponsePlan,
     StartResponse,
     TranscribeItem,
+    UserInput,
 )
 from .conversation import Conversation
 from .errors import ProtocolError
@@ -42,6 +43,7 @@ from .items import (
     Item,
     OutputAudio,
     UserMessage,
+    item_text,
     parse_item,
     to_wire,
 )
@@ -294,10 +296,14 @@ class RealtimeConnection:
         if part is None:
             return []  # the item was deleted meanwhile
         part.transcript = transcript
-        if self.config.audio.input.transcription is None:
-            return []
+        billed = self.config.audio.input.transcription
+        record = UserInput(
+            item_id, transcript, round(seconds, 3), billed.model or "" if billed else None
+        )
+        if billed is None:
+            return [record]
         usage = {"type": "duration", "seconds": round(seconds, 3)}
-        out: list[Output] = []
+        out: list[Output] = [record]
         if transcript:
             out.append(ev.TranscriptionDelta(item_id=item_id, delta=transcript))
         out.append(ev.TranscriptionCompleted(item_id=item_id, transcript=transcript, usage=usage))
@@ -365,7 +371,11 @@ class RealtimeConnection:
         previous = self.conversation.insert(item, previous_item_id)
         if audio:
             self.conversation.audio[item.id] = bytearray(audio)
+        out: list[Output] = []
+        if isinstance(item, UserMessage) and (words := item_text(item)):
+            out.append(UserInput(item.id, words))
         return [
+            *out,
             ev.ConversationItemAdded(item=to_wire(item), previous_item_id=previous),
             ev.ConversationItemDone(item=to_wire(item), previous_item_id=previous),
         ]
@@ -609,7 +619,7 @@ class RealtimeConnection:
         if self.active_response_id == response_id:
             self.active_response_id = None
         state.llm_usage = llm_usage
-        out: list[Output] = [*state.finish(status, details)]
+        out: list[Output] = [*state.finish(status, details, self.config.model)]
         if response_id in self.playing:
             out.append(EndOfAudio(response_id))
         return out

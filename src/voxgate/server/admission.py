@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..control.budgets import admission_refusal
 from ..control.guard import PolicyGuard
 from ..control.identity import Principal
 from ..control.policy import Policy
@@ -53,7 +54,9 @@ async def admit(
         principal, secret_used = who.principal, who.secret_used
         require_scope(principal, "realtime")
         _capacity(state)
+        await _budgets(state, principal)
         connection = _connection(state, principal, model, who.session, session_patch)
+        ledger = state.ledger
         session = Session(
             connection,
             state.engines,
@@ -61,6 +64,7 @@ async def admit(
             limits=limits_for(state.limits, principal.policy),
             playout=playout,
             principal=principal,
+            observer=ledger.observer(controls, principal, connection, kind) if ledger else None,
         )
         await _take_leases(state, principal, session.id)
     except Refused as exc:
@@ -80,6 +84,14 @@ def _capacity(state: AppState) -> None:
     except registry.AdmissionRefused as exc:
         status = 503 if exc.code == "server_shutting_down" else 429
         raise Refused(exc.code, exc.message, status, type_="server_error") from None
+
+
+async def _budgets(state: AppState, principal: Principal) -> None:
+    """A cross-session budget already spent refuses the session (it would be cut off at once)."""
+    controls = state.controls
+    refusal = await admission_refusal(principal, controls.shared, controls.clock())
+    if refusal is not None:
+        raise too_many(*refusal)
 
 
 def _connection(

@@ -20,13 +20,14 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import admin, calls
+from . import admin, calls, ledger_routes, replicas
 from .admission import admit
 from .auth import require_scope
 from .calls import check_owner
 from .client_secrets import SECRET_ID_HEADER, create_client_secret
 from .controls import Controls
 from .engines import start_engines
+from .ledger import Ledger
 from .refusal import Refused
 from .state import AppState
 
@@ -48,7 +49,12 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         manager = SessionManager(max_sessions=settings.max_sessions)
-        controls = await Controls.start(settings, manager)
+        shared = await replicas.open_shared_state(settings)
+        try:
+            controls = await Controls.start(settings, manager, shared)
+        except BaseException:
+            await shared.aclose()
+            raise
         if await controls.auth.dev_mode():
             if not settings.loopback:
                 await controls.aclose()
@@ -61,13 +67,21 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
                 "accepted. Listening on loopback only. Create a key (voxgate keys create) or "
                 "set VOXGATE_API_KEYS to require keys."
             )
-        state = AppState(settings, engines or await start_engines(settings), manager, controls)
+        state = AppState(
+            settings,
+            engines or await start_engines(settings),
+            manager,
+            controls,
+            advertise_url=replicas.advertised_url(settings),
+        )
+        state.ledger = Ledger.start(settings, controls.engine)
         app.state.voxgate = state
         # Load the tokenizer off the event loop, so no session's first count waits for it.
         log.info("token counting: %s", await asyncio.to_thread(tokens.load))
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
         await state.manager.wait_closed()
+        await state.ledger.aclose()
         await controls.aclose()
         if engines is None:
             await state.engines.aclose()
@@ -84,6 +98,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         expose_headers=["Location", SECRET_ID_HEADER],
     )
     app.include_router(admin.router)
+    app.include_router(ledger_routes.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -175,6 +190,14 @@ async def _attach(
         await _refuse(ws, message, "invalid_value", 1008)
         return
     session = state.manager.live_call(call_id)
+    if session is None and not replicas.forwarded(ws):
+        owner = await replicas.remote_owner(state.shared, state.advertise_url, call_id)
+        if owner is not None:
+            max_size = int(state.settings.max_message_mb * 1024 * 1024)
+            failed = await replicas.proxy_attach(ws, owner, call_id, state.advertise_url, max_size)
+            if failed is not None:
+                await _refuse(ws, failed[1], failed[0], 1011)
+            return
     if session is None:
         message = (
             f"No live call with id '{call_id}': ?call_id= attaches to a WebRTC call in "

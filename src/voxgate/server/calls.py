@@ -20,6 +20,7 @@ from starlette.datastructures import UploadFile
 from ..control.identity import Principal
 from ..session.session import Session
 from ..transports.webrtc import WebRTCCall
+from . import replicas
 from .admission import admit
 from .auth import require_scope
 from .identity import identity
@@ -74,6 +75,8 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
     call.on_gone = lambda why: session.end("client_closed", message=why)
     try:
         answer = await call.answer(offer)
+        # Before the answer goes out: a sideband attach may follow at once, on any replica.
+        await state.shared.register_call(call.id, state.advertise_url, replicas.CALL_TTL_S)
     except ValueError as exc:
         await state.manager.release(session)
         await call.close()
@@ -82,7 +85,12 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
         await state.manager.release(session)
         await call.close()
         raise
-    state.manager.serve_call(call.id, session, call.close)
+
+    async def close() -> None:
+        await replicas.forget_call(state.shared, call.id)
+        await call.close()
+
+    state.manager.serve_call(call.id, session, close)
     log.info("call %s started session %s", call.id, session.id)
     return Response(
         answer,
@@ -113,6 +121,10 @@ async def hangup(state: AppState, request: Request, call_id: str) -> Response:
         who = await state.controls.auth.authenticate(credential, safety_identifier, use=False)
         require_scope(who.principal, "realtime")
         session = state.manager.live_call(call_id)
+        if session is None and not replicas.forwarded(request):
+            owner = await replicas.remote_owner(state.shared, state.advertise_url, call_id)
+            if owner is not None:
+                return await replicas.forward_hangup(request, owner, call_id, state.advertise_url)
         if session is None:
             return http_error(
                 404, f"No live call with id '{call_id}'.", "call_not_found", "call_id"

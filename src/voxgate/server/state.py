@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from ..control.shared import SharedState
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
 from ..settings import Settings
 from .controls import Controls
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 # How far reply audio may run ahead of real time (see ResponseRunner pacing).
 AUDIO_LEAD_S = 1.0
@@ -20,6 +25,15 @@ class AppState:
     engines: EngineSet
     manager: SessionManager
     controls: Controls
+    # The usage ledger (None only where a test builds state without one).
+    ledger: Ledger | None = None
+    # How other replicas reach this one (the owner recorded for its calls).
+    advertise_url: str = ""
+
+    @property
+    def shared(self) -> SharedState:
+        """What replicas share (Redis with VOXGATE_REDIS_URL); in-process by default."""
+        return self.controls.shared
 
     @property
     def limits(self) -> SessionLimits:

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from ..control.observer import SessionObserver
 from ..protocol.connection import RealtimeConnection
 from .clock import VirtualClock
 from .engines import EngineSet
@@ -156,13 +157,19 @@ async def running_session(
     limits: SessionLimits = SessionLimits(idle_timeout_s=None),
     connection: RealtimeConnection | None = None,
     validate: Validator | None = None,
+    observer: SessionObserver | None = None,
 ) -> AsyncIterator[RunningSession]:
     """Run a session on virtual time over a `MemoryTransport`. On exit the session is asked
     to end (if it has not) and must finish cleanly within the transport's timeout."""
     clock = VirtualClock()
     transport = MemoryTransport(validate=validate)
     session = Session(
-        connection or RealtimeConnection(), engines, transport, limits=limits, clock=clock
+        connection or RealtimeConnection(),
+        engines,
+        transport,
+        limits=limits,
+        clock=clock,
+        observer=observer,
     )
     task = asyncio.create_task(session.run(), name=f"test:{session.id}")
     running = RunningSession(session, transport, clock, task)

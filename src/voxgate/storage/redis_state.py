@@ -4,7 +4,8 @@ Keys (all under a configurable prefix):
 - ``lease:{scope}``: a sorted set of lease ids scored by their expiry (Redis server time, ms).
   Acquisition drops expired members and counts the rest in one Lua script, so two replicas
   can never both take the last slot. The owning replica renews its leases every third of the
-  lease TTL; when it dies, its leases expire and the slots come back by themselves.
+  lease TTL (entering them again if Redis lost them); when it dies, its leases expire and the
+  slots come back by themselves.
 - ``ctr:{name}``: a float counter (INCRBYFLOAT) whose TTL is set when it is created.
 - ``revoked:{kind}:{ident}``: a marker with the revocation's TTL; every revocation is also
   published on the ``revocations`` channel, which each replica listens to and turns into
@@ -46,21 +47,18 @@ return 1
 """
 
 # KEYS: lease sets; ARGV[1]: ttl ms, ARGV[i + 1]: the lease id held in KEYS[i].
-# Returns the indexes (1-based) of leases that were no longer there to renew.
+# A lease that had vanished (Redis restarted, or this replica was cut off for longer than the
+# TTL) is entered again: its session is alive, so it counts. Returns how many were re-entered.
 _RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
-local lost = {}
+local reentered = 0
 for i, key in ipairs(KEYS) do
-  if redis.call('ZADD', key, 'XX', 'CH', now + ttl, ARGV[i + 1]) == 0
-     and not redis.call('ZSCORE', key, ARGV[i + 1]) then
-    table.insert(lost, i)
-  else
-    redis.call('PEXPIRE', key, ttl)
-  end
+  reentered = reentered + redis.call('ZADD', key, now + ttl, ARGV[i + 1])
+  redis.call('PEXPIRE', key, ttl)
 end
-return lost
+return reentered
 """
 
 _ADD = """
@@ -98,6 +96,9 @@ class RedisSharedState:
         # What this replica holds, so it can renew it and give it back on close.
         self._leases: set[tuple[str, str]] = set()
         self._calls: dict[str, tuple[str, float]] = {}
+        # Held by a renewal round and by release/unregister, so a renewal in flight never
+        # re-enters a lease or a call that was just given back.
+        self._renewing = asyncio.Lock()
         self._callbacks: list[RevokeCallback] = []
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._renewer: asyncio.Task[None] | None = None
@@ -106,9 +107,15 @@ class RedisSharedState:
 
     @classmethod
     async def connect(
-        cls, url: str, *, prefix: str = "voxgate:", lease_ttl_s: float = 10.0
+        cls,
+        url: str,
+        *,
+        prefix: str = "voxgate:",
+        lease_ttl_s: float = 10.0,
+        client_name: str = "voxgate",
     ) -> RedisSharedState:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+        # The name shows in Redis' CLIENT LIST, so operators see which connections are ours.
+        client = aioredis.Redis.from_url(url, decode_responses=True, client_name=client_name)
         state = cls(client, prefix=prefix, lease_ttl_s=lease_ttl_s)
         try:
             await state.start()
@@ -138,8 +145,9 @@ class RedisSharedState:
         return taken
 
     async def release(self, scope: str, lease_id: str) -> None:
-        self._leases.discard((scope, lease_id))
-        await self._redis.zrem(f"{self._prefix}lease:{scope}", lease_id)
+        async with self._renewing:
+            self._leases.discard((scope, lease_id))
+            await self._redis.zrem(f"{self._prefix}lease:{scope}", lease_id)
 
     # Counters
 
@@ -170,8 +178,9 @@ class RedisSharedState:
         await self._redis.set(f"{self._prefix}call:{call_id}", owner, px=_ms(ttl_s))
 
     async def unregister_call(self, call_id: str) -> None:
-        self._calls.pop(call_id, None)
-        await self._redis.delete(f"{self._prefix}call:{call_id}")
+        async with self._renewing:
+            self._calls.pop(call_id, None)
+            await self._redis.delete(f"{self._prefix}call:{call_id}")
 
     async def call_owner(self, call_id: str) -> str | None:
         owner = await self._redis.get(f"{self._prefix}call:{call_id}")
@@ -224,17 +233,17 @@ class RedisSharedState:
                 log.warning("renewing shared leases failed: %s", exc)
 
     async def _renew_once(self) -> None:
+        async with self._renewing:
+            await self._renew_held()
+
+    async def _renew_held(self) -> None:
         leases = list(self._leases)
         if leases:
             keys = [f"{self._prefix}lease:{scope}" for scope, _ in leases]
             args: list[str | int] = [_ms(self._lease_ttl_s), *(lease for _, lease in leases)]
-            lost = await self._renew(keys=keys, args=args)
-            for index in lost:
-                scope, lease_id = leases[int(index) - 1]
-                if (scope, lease_id) not in self._leases:
-                    continue  # released while the renewal ran
-                log.warning("lease %s in %s expired before renewal", lease_id, scope)
-                self._leases.discard((scope, lease_id))
+            reentered = int(await self._renew(keys=keys, args=args))
+            if reentered:
+                log.warning("%d shared lease(s) had expired and were entered again", reentered)
         if self._calls:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for call_id, (owner, ttl_s) in self._calls.items():
@@ -245,7 +254,9 @@ class RedisSharedState:
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=None)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, RuntimeError) as exc:
+                # RuntimeError: redis-py's "not subscribed" after a failed resubscription.
+                # Revocations missed meanwhile still reach sessions through the store.
                 log.warning("revocation channel failed (%s); resubscribing", exc)
                 await self._sleep(0.5)
                 await self._resubscribe()
