@@ -175,9 +175,14 @@ async def test_revoking_a_secret_refuses_it_and_ends_its_live_session(minting: A
     assert missing.status_code == 404
 
 
-async def test_revoking_the_minting_key_refuses_its_secrets(minting: Any) -> None:
+async def test_revoking_the_minting_key_ends_and_refuses_its_secrets(minting: Any) -> None:
     server, admin, _ = minting
     key = await admin.create_key(scopes=["client_secrets", "realtime"])
-    value, _, _ = await mint(server, key["key"])
-    await admin.http.delete(f"/admin/keys/{key['id']}")
-    assert (await refusal(server, value)).error.code == "api_key_revoked"
+    live, _, _ = await mint(server, key["key"])
+    unused, _, _ = await mint(server, key["key"])
+    async with client(server, live) as c, c.realtime.connect(model=MODEL) as conn:
+        assert (await next_event(conn)).type == "session.created"
+        await admin.http.delete(f"/admin/keys/{key['id']}")
+        ended = await next_event(conn, timeout_s=10)
+        assert (ended.type, ended.error.code) == ("error", "api_key_revoked")
+    assert (await refusal(server, unused)).error.code == "api_key_revoked"
