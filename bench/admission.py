@@ -96,8 +96,13 @@ async def admission(sessions: int) -> dict[str, Any]:
             await open_session(keyed_url, key)
         dev, keyed = [], []
         for i in range(sessions):
-            dev.append(await open_session(dev_url, "dev"))
-            keyed.append(await open_session(keyed_url, key))
+            # Which server goes first alternates too, so neither always follows the other.
+            if i % 2:
+                dev.append(await open_session(dev_url, "dev"))
+                keyed.append(await open_session(keyed_url, key))
+            else:
+                keyed.append(await open_session(keyed_url, key))
+                dev.append(await open_session(dev_url, "dev"))
             if (i + 1) % 100 == 0:
                 log(f"{i + 1}/{sessions} sessions per server")
     result: dict[str, Any] = {"sessions_per_server": sessions}

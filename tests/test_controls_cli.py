@@ -101,3 +101,13 @@ def test_bad_input_is_refused_plainly(cli: Any) -> None:
 def test_serve_beyond_loopback_needs_a_key(cli: Any) -> None:
     refused = cli("serve", "--host", "0.0.0.0", "--port", "1", ok=False)
     assert refused.returncode == 2 and "voxgate keys create" in refused.stderr
+
+
+async def test_the_first_key_ends_development_mode_of_a_running_server(
+    cli: Any, start_server: Any, database_url: str
+) -> None:
+    server = start_server(engines(), database_url=database_url)
+    assert (await refusal(server, "anything")).type == "session.created"  # development mode
+    key = cli("keys", "create", "--name", "first").stdout.strip().splitlines()[-1]
+    await within_a_second(server, "anything", "invalid_api_key")
+    assert (await refusal(server, key)).type == "session.created"

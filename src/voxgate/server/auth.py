@@ -102,7 +102,9 @@ class Authenticator:
     async def _key(self, credential: str) -> ApiKey | None:
         hash_ = hash_secret(credential)
         key = self.static.get(hash_) or self._keys.get(hash_)
-        if key is None and (key := await self.keys.find(hash_)) is not None:
+        # Not cached: created a moment ago, or no key at all. In development mode anything
+        # goes, so only keyed servers ask the store.
+        if key is None and self._keys_exist and (key := await self.keys.find(hash_)):
             self._keys[hash_] = key
         if key is not None:
             self._keys_exist = True
