@@ -98,19 +98,24 @@ async def test_allowed_models(setup: Any) -> None:
 
 async def test_allowed_voices(setup: Any) -> None:
     server, admin = setup
-    key = await key_with(admin, allowed_voices=["alloy", "marin"])
+    key = await key_with(admin, allowed_voices=["marin", "cedar"])
     async with client(server, key) as c, c.realtime.connect(model=MODEL) as conn:
-        assert (await next_event(conn)).type == "session.created"
+        # The server's default voice is not allowed: the first allowed one is used.
+        created = await next_event(conn)
+        assert created.session.audio.output.voice == "marin"
         await conn.session.update(
             session={"type": "realtime", "audio": {"output": {"voice": "ash"}}}
         )
         error = await next_event(conn)
         assert (error.type, error.error.code) == ("error", "voice_not_allowed")
         await conn.session.update(
-            session={"type": "realtime", "audio": {"output": {"voice": "marin"}}}
+            session={"type": "realtime", "audio": {"output": {"voice": "cedar"}}}
         )
-        assert (await next_event(conn)).session.audio.output.voice == "marin"
-        # Minting a secret for a voice outside the list is refused too.
+        assert (await next_event(conn)).session.audio.output.voice == "cedar"
+        # A secret minted without a voice gets an allowed one; one asking for a voice outside
+        # the list is refused.
+        minted_default = await c.realtime.client_secrets.create()
+        assert minted_default.session.audio.output.voice == "marin"  # type: ignore[union-attr]
         with pytest.raises(openai.PermissionDeniedError) as minted:
             await c.realtime.client_secrets.create(
                 session={"type": "realtime", "audio": {"output": {"voice": "ash"}}}

@@ -122,3 +122,15 @@ def not_allowed(what: str, name: str, param: str) -> ProtocolError:
         code=f"{what}_not_allowed",
         param=param,
     )
+
+
+def first_allowed_voice(config: SessionConfig, policy: Policy) -> dict[str, Any] | None:
+    """A session patch to the first voice the policy names, when the configured voice (the
+    server's default) is not allowed — rather than refusing every session that did not pick
+    one. None when the voice is allowed or the policy names only patterns."""
+    if policy.allows("allowed_voices", config.voice):
+        return None
+    named = [v for v in policy.allowed_voices or [] if not any(c in v for c in "*?[")]
+    if not named:
+        return None
+    return {"type": "realtime", "audio": {"output": {"voice": named[0]}}}

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from ..control.budgets import admission_refusal
-from ..control.guard import PolicyGuard
+from ..control.guard import PolicyGuard, first_allowed_voice
 from ..control.identity import Principal
 from ..control.policy import Policy
 from ..engines import tokens
@@ -118,6 +118,8 @@ def _connection(
     try:
         if bound:
             connection.configure(bound)
+        if (voice := first_allowed_voice(connection.config, principal.policy)) is not None:
+            connection.configure(voice)
         guard.check_config(connection.config)
         connection.guard = guard
         if patch is not None:

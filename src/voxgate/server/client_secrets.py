@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
-from ..control.guard import PolicyGuard
+from ..control.guard import PolicyGuard, first_allowed_voice
 from ..control.identity import Principal
 from ..control.secrets import DEFAULT_USES, ClientSecret, MintError, generate_secret, ttl_of
 from ..engines import tokens
@@ -105,6 +105,10 @@ def _session(
     guard = PolicyGuard(principal.policy)
     try:
         connection.configure(patch)
+        # A voice asked for is checked as given; none asked for: an allowed one.
+        voice = first_allowed_voice(connection.config, principal.policy)
+        if voice is not None and "voice" not in ((patch.get("audio") or {}).get("output") or {}):
+            connection.configure(voice)
         guard.check_config(connection.config)
     except ProtocolError as exc:
         status = 403 if (exc.code or "").endswith("_not_allowed") else 400
