@@ -67,6 +67,11 @@ async def admit(
             observer=ledger.observer(controls, principal, connection, kind) if ledger else None,
         )
         await _take_leases(state, principal, session.id)
+        try:  # again, with no await between the check and the registration
+            _capacity(state)
+        except Refused:
+            await _release_leases(state, principal, session.id)
+            raise
     except Refused as exc:
         controls.audit("admission", principal, code=exc.code, transport=kind, **exc.subject)
         if secret_used is not None:
@@ -179,13 +184,17 @@ async def _take_leases(state: AppState, principal: Principal, lease_id: str) -> 
         taken.append(scope)
 
 
+async def _release_leases(state: AppState, principal: Principal, lease_id: str) -> None:
+    for scope, _, _ in _lease_scopes(principal):
+        await state.controls.shared.release(scope, lease_id)
+
+
 async def _finalize(state: AppState, session: Session) -> None:
     """Give back the leases and record how the session ended."""
     principal = session.principal
     if principal is None:
         return
-    for scope, _, _ in _lease_scopes(principal):
-        await state.controls.shared.release(scope, session.id)
+    await _release_leases(state, principal, session.id)
     if session.ended is not None:
         state.controls.audit(
             "session_end",
