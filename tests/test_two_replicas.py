@@ -1,6 +1,7 @@
 """Two server processes sharing the real PostgreSQL and Redis: concurrency caps and daily
-budgets hold across both, a revocation through one is refused by the other, both write one
-ledger, and a call held by one is reachable through the other."""
+budgets hold across both, a crashed replica's slots come back, a revocation through one is
+refused by the other, both write one ledger, and a call held by one is reachable through the
+other."""
 
 from __future__ import annotations
 
