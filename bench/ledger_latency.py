@@ -5,7 +5,9 @@ SQLite ledger in a temporary data directory): one with the ledger on (the defaul
 ``VOXGATE_LEDGER=false``. Speaks the same turns to each (``server_vad``), alternating blocks
 so that drift in the machine's load falls on both alike. Per side: median and p95 of
 ``end_to_audio`` (last audible sample sent → first ``response.output_audio.delta``) and of
-``stopped_to_audio`` (``speech_stopped`` → first delta, the server's own answer time).
+``stopped_to_audio`` (``speech_stopped`` → first delta, the server's own answer time), and,
+for information, ``last_audio_to_done`` (last audio delta → ``response.done``: where the
+ledger's write shows, since ``response.done`` waits for it).
 
 The ledger writes each usage row before ``response.done`` goes out, after the audio; the
 target is that the medians stay within noise. "Within noise" is the box-plot notch test: two
@@ -48,6 +50,8 @@ def stats(turns: list[Turn]) -> dict[str, Any]:
     for name, values in (
         ("end_to_audio", [t.since_speech_end(t.first_audio_at) for t in good]),
         ("stopped_to_audio", [t.stop_to_audio for t in good]),
+        # Not a target: what holding response.done for the usage row costs it.
+        ("last_audio_to_done", [t.done_at - t.audio[-1][0] for t in good if t.done_at]),
     ):
         clean = [v for v in values if v is not None]
         q1, q3 = percentile(clean, 25), percentile(clean, 75)

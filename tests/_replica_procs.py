@@ -99,7 +99,7 @@ class Replica:
             "VOXGATE_PORT": str(self.port),
             "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
         }
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # ended by stop() or kill(), by its PID
             [sys.executable, "-c", "from voxgate.cli import main; main()", "serve"],
             env=full_env,
             stdout=self._log,
@@ -121,6 +121,11 @@ class Replica:
             time.sleep(0.1)
         raise RuntimeError(f"replica {self.name} did not start; see {self.log_path}")
 
+    def kill(self) -> None:
+        """Die as a crash would: no shutdown, nothing given back."""
+        self.process.kill()
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -132,9 +137,28 @@ class Replica:
         self._log.close()
 
 
+class ReplicaSet:
+    """Replicas on one database and one Redis prefix; `start` adds one more."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.started: list[Replica] = []
+
+    def start(self, name: str) -> Replica:
+        replica = Replica(name, self.env, self.log_dir)
+        self.started.append(replica)
+        replica.wait_ready()
+        return replica
+
+    def stop_all(self) -> None:
+        for replica in self.started:
+            replica.stop()
+
+
 @contextlib.contextmanager
-def two_replicas(database_url: str, log_dir: Path) -> Iterator[tuple[Replica, Replica]]:
-    """Replicas A and B on one database and one Redis prefix (deleted afterwards)."""
+def replica_set(database_url: str, log_dir: Path) -> Iterator[ReplicaSet]:
+    """A set of replicas sharing one database and a fresh Redis prefix (deleted afterwards)."""
     from _shared_state import delete_prefix, random_prefix
 
     require_redis()
@@ -147,14 +171,9 @@ def two_replicas(database_url: str, log_dir: Path) -> Iterator[tuple[Replica, Re
         "VOXGATE_DATA_DIR": str(log_dir / "data"),
         "VOXGATE_LOG_LEVEL": "info",
     }
-    replicas: list[Replica] = []
+    replicas = ReplicaSet(env, log_dir)
     try:
-        for name in ("a", "b"):
-            replicas.append(Replica(name, env, log_dir))
-        for replica in replicas:
-            replica.wait_ready()
-        yield replicas[0], replicas[1]
+        yield replicas
     finally:
-        for replica in replicas:
-            replica.stop()
+        replicas.stop_all()
         asyncio.run(delete_prefix(prefix))

@@ -1,6 +1,7 @@
 """Two server processes sharing the real PostgreSQL and Redis: concurrency caps and daily
-budgets hold across both, a revocation through one is refused by the other, both write one
-ledger, and a call held by one is reachable through the other."""
+budgets hold across both, a crashed replica's slots come back, a revocation through one is
+refused by the other, both write one ledger, and a call held by one is reachable through the
+other."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from _replica_procs import Replica, fresh_postgres_database, two_replicas, voxgate_cli
+from _replica_procs import Replica, ReplicaSet, fresh_postgres_database, replica_set, voxgate_cli
 from voxgate.call.webrtc import WebRTCPeer, hang_up, post_offer
 from voxgate.control.keys import generate_key
 from voxgate.control.policy import Policy
@@ -23,10 +24,12 @@ from voxgate.storage.keys import KeyRepository
 
 
 class Deployment:
-    def __init__(self, database_url: str, admin_key: str, a: Replica, b: Replica) -> None:
+    def __init__(self, database_url: str, admin_key: str, replicas: ReplicaSet) -> None:
         self.database_url = database_url
         self.admin_key = admin_key
-        self.a, self.b = a, b
+        self.replicas = replicas
+        self.a = replicas.start("a")
+        self.b = replicas.start("b")
 
 
 async def _create_key(database_url: str, name: str, policy: dict[str, Any]) -> str:
@@ -55,8 +58,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         voxgate_cli(["db", "upgrade"], env)
         created = voxgate_cli(["keys", "create", "--name", "ops", "--scopes", "admin"], env)
         admin_key = created.strip().splitlines()[-1]
-        with two_replicas(url, log_dir) as (a, b):
-            yield Deployment(url, admin_key, a, b)
+        with replica_set(url, log_dir) as replicas:
+            yield Deployment(url, admin_key, replicas)
 
 
 @contextlib.asynccontextmanager
@@ -205,3 +208,15 @@ async def test_a_daily_budget_spent_on_one_replica_is_spent_on_the_other(
     # The tokens counted on A exhaust the day's budget for B too.
     async with opened(deployment.b, key) as on_b:
         assert refusal_code(on_b) == "budget_exceeded"
+
+
+async def test_a_crashed_replica_does_not_keep_its_sessions_slots(deployment: Deployment) -> None:
+    key = await _create_key(deployment.database_url, "crash", {"max_concurrent_sessions": 1})
+    doomed = deployment.replicas.start("c")
+    async with opened(doomed, key) as held:
+        assert held.first.type == "session.created"
+        async with opened(deployment.b, key) as refused:
+            assert refusal_code(refused) == "concurrent_sessions_exceeded"
+        doomed.kill()
+    # Nobody gave the slot back; its lease expires (10 s) and the other replica admits.
+    assert await admitted_within(deployment.b, key, None, 30)

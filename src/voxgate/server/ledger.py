@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ class Ledger:
     queries: LedgerQueries
     prices: PriceTable
     enabled: bool = True
+    clock: Callable[[], float] = time.time
     _expiry: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -86,7 +88,7 @@ class Ledger:
     async def _expire_forever(self) -> None:
         while True:
             try:
-                if expired := await self.repo.expire_transcripts(time.time()):
+                if expired := await self.repo.expire_transcripts(self.clock()):
                     log.info("deleted %d transcript entries past their retention", expired)
             except Exception:  # the database may be briefly away; try again next round
                 log.warning("expiring transcripts failed", exc_info=True)

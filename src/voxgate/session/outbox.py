@@ -9,7 +9,8 @@ Policy (DESIGN.md "every buffer is bounded, with a written policy"):
 - when a response is cancelled its queued audio is dropped (`purge`): nobody will hear it;
 - a control event may be *held* until a future completes (``response.done`` waits until its
   usage is recorded): it and every control event behind it wait, in order, while audio
-  keeps flowing.
+  keeps flowing — except audio of a response whose own earlier control events are among
+  those waiting (a response's events keep their order).
 """
 
 from __future__ import annotations
@@ -92,11 +93,16 @@ class Outbox:
         held = head is not None and head.hold is not None and not head.hold.done()
         if head is not None and not held and not self._must_wait(head):
             return self._control.popleft()
-        if not self._media:
+        if not self._media or self._behind_control(self._media[0]):
             return None
         env = self._media.popleft()
         self._update_space()
         return env
+
+    def _behind_control(self, media: Envelope) -> bool:
+        """Audio never overtakes its own response's earlier control events (they may be
+        waiting behind a held one)."""
+        return any(c.seq < media.seq and c.response_id == media.response_id for c in self._control)
 
     def _must_wait(self, head: Envelope) -> bool:
         """A response's control event waits for that response's earlier audio."""
