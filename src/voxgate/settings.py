@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -31,6 +31,15 @@ def _default_data_dir() -> Path:
 
 # The config file load_settings was given (over VOXGATE_CONFIG), while it builds Settings.
 _config_file: ContextVar[str | None] = ContextVar("voxgate_config_file", default=None)
+
+
+class PromptSetting(BaseModel):
+    """A stored prompt: ``[prompts."pmpt_…"]`` with ``instructions`` (``{{variable}}``
+    placeholders allowed) and ``version``."""
+
+    model_config = ConfigDict(extra="forbid")
+    instructions: str
+    version: str = "1"
 
 
 class Settings(BaseSettings):
@@ -57,6 +66,11 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_model: str | None = None
     llm_timeout_s: float = Field(30.0, gt=0)
+    # The model's context window in tokens: conversations longer than it are truncated per
+    # the session's `truncation`. Unset: unknown, the whole conversation is sent.
+    llm_context_tokens: int | None = Field(None, ge=256)
+    # Stored prompts by id, for `prompt: {id, version, variables}` (JSON in the environment).
+    prompts: dict[str, PromptSetting] = Field(default_factory=dict)
 
     # Speech to text: pocketsphinx worker processes unless a faster-whisper model is given.
     stt_workers: int = Field(4, ge=1)

@@ -42,6 +42,9 @@ class ChatRequest:
     # "auto" | "none" | "required" | the name of one function that must be called.
     tool_choice: str = "auto"
     max_output_tokens: int | None = None
+    # Passed to the model when set (None: the model's default, and nothing is sent).
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +137,15 @@ class STTStream(Protocol):
 
 @runtime_checkable
 class STTEngine(Protocol):
+    """``language`` (ISO-639-1, "en") and ``prompt`` (vocabulary or style to expect) are the
+    client's transcription hints; an engine that cannot use a prompt ignores it."""
+
     name: str
     sample_rate: int
 
-    async def open_stream(self, *, language: str | None = None) -> STTStream: ...
+    async def open_stream(
+        self, *, language: str | None = None, prompt: str | None = None
+    ) -> STTStream: ...
 
     async def aclose(self) -> None: ...
 

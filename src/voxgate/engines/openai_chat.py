@@ -12,6 +12,9 @@ Servers differ in small ways, handled here rather than in the session:
 - ``max_tokens`` rather than ``max_completion_tokens``: every compatible server accepts it.
 - Some servers report ``finish_reason="stop"`` after a tool call, or omit the call id; the
   engine reports "tool_calls" whenever a call was made and makes up an id when none came.
+- ``parallel_tool_calls`` and ``reasoning_effort`` are sent only when the client set them, so
+  servers that do not know them are not troubled otherwise. A model that refuses them, or
+  refuses images, gets an error naming the client setting (or ``VOXGATE_LLM_MODEL``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ from voxgate.engines.errors import EngineError
 
 log = logging.getLogger(__name__)
 
+# How servers word a request over the model's context window (OpenAI and vLLM, llama.cpp,
+# Ollama's OpenAI layer).
+_CONTEXT_TOO_LONG = ("context length", "context_length", "context window", "too many tokens")
 # Local servers (Ollama, llama.cpp, vLLM without --api-key) ignore the key, but the SDK
 # insists on one and would otherwise read OPENAI_API_KEY from the environment.
 NO_API_KEY = "not-needed"
@@ -113,8 +119,42 @@ class OpenAIChatLLM:
                 )
                 self._stream_usage = False
                 return await self._create(request, usage=False)
+        except BadRequestError as exc:
+            raise self._refused(exc, request) from exc
         except OpenAIError as exc:
             raise self._error(exc) from exc
+
+    def _refused(self, exc: BadRequestError, request: ChatRequest) -> EngineError:
+        """A 400 for a request that used an optional capability: say which setting."""
+        detail = _server_message(exc)
+        where = f"LLM endpoint {self.base_url} rejected the request ({detail})"
+        if request.reasoning_effort is not None and "reasoning" in detail.lower():
+            return _llm_error(
+                f"{where} — model {self.model!r} does not take reasoning.effort; remove "
+                "'reasoning' from the session or response, or configure a reasoning model",
+                retryable=False,
+            )
+        if request.parallel_tool_calls is not None and "parallel" in detail.lower():
+            return _llm_error(
+                f"{where} — model {self.model!r} does not take parallel_tool_calls; remove it "
+                "from the session or response",
+                retryable=False,
+            )
+        if any(words in detail.lower() for words in _CONTEXT_TOO_LONG):
+            return _llm_error(
+                f"{where} — the conversation is longer than model {self.model!r} takes: set "
+                "VOXGATE_LLM_CONTEXT_TOKENS to its context window, so that the session's "
+                "truncation ('auto' by default) trims what is sent",
+                retryable=False,
+            )
+        if has_images(request):
+            return _llm_error(
+                f"{where} — the conversation holds an image (input_image), and "
+                f"VOXGATE_LLM_MODEL={self.model!r} may not accept images: configure a vision "
+                "model (docs/protocol.md lists some) or send no images",
+                retryable=False,
+            )
+        return self._error(exc)
 
     async def _create(
         self, request: ChatRequest, *, usage: bool
@@ -129,6 +169,12 @@ class OpenAIChatLLM:
             tool_choice=tool_choice_param(request.tool_choice) if tools else omit,
             max_tokens=omit if request.max_output_tokens is None else request.max_output_tokens,
             stream_options={"include_usage": True} if usage else omit,
+            parallel_tool_calls=(
+                request.parallel_tool_calls
+                if tools and request.parallel_tool_calls is not None
+                else omit
+            ),
+            reasoning_effort=cast(Any, request.reasoning_effort) or omit,
         )
 
     def _error(self, exc: Exception) -> EngineError:
@@ -147,6 +193,14 @@ def chat_messages(request: ChatRequest) -> list[ChatCompletionMessageParam]:
         system = [{"role": "system", "content": request.instructions}]
     # ChatMessage already has the Chat Completions shape; the SDK's TypedDicts just say so.
     return cast(list[ChatCompletionMessageParam], system + list(request.messages))
+
+
+def has_images(request: ChatRequest) -> bool:
+    return any(
+        isinstance(m.get("content"), list)
+        and any(p.get("type") == "image_url" for p in m["content"])
+        for m in request.messages
+    )
 
 
 def tool_param(tool: ToolSpec) -> ChatCompletionFunctionToolParam:

@@ -252,9 +252,12 @@ class ScriptedSTT:
         self.ms_per_word = ms_per_word
         self.streams: list[ScriptedSTTStream] = []
         self.languages: list[str | None] = []
+        self.prompts: list[str | None] = []
         self.closed = False
 
-    async def open_stream(self, *, language: str | None = None) -> ScriptedSTTStream:
+    async def open_stream(
+        self, *, language: str | None = None, prompt: str | None = None
+    ) -> ScriptedSTTStream:
         """Start the next utterance; more utterances than transcripts is a test bug."""
         if len(self.streams) >= len(self._transcripts):
             raise RuntimeError(
@@ -266,6 +269,7 @@ class ScriptedSTT:
         )
         self.streams.append(stream)
         self.languages.append(language)
+        self.prompts.append(prompt)
         return stream
 
     async def aclose(self) -> None:

@@ -26,6 +26,10 @@ class ResponsePlan:
     # The items the model sees, in order (a snapshot: later edits do not change it).
     context: list[Item] = field(default_factory=list)
     metadata: dict[str, str] | None = None
+    # The session's truncation policy: "auto", "disabled" or a retention_ratio object.
+    truncation: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = None
 
     @property
     def audio(self) -> bool:

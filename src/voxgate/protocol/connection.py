@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, assert_never
 
 from . import events as ev
+from .audio_items import needs_transcript, take_audio, take_inline_audio
 from .audio_math import bytes_to_ms, ms_to_bytes
 from .commands import (
     CancelResponse,
@@ -50,9 +51,17 @@ from .items import (
 from .items import (
     InputAudio as InputAudioPart,
 )
+from .model_settings import model_settings
+from .prompts import StoredPrompt
 from .response_params import ResponseParams, parse_response_params
 from .responses import ResponseState, Status
-from .session import SessionConfig, apply_update, new_session
+from .session import SessionConfig, new_session
+from .transcription import (
+    TranscriptionSessionConfig,
+    apply_session_update,
+    check_event,
+    new_transcription_session,
+)
 
 Output = ev.ServerEvent | Command
 MAX_APPEND_BYTES = 15 * 1024 * 1024
@@ -71,9 +80,16 @@ class RealtimeConnection:
         server_playout: bool = False,
         instructions: str | None = None,
         max_buffer_bytes: int = 24000 * 2 * 600,
+        intent: str | None = None,
+        prompts: Mapping[str, StoredPrompt] | None = None,
     ) -> None:
         self.session_id = new_id("sess")
         self.config: SessionConfig = new_session(model, instructions)
+        # Set for transcription sessions (see transcription.py): no responses, ever.
+        self.transcription: TranscriptionSessionConfig | None = None
+        self.prompts: Mapping[str, StoredPrompt] = prompts or {}
+        if intent == "transcription":
+            self.config, self.transcription = new_transcription_session(self.config)
         self.expires_at = expires_at
         # Vetoes session and response configuration (policies, client-secret bindings).
         self.guard: ConfigGuard | None = None
@@ -92,6 +108,9 @@ class RealtimeConnection:
         # Server-side playout: responses whose audio reached the peer's queue and has not
         # yet stopped or been cleared.
         self.playing: set[str] = set()
+        # Items given inline to a response (not in the conversation) whose audio is being
+        # transcribed; each leaves when its transcript (or failure) arrives.
+        self._inline: dict[str, UserMessage] = {}
 
     # -- client side ----------------------------------------------------------------------
 
@@ -116,6 +135,8 @@ class RealtimeConnection:
         return ev.Error(error=exc.to_error(client_event_id))
 
     def _dispatch(self, event: ev.ClientEvent) -> list[Output]:
+        if self.transcription is not None:
+            check_event(event)
         match event:
             case ev.SessionUpdate():
                 return self._session_update(event.session)
@@ -145,20 +166,27 @@ class RealtimeConnection:
                 assert_never(event)
 
     def _session_wire(self) -> dict[str, Any]:
-        return self.config.to_wire(session_id=self.session_id, expires_at=self.expires_at)
+        config = self.transcription or self.config
+        return config.to_wire(session_id=self.session_id, expires_at=self.expires_at)
 
     def configure(self, patch: dict[str, Any]) -> None:
         """Apply a session configuration before the session starts (the ``session`` a call
         was created with); raises ProtocolError like ``session.update`` would."""
-        self._session_update(patch)
-
-    def _session_update(self, patch: dict[str, Any]) -> list[Output]:
-        config = apply_update(
-            self.config, patch, audio_produced=self.audio_produced, model_locked=self.model_locked
+        config, transcription = apply_session_update(
+            self.config,
+            self.transcription,
+            patch,
+            audio_produced=self.audio_produced,
+            model_locked=self.model_locked,
+            conversation_empty=len(self.conversation) == 0,
+            prompts=self.prompts,
         )
         if self.guard is not None:
             self.guard.check_session(self.config, config, patch)
-        self.config = config
+        self.config, self.transcription = config, transcription
+
+    def _session_update(self, patch: dict[str, Any]) -> list[Output]:
+        self.configure(patch)
         return [ev.SessionUpdated(session=self._session_wire())]
 
     # -- input audio ----------------------------------------------------------------------
@@ -287,6 +315,8 @@ class RealtimeConnection:
         # on its own: the conversation can hold only one response at a time.
         if turns is None or not turns.create_response or self.active_response_id is not None:
             return []
+        if self.transcription is not None:  # transcription sessions never answer
+            return []
         return self.create_response(None)
 
     # -- input transcription --------------------------------------------------------------
@@ -319,7 +349,7 @@ class RealtimeConnection:
 
     def _input_audio_part(self, item_id: str) -> InputAudioPart | None:
         try:
-            item = self.conversation.get(item_id)
+            item: Item = self._inline.pop(item_id, None) or self.conversation.get(item_id)
         except ProtocolError:
             return None
         if not isinstance(item, UserMessage):
@@ -369,16 +399,18 @@ class RealtimeConnection:
         item.id = item.id or new_id("item")
         item.status = item.status or "completed"
         previous = self.conversation.insert(item, previous_item_id)
-        if audio:
-            self.conversation.audio[item.id] = bytearray(audio)
         out: list[Output] = []
         if isinstance(item, UserMessage) and (words := item_text(item)):
             out.append(UserInput(item.id, words))
-        return [
-            *out,
+        out += [
             ev.ConversationItemAdded(item=to_wire(item), previous_item_id=previous),
             ev.ConversationItemDone(item=to_wire(item), previous_item_id=previous),
         ]
+        if audio:
+            self.conversation.audio[item.id] = bytearray(audio)
+            if needs_transcript(item):  # heard like a committed turn (audio_items.py)
+                out.append(TranscribeItem(item.id, audio, self.input_format))
+        return out
 
     def _check_new_item(self, item: Item) -> bytes:
         """Rules a client-made item must follow; returns its decoded audio, if any."""
@@ -397,18 +429,7 @@ class RealtimeConnection:
                 f"Tool call ID '{item.call_id}' not found in conversation.",
                 param="item.call_id",
             )
-        audio = b""
-        if isinstance(item, UserMessage):
-            for i, part in enumerate(item.content):
-                if isinstance(part, InputAudioPart) and part.audio:
-                    try:
-                        audio += base64.b64decode(part.audio, validate=True)
-                    except (binascii.Error, ValueError):
-                        raise ProtocolError(
-                            "Invalid base64 audio.", param=f"item.content[{i}].audio"
-                        ) from None
-                    part.audio = None
-        return audio
+        return take_audio(item, "item")
 
     def _item_with_audio(self, item_id: str) -> dict[str, Any]:
         item = self.conversation.get(item_id)
@@ -471,12 +492,21 @@ class RealtimeConnection:
                 code="conversation_already_has_active_response",
             )
         plan = self._plan(params)
+        inline = self._transcribe_inline(plan.context)
         state = ResponseState(plan, self.conversation, self._count_tokens, self.input_format)
         self.responses[plan.response_id] = state
         self.model_locked = True
         if plan.conversation == "auto":
             self.active_response_id = plan.response_id
-        return [*state.created(), StartResponse(plan)]
+        # Transcription is asked for first, so the response waits for those words.
+        return [*state.created(), *inline, StartResponse(plan)]
+
+    def _transcribe_inline(self, context: list[Item]) -> list[Output]:
+        out: list[Output] = []
+        for item, audio in take_inline_audio(context):
+            self._inline[item.id or ""] = item
+            out.append(TranscribeItem(item.id or "", audio, self.input_format))
+        return out
 
     def _plan(self, params: ResponseParams) -> ResponsePlan:
         session = self.config
@@ -499,9 +529,6 @@ class RealtimeConnection:
             voice=voice_name,
             output_format=(out.format if out and out.format else session.audio.output.format).type,
             speed=session.audio.output.speed,
-            instructions=(
-                params.instructions if params.instructions is not None else session.instructions
-            ),
             tools=[
                 t.model_dump(mode="json", exclude_none=True) for t in tools if t.type == "function"
             ],
@@ -509,6 +536,7 @@ class RealtimeConnection:
             max_output_tokens=None if limit == "inf" else int(limit),
             context=self._context(params.input),
             metadata=params.metadata,
+            **model_settings(params, session, self.prompts),
         )
 
     def _context(self, entries: list[dict[str, Any]] | None) -> list[Item]:

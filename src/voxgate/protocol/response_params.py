@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import unsupported
 from .errors import ProtocolError, from_validation_error
 from .session import AudioFormatConfig, Prompt, Reasoning, Tool, ToolChoice
 
@@ -51,6 +52,7 @@ class ResponseParams(_Strict):
 
 
 def parse_response_params(raw: dict[str, Any] | None) -> ResponseParams:
+    unsupported.check(raw or {}, "response")
     try:
         params = ResponseParams.model_validate(raw or {})
     except ValidationError as exc:

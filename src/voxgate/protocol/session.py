@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import unsupported
 from .errors import ProtocolError, from_validation_error
 
 DEFAULT_MODEL = "gpt-realtime"
@@ -82,7 +83,7 @@ class Transcription(_Strict):
     languages: list[str] | None = None
     prompt: str | None = None
     keywords: list[str] | None = None
-    delay: str | None = None
+    delay: Literal["minimal", "low", "medium", "high", "xhigh"] | None = None
 
 
 class AudioInput(_Strict):
@@ -110,15 +111,9 @@ class FunctionTool(_Strict):
     parameters: dict[str, Any] | None = None
 
 
-class McpTool(BaseModel):
-    # Accepted and echoed so clients that configure MCP servers are not rejected; the
-    # embedded engine does not call MCP servers.
-    model_config = ConfigDict(extra="allow")
-    type: Literal["mcp"]
-    server_label: str
-
-
-Tool = Annotated[FunctionTool | McpTool, Field(discriminator="type")]
+# MCP tools and tool choices are refused before validation (unsupported.py): there is no
+# MCP client.
+Tool = FunctionTool
 
 
 class ToolChoiceFunction(_Strict):
@@ -126,16 +121,7 @@ class ToolChoiceFunction(_Strict):
     name: str
 
 
-class ToolChoiceMcp(_Strict):
-    type: Literal["mcp"]
-    server_label: str
-    name: str | None = None
-
-
-ToolChoice = (
-    Literal["auto", "none", "required"]
-    | Annotated[ToolChoiceFunction | ToolChoiceMcp, Field(discriminator="type")]
-)
+ToolChoice = Literal["auto", "none", "required"] | ToolChoiceFunction
 
 
 class TracingConfig(_Strict):
@@ -144,19 +130,26 @@ class TracingConfig(_Strict):
     metadata: dict[str, Any] | None = None
 
 
+class TokenLimits(_Strict):
+    post_instructions: int | None = Field(None, ge=1)
+
+
 class RetentionRatio(_Strict):
     type: Literal["retention_ratio"]
     retention_ratio: float = Field(ge=0.0, le=1.0)
-    token_limits: dict[str, int] | None = None
+    token_limits: TokenLimits | None = None
 
 
 class Reasoning(_Strict):
     effort: Literal["minimal", "low", "medium", "high", "xhigh"] | None = None
 
 
-class Prompt(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
+class Prompt(_Strict):
+    """A stored prompt reference (resolved by `prompts.py`)."""
+
+    id: str = Field(min_length=1)
+    version: str | None = None
+    variables: dict[str, Any] | None = None
 
 
 class SessionConfig(_Strict):
@@ -234,13 +227,8 @@ def apply_update(
             code="missing_required_parameter",
             param="session.type",
         )
-    if patch["type"] == "transcription":
-        raise ProtocolError(
-            "Transcription sessions are not supported on this endpoint yet; "
-            "use session.type 'realtime'.",
-            param="session.type",
-        )
     patch = {k: v for k, v in patch.items() if k not in _ECHO_ONLY}
+    unsupported.check(patch, "session")
     try:
         merged = SessionConfig.model_validate(_merge(current.model_dump(mode="json"), patch))
     except ValidationError as exc:

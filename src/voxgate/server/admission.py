@@ -43,6 +43,7 @@ async def admit(
     session_patch: dict[str, Any] | None = None,
     playout: Playout | None = None,
     kind: str = "websocket",
+    intent: str | None = None,
 ) -> Session:
     """An admitted, registered Session (serve it with ``state.manager.serve``, or release it
     with ``state.manager.release`` if the transport's set-up fails); raises Refused."""
@@ -55,7 +56,7 @@ async def admit(
         require_scope(principal, "realtime")
         _capacity(state)
         await _budgets(state, principal)
-        connection = _connection(state, principal, model, who.session, session_patch)
+        connection = _connection(state, principal, model, who.session, session_patch, intent)
         ledger = state.ledger
         session = Session(
             connection,
@@ -105,6 +106,7 @@ def _connection(
     model: str | None,
     bound: dict[str, Any] | None,
     patch: dict[str, Any] | None,
+    intent: str | None = None,
 ) -> RealtimeConnection:
     bound_model = (bound or {}).get("model")
     if model is not None and bound_model is not None and model != bound_model:
@@ -118,6 +120,8 @@ def _connection(
         model=model or state.settings.default_model,
         count_tokens=tokens.count_tokens,
         instructions=state.settings.instructions,
+        intent=intent,
+        prompts=state.prompts,
     )
     guard = PolicyGuard(principal.policy, principal.bound)
     try:

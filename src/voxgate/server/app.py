@@ -20,7 +20,7 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import admin, calls, ledger_routes, replicas
+from . import admin, calls, http_errors, ledger_routes, replicas
 from .admission import admit
 from .auth import require_scope
 from .calls import check_owner
@@ -90,6 +90,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
             await state.engines.tts.aclose()
 
     app = FastAPI(title="voxgate", version="0.1.0", lifespan=lifespan)
+    http_errors.install(app)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -123,8 +124,13 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         return await calls.hangup(app.state.voxgate, request, call_id)
 
     @app.websocket("/v1/realtime")
-    async def realtime(ws: WebSocket, model: str | None = None, call_id: str | None = None) -> None:
-        await serve_realtime(app.state.voxgate, ws, model, call_id)
+    async def realtime(
+        ws: WebSocket,
+        model: str | None = None,
+        call_id: str | None = None,
+        intent: str | None = None,
+    ) -> None:
+        await serve_realtime(app.state.voxgate, ws, model, call_id, intent)
 
     return app
 
@@ -142,7 +148,11 @@ def _close_code(refused: Refused) -> int:
 
 
 async def serve_realtime(
-    state: AppState, ws: WebSocket, model: str | None, call_id: str | None
+    state: AppState,
+    ws: WebSocket,
+    model: str | None,
+    call_id: str | None,
+    intent: str | None = None,
 ) -> None:
     handshake = read_handshake(ws)
     await ws.accept(subprotocol=handshake.subprotocol)
@@ -155,6 +165,10 @@ async def serve_realtime(
             4000,
         )
         return
+    if call_id is None and intent not in (None, "transcription"):
+        message = f"Invalid value: {intent!r} for 'intent'. Supported values are: 'transcription'."
+        await _refuse(ws, message, "invalid_value", 1008)
+        return
     safety_identifier = ws.headers.get("openai-safety-identifier")
     try:
         if call_id is not None:
@@ -166,6 +180,7 @@ async def serve_realtime(
             safety_identifier=safety_identifier,
             transport=WebSocketTransport(ws),
             model=model,
+            intent=intent,
         )
     except Refused as exc:
         await _refuse(ws, exc.message, exc.code, _close_code(exc))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..control.shared import SharedState
+from ..protocol.prompts import StoredPrompt
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
@@ -42,4 +43,13 @@ class AppState:
             max_duration_s=s.max_session_minutes * 60,
             idle_timeout_s=s.idle_timeout_s,
             audio_lead_s=AUDIO_LEAD_S,
+            llm_context_tokens=s.llm_context_tokens,
         )
+
+    @property
+    def prompts(self) -> dict[str, StoredPrompt]:
+        """The stored prompts sessions may reference by id."""
+        return {
+            prompt_id: StoredPrompt(instructions=p.instructions, version=p.version)
+            for prompt_id, p in self.settings.prompts.items()
+        }

@@ -5,30 +5,45 @@ from __future__ import annotations
 from typing import Any
 
 from ..engines.base import ChatMessage, ChatRequest, ToolSpec
+from ..engines.tokens import count_tokens
 from ..protocol.commands import ResponsePlan
 from ..protocol.items import (
     AssistantMessage,
     FunctionCall,
     FunctionCallOutput,
     InputAudio,
+    InputImage,
     InputText,
     Item,
     SystemMessage,
     UserMessage,
     item_text,
 )
+from . import truncation
 
 # What the model sees for user audio nobody could transcribe; better than an empty turn.
 UNTRANSCRIBED = "(the user spoke, but no transcript of the audio is available)"
 
 
-def chat_request(plan: ResponsePlan) -> ChatRequest:
+def chat_request(plan: ResponsePlan, context_tokens: int | None = None) -> ChatRequest:
+    """The request for ``plan``; its context trimmed to ``context_tokens`` (the model's
+    window) by the plan's truncation policy (truncation.py), which may raise ContextTooLong."""
+    items = truncation.fit(
+        plan.context,
+        truncation=plan.truncation,
+        window=context_tokens,
+        fixed=truncation.fixed_tokens(plan.instructions, plan.tools, count_tokens),
+        max_output_tokens=plan.max_output_tokens,
+        count=count_tokens,
+    )
     return ChatRequest(
         instructions=plan.instructions,
-        messages=chat_messages(plan.context),
+        messages=chat_messages(items),
         tools=[_tool(t) for t in plan.tools],
         tool_choice=_tool_choice(plan.tool_choice),
         max_output_tokens=plan.max_output_tokens,
+        parallel_tool_calls=plan.parallel_tool_calls,
+        reasoning_effort=plan.reasoning_effort,
     )
 
 
@@ -52,20 +67,27 @@ def chat_messages(items: list[Item]) -> list[ChatMessage]:
         elif isinstance(item, SystemMessage):
             messages.append({"role": "system", "content": item_text(item)})
         elif isinstance(item, UserMessage):
-            messages.append({"role": "user", "content": _user_text(item)})
+            messages.append({"role": "user", "content": _user_content(item)})
         elif isinstance(item, AssistantMessage):
             messages.append({"role": "assistant", "content": item_text(item)})
     return messages
 
 
-def _user_text(item: UserMessage) -> str:
-    words = []
+def _user_content(item: UserMessage) -> str | list[dict[str, Any]]:
+    """Words as one string; with images, the Chat Completions content-part list (text and
+    ``image_url`` parts, in the item's order)."""
+    parts: list[dict[str, Any]] = []
     for part in item.content:
         if isinstance(part, InputText):
-            words.append(part.text)
+            parts.append({"type": "text", "text": part.text})
         elif isinstance(part, InputAudio):
-            words.append(part.transcript if part.transcript else UNTRANSCRIBED)
-    return " ".join(words)
+            parts.append({"type": "text", "text": part.transcript or UNTRANSCRIBED})
+        elif isinstance(part, InputImage):
+            image = {"url": part.image_url, "detail": part.detail or "auto"}
+            parts.append({"type": "image_url", "image_url": image})
+    if any(p["type"] == "image_url" for p in parts):
+        return parts
+    return " ".join(p["text"] for p in parts)
 
 
 def _tool(spec: dict[str, Any]) -> ToolSpec:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..audio import AudioFormat, InputConverter
+from ..audio.denoise import NoiseKind, NoiseSuppressor
 from ..engines.base import STTStream, Transcript
 from ..engines.errors import EngineError
 from ..protocol.connection import Output, RealtimeConnection
@@ -41,6 +42,16 @@ _PUSH_LIMIT = 32000  # bytes per speech-to-text request (1 s at 16 kHz)
 _PUSH_MIN = 3200  # 100 ms
 
 
+@dataclass(frozen=True, slots=True)
+class _Hints:
+    """What shapes a transcription: the client's language and prompt, and its noise
+    reduction (kind, strength) for audio that did not pass through turn detection."""
+
+    language: str | None = None
+    prompt: str | None = None
+    noise: tuple[NoiseKind, float] | None = None
+
+
 @dataclass
 class _Turn:
     item_id: str
@@ -57,6 +68,7 @@ class Listener:
         self._post = post
         self._spawn = spawn
         self._converter: InputConverter | None = None
+        self._suppressor: NoiseSuppressor | None = None
         window_ms = 1000 * (self._vad.window_samples if self._vad else 512) / self._rate
         self._window_bytes = 2 * (self._vad.window_samples if self._vad else 512)
         self.detector = TurnDetector(ServerVad(), window_ms)
@@ -70,7 +82,7 @@ class Listener:
     # -- input audio ----------------------------------------------------------------------
 
     def audio(self, conn: RealtimeConnection, data: bytes, fmt: str) -> list[Output]:
-        pcm = self._convert(data, fmt)
+        pcm = self._denoise(conn, self._convert(data, fmt))
         config = conn.config.audio.input.turn_detection
         if config is None or self._vad is None:
             self._abandon_turn()
@@ -85,6 +97,17 @@ class Listener:
             del self._unwindowed[: self._window_bytes]
             out += self._window(conn, p, window, config)
         return out
+
+    def _denoise(self, conn: RealtimeConnection, pcm: bytes) -> bytes:
+        """``noise_reduction``: what VAD and speech-to-text hear is cleaned first."""
+        setting = conn.config.audio.input.noise_reduction
+        if setting is None:
+            self._suppressor = None
+            return pcm
+        current = self._suppressor
+        if current is None or (current.kind, current.strength) != (setting.type, setting.strength):
+            self._suppressor = current = NoiseSuppressor(setting.type, setting.strength, self._rate)
+        return current.process(pcm)
 
     def _convert(self, data: bytes, fmt: str) -> bytes:
         if self._converter is None or self._converter.format.type != fmt:
@@ -123,9 +146,9 @@ class Listener:
                 turn.queue.put_nowait(window)
         self._turn = turn
         if self._stt is not None:
-            language = self._language(conn)
+            hints = self._hints(conn)
             turn.task = self._track(
-                self._spawn(self._transcribe_turn(turn, language), f"stt:{turn.item_id}")
+                self._spawn(self._transcribe_turn(turn, hints), f"stt:{turn.item_id}")
             )
             self._live.add(turn.item_id)
             turn.task.add_done_callback(lambda _: self._live.discard(turn.item_id))
@@ -148,7 +171,7 @@ class Listener:
             )
         self._pending[item_id] = asyncio.get_running_loop().create_future()
         if item_id not in self._live:  # a client commit, or an idle timeout: transcribe now
-            work = self._transcribe_audio(item_id, audio, fmt, self._language(conn))
+            work = self._transcribe_audio(item_id, audio, fmt, self._hints(conn))
             self._track(self._spawn(work, f"stt:{item_id}"))
         return []
 
@@ -171,45 +194,52 @@ class Listener:
             if not future.done():
                 future.cancel()
 
-    def _language(self, conn: RealtimeConnection) -> str | None:
+    def _hints(self, conn: RealtimeConnection) -> _Hints:
+        """The client's transcription language and prompt, for the recogniser."""
         transcription = conn.config.audio.input.transcription
-        return transcription.language if transcription is not None else None
+        noise = conn.config.audio.input.noise_reduction
+        return _Hints(
+            transcription.language if transcription is not None else None,
+            transcription.prompt if transcription is not None else None,
+            (noise.type, noise.strength) if noise is not None else None,
+        )
 
     def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _transcribe_turn(self, turn: _Turn, language: str | None) -> None:
+    async def _transcribe_turn(self, turn: _Turn, hints: _Hints) -> None:
         async def feed(stream: STTStream) -> None:
             while (pcm := await _take(turn.queue)) is not None:
                 partial = await stream.push(pcm)
                 if partial is not None and self._turn is turn:
                     self.detector.transcript = partial
 
-        await self._run_stt(turn.item_id, language, feed)
+        await self._run_stt(turn.item_id, hints, feed)
 
-    async def _transcribe_audio(
-        self, item_id: str, audio: bytes, fmt: str, language: str | None
-    ) -> None:
+    async def _transcribe_audio(self, item_id: str, audio: bytes, fmt: str, hints: _Hints) -> None:
         converter = InputConverter(AudioFormat.from_type(fmt), self._rate)
         pcm = converter.process(audio) + converter.flush()
+        if hints.noise is not None:
+            suppressor = NoiseSuppressor(*hints.noise, sample_rate=self._rate)
+            pcm = suppressor.process(pcm) + suppressor.flush()
 
         async def feed(stream: STTStream) -> None:
             for start in range(0, len(pcm), _PUSH_LIMIT):
                 await stream.push(pcm[start : start + _PUSH_LIMIT])
 
-        await self._run_stt(item_id, language, feed)
+        await self._run_stt(item_id, hints, feed)
 
     async def _run_stt(
         self,
         item_id: str,
-        language: str | None,
+        hints: _Hints,
         feed: Callable[[STTStream], Awaitable[None]],
     ) -> None:
         assert self._stt is not None
         try:
-            stream = await self._stt.open_stream(language=language)
+            stream = await self._stt.open_stream(language=hints.language, prompt=hints.prompt)
             try:
                 await feed(stream)
                 result = await stream.finish()

@@ -25,6 +25,7 @@ from .clock import Clock, SystemClock
 from .context import chat_request
 from .engines import EngineSet
 from .sentences import SentenceSplitter
+from .truncation import ContextTooLong
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class ResponseRunner:
     # a long buffer to throw away.
     lead_s: float | None = None
     clock: Clock = field(default_factory=SystemClock)
+    # The language model's context window in tokens (None: unknown, nothing is trimmed).
+    context_tokens: int | None = None
     _paced_from: float | None = None
     _sent_s: float = 0.0
     _calls: dict[int, _Call] = field(default_factory=dict)
@@ -76,14 +79,15 @@ class ResponseRunner:
             log.warning("response %s failed: %r", rid, exc)
             # Also an `error` event: clients that only watch errors (agents SDKs, consoles)
             # learn what broke and what to fix, not just that the reply ended early.
-            error = ProtocolError(exc.message, code=f"{exc.origin}_error", type="server_error")
+            code, kind = _error_kind(exc)
+            error = ProtocolError(exc.message, code=code, type=kind)
             await self.post(lambda c: [c.error(error)])
-            status, details, usage = "failed", _failure(exc.message, exc.origin), (None, None)
+            status, details, usage = "failed", _failure(exc.message, code, kind), (None, None)
         except Exception as exc:  # a bug must end this response, never the session
             log.exception("response %s crashed", rid)
             status, details, usage = (
                 "failed",
-                _failure(f"internal error: {exc}", "server"),
+                _failure(f"internal error: {exc}", "server_error", "server_error"),
                 (
                     None,
                     None,
@@ -94,7 +98,8 @@ class ResponseRunner:
     async def _generate(self) -> tuple[str, dict[str, Any] | None, tuple[int | None, int | None]]:
         splitter = SentenceSplitter()
         done = LLMDone()
-        async with aclosing(self.engines.llm.stream(chat_request(self.plan))) as stream:
+        request = chat_request(self.plan, self.context_tokens)
+        async with aclosing(self.engines.llm.stream(request)) as stream:
             async for event in stream:
                 match event:
                     case TextDelta(text=text):
@@ -173,8 +178,13 @@ class ResponseRunner:
         await self.post(lambda c: c.response_call_done(self.response_id, item_id))
 
 
-def _failure(message: str, origin: str) -> dict[str, Any]:
-    return {
-        "type": "failed",
-        "error": {"type": "server_error", "code": f"{origin}_error", "message": message},
-    }
+def _error_kind(exc: EngineError) -> tuple[str, str]:
+    """The error code and type a failed response reports: an over-long context is the
+    client's to fix; any other engine failure is ours."""
+    if isinstance(exc, ContextTooLong):
+        return exc.code, "invalid_request_error"
+    return f"{exc.origin}_error", "server_error"
+
+
+def _failure(message: str, code: str, kind: str) -> dict[str, Any]:
+    return {"type": "failed", "error": {"type": kind, "code": code, "message": message}}

@@ -68,6 +68,8 @@ class SessionLimits:
     # How far reply audio may run ahead of real time; None sends it as fast as it is made.
     audio_lead_s: float | None = None
     close_timeout_s: float = 5.0
+    # The language model's context window in tokens, for truncation; None: unknown.
+    llm_context_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +184,7 @@ class Session:
                         before=self.listener.ready(plan.context),
                         lead_s=self.limits.audio_lead_s,
                         clock=self.clock,
+                        context_tokens=self.limits.llm_context_tokens,
                     )
                     self._start_response(plan.response_id, runner)
                     if self.observer is not None:

@@ -449,8 +449,11 @@ class PocketsphinxEngine:
         """Process ids of the live workers."""
         return sorted(w.pid for w in self._workers if w.alive)
 
-    async def open_stream(self, *, language: str | None = None) -> PocketsphinxStream:
-        """Pin a free worker to a new utterance, waiting up to ``acquire_timeout`` for one."""
+    async def open_stream(
+        self, *, language: str | None = None, prompt: str | None = None
+    ) -> PocketsphinxStream:
+        """Pin a free worker to a new utterance, waiting up to ``acquire_timeout`` for one.
+        ``prompt`` is ignored: pocketsphinx decodes against a fixed language model."""
         if language and language.lower().replace("_", "-").split("-")[0] != "en":
             raise EngineError(f"pocketsphinx speaks English only, not {language!r}", origin="stt")
         stream = PocketsphinxStream(self, await self._acquire())

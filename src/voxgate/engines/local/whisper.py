@@ -65,13 +65,17 @@ def _load(path: Path, device: str, compute_type: str, cpu_threads: int, parallel
         raise _unavailable(f"cannot load faster-whisper model {path}: {exc}") from exc
 
 
-def _transcribe(model: Any, pcm: bytes, language: str | None) -> str:
+def _transcribe(model: Any, pcm: bytes, language: str | None, prompt: str | None) -> str:
     audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
     # One utterance, already cut by the turn detector: no VAD filter. No conditioning on the
     # previous window either: without it the model is less prone to repetition loops, and
     # an utterance rarely spans more than one 30 s window anyway.
     segments, _info = model.transcribe(
-        audio, language=language, vad_filter=False, condition_on_previous_text=False
+        audio,
+        language=language,
+        initial_prompt=prompt,
+        vad_filter=False,
+        condition_on_previous_text=False,
     )
     # ``segments`` is lazy: the decoding happens while it is read, so read it here.
     return " ".join(segment.text.strip() for segment in segments).strip()
@@ -80,9 +84,10 @@ def _transcribe(model: Any, pcm: bytes, language: str | None) -> str:
 class WhisperStream:
     """One utterance (``STTStream``): audio is buffered until ``finish``."""
 
-    def __init__(self, engine: WhisperEngine, language: str | None) -> None:
+    def __init__(self, engine: WhisperEngine, language: str | None, prompt: str | None) -> None:
         self._engine = engine
         self._language = language
+        self._prompt = prompt
         self._audio = bytearray()
         self._closed = False
 
@@ -106,7 +111,7 @@ class WhisperStream:
         self._closed = True
         pcm = bytes(self._audio[: len(self._audio) - len(self._audio) % 2])
         self._audio.clear()
-        text = await self._engine._transcribe(pcm, self._language) if pcm else ""
+        text = await self._engine._transcribe(pcm, self._language, self._prompt) if pcm else ""
         return Transcript(text=text, audio_seconds=len(pcm) / 2 / SAMPLE_RATE)
 
     async def aclose(self) -> None:
@@ -149,8 +154,11 @@ class WhisperEngine:
         model = await asyncio.to_thread(_load, path, device, compute_type, cpu_threads, parallel)
         return cls(model, parallel=parallel)
 
-    async def open_stream(self, *, language: str | None = None) -> WhisperStream:
-        """A new utterance. ``language`` ("en", "fr-FR", …) skips language detection."""
+    async def open_stream(
+        self, *, language: str | None = None, prompt: str | None = None
+    ) -> WhisperStream:
+        """A new utterance. ``language`` ("en", "fr-FR", …) skips language detection;
+        ``prompt`` is Whisper's initial prompt (spellings, vocabulary, style)."""
         if self._model is None:
             raise EngineError("the faster-whisper engine is closed", origin="stt")
         code = language.lower().replace("_", "-").split("-")[0] if language else None
@@ -158,13 +166,13 @@ class WhisperEngine:
             raise EngineError(
                 f"this faster-whisper model is English-only, not {language!r}", origin="stt"
             )
-        return WhisperStream(self, code)
+        return WhisperStream(self, code, prompt)
 
     async def aclose(self) -> None:
         """Refuse new streams and let the model go once running transcriptions end."""
         self._model = None
 
-    async def _transcribe(self, pcm: bytes, language: str | None) -> str:
+    async def _transcribe(self, pcm: bytes, language: str | None, prompt: str | None) -> str:
         model = self._model
         if model is None:
             raise EngineError("the faster-whisper engine is closed", origin="stt")
@@ -173,7 +181,7 @@ class WhisperEngine:
         # waiting still holds its slot (and its CPU) until it ends.
         await self._slots.acquire()
         decoding = asyncio.get_running_loop().run_in_executor(
-            None, _transcribe, model, pcm, language
+            None, _transcribe, model, pcm, language, prompt
         )
         decoding.add_done_callback(self._decoding_done)
         try:
