@@ -172,9 +172,6 @@ class RealtimeConnection:
     def configure(self, patch: dict[str, Any]) -> None:
         """Apply a session configuration before the session starts (the ``session`` a call
         was created with); raises ProtocolError like ``session.update`` would."""
-        self._session_update(patch)
-
-    def _session_update(self, patch: dict[str, Any]) -> list[Output]:
         config, transcription = apply_session_update(
             self.config,
             self.transcription,
@@ -187,6 +184,9 @@ class RealtimeConnection:
         if self.guard is not None:
             self.guard.check_session(self.config, config, patch)
         self.config, self.transcription = config, transcription
+
+    def _session_update(self, patch: dict[str, Any]) -> list[Output]:
+        self.configure(patch)
         return [ev.SessionUpdated(session=self._session_wire())]
 
     # -- input audio ----------------------------------------------------------------------

@@ -165,11 +165,11 @@ async def serve_realtime(
             4000,
         )
         return
-    safety_identifier = ws.headers.get("openai-safety-identifier")
     if call_id is None and intent not in (None, "transcription"):
         message = f"Invalid value: {intent!r} for 'intent'. Supported values are: 'transcription'."
         await _refuse(ws, message, "invalid_value", 1008)
         return
+    safety_identifier = ws.headers.get("openai-safety-identifier")
     try:
         if call_id is not None:
             await _attach(state, ws, handshake.credential, safety_identifier, model, call_id)

@@ -101,6 +101,7 @@ def _session(
         model=state.settings.default_model,
         count_tokens=tokens.count_tokens,
         instructions=state.settings.instructions,
+        prompts=state.prompts,
     )
     guard = PolicyGuard(principal.policy)
     try:
