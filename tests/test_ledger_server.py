@@ -188,3 +188,16 @@ async def test_per_user_daily_budget_holds_one_user_back_only(
     assert refused.error.code == "budget_exceeded"
     async with client(server, "dave").realtime.connect(model=MODEL) as conn:
         assert (await Events(conn).expect("session.created")).session.id
+
+
+async def test_with_the_ledger_off_nothing_is_recorded(
+    start_server: Any, database_url: str
+) -> None:
+    server = start_server(engines(), ledger=False, database_url=database_url)
+    async with client(server, "erin").realtime.connect(model=MODEL) as conn:
+        events = Events(conn)
+        await events.expect("session.created")
+        await conn.response.create(response={"output_modalities": ["text"]})
+        await events.until("response.done")
+    assert admin(server, "GET", "/v1/admin/sessions").json()["data"] == []
+    assert admin(server, "GET", "/v1/admin/usage").json()["data"] == []
