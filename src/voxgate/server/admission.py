@@ -7,6 +7,7 @@ and register it. Every decision is audited with its code.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from ..control.budgets import admission_refusal
@@ -148,13 +149,7 @@ def limits_for(base: SessionLimits, policy: Policy) -> SessionLimits:
     idle = base.idle_timeout_s
     if policy.idle_timeout_seconds is not None:
         idle = min(idle or policy.idle_timeout_seconds, policy.idle_timeout_seconds)
-    return SessionLimits(
-        max_duration_s=duration,
-        idle_timeout_s=idle,
-        inbox_capacity=base.inbox_capacity,
-        audio_lead_s=base.audio_lead_s,
-        close_timeout_s=base.close_timeout_s,
-    )
+    return replace(base, max_duration_s=duration, idle_timeout_s=idle)
 
 
 # Every session holds its key's and its user's leases, limited or not, so that a limit set
