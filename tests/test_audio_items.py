@@ -48,6 +48,7 @@ def test_audio_with_a_transcript_is_taken_at_its_word() -> None:
     assert effects(out) == []  # nothing to transcribe
     [record] = commands(out)  # the words, for the transcript store
     assert isinstance(record, UserInput) and record.text == "as given"
+    assert not [c for c in commands(out) if isinstance(c, TranscribeItem)]
 
 
 def test_inline_audio_is_transcribed_before_the_response_starts() -> None:

@@ -83,7 +83,7 @@ async def test_the_sdk_raises_its_typed_errors_with_our_codes() -> None:
             base_url="http://voxgate/v1", api_key="sk-test", http_client=http, max_retries=0
         )
         with pytest.raises(openai.NotFoundError) as missing:
-            await client.post("/realtime/sessions", body={}, cast_to=object)
+            await client.models.list()
         assert missing.value.code == "not_found"
         with pytest.raises(openai.BadRequestError) as bad:
             await client.get("/probe/count?n=x", cast_to=object)
