@@ -50,6 +50,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sessions", type=int, default=300, help="sessions per server")
     parser.add_argument("--mints", type=int, default=2000, help="client secrets to mint")
     parser.add_argument("--concurrency", type=int, default=32, help="mints in flight")
+    parser.add_argument(
+        "--database-url",
+        help="mint into this (empty) store instead of a temporary SQLite file, e.g. "
+        "postgresql+asyncpg://postgres@127.0.0.1/voxgate_bench",
+    )
     return parser.parse_args()
 
 
@@ -116,14 +121,20 @@ async def admission(sessions: int) -> dict[str, Any]:
     return result
 
 
-async def minting(mints: int, concurrency: int) -> dict[str, Any]:
+async def minting(mints: int, concurrency: int, database_url: str | None) -> dict[str, Any]:
     from voxgate.engines.testing import ScriptedLLM, ScriptedTTS
     from voxgate.server.app import create_app
     from voxgate.session.engines import EngineSet
     from voxgate.settings import Settings
 
     data = Path(tempfile.mkdtemp(prefix="voxgate-bench-mint-"))
-    settings = Settings(data_dir=data, api_keys=[ADMIN], policy=SERVER_POLICY, log_level="warning")
+    settings = Settings(
+        data_dir=data,
+        database_url=database_url or "",
+        api_keys=[ADMIN],
+        policy=SERVER_POLICY,
+        log_level="warning",
+    )
     app = create_app(settings, EngineSet(llm=ScriptedLLM([]), tts=ScriptedTTS()))
     body = json.dumps(
         {
@@ -162,7 +173,7 @@ async def minting(mints: int, concurrency: int) -> dict[str, Any]:
         "per_second": round(rate, 1),
         "target_per_second": TARGET_MINTS_PER_S,
         "met": rate >= TARGET_MINTS_PER_S,
-        "store": "sqlite (WAL) in a temporary directory",
+        "store": settings.database_url.split(":")[0],
     }
 
 
@@ -224,7 +235,7 @@ async def main() -> None:
     result: dict[str, Any] = {"machine": machine()}
     if args.mints:
         log(f"minting {args.mints} client secrets")
-        result["minting"] = await minting(args.mints, args.concurrency)
+        result["minting"] = await minting(args.mints, args.concurrency, args.database_url)
     if args.sessions:
         log(f"admitting {args.sessions} sessions per server")
         result["admission"] = await admission(args.sessions)

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     log_level: str = "info"
 
-    # Accepted bearer keys. None configured = development mode (loopback only, any key).
+    # Static bearer keys with every scope. With none of these and no key in the store, the
+    # server is in development mode (loopback only, any key).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     default_model: str = "gpt-realtime"
@@ -166,6 +167,7 @@ class Settings(BaseSettings):
 
     @property
     def dev_mode(self) -> bool:
+        """No static keys (the server also looks for keys in its store)."""
         return not self.api_keys
 
     @property
