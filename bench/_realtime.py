@@ -424,6 +424,9 @@ async def speak_turn(
             _follow(turn, received)
         except TimeoutError:
             turn.error = "no speech_stopped" if waiting_for_stop else "no response.done"
+    # response.done comes when generation ends: the user listens until the reply has played
+    # (a client's pace), as a person would before speaking again.
+    await asyncio.sleep(max(0.0, playout_end(turn.audio) - time.monotonic()))
     return turn
 
 
@@ -443,6 +446,10 @@ def _follow(turn: Turn, received: Received) -> None:
             turn.stopped_at = turn.response_id = turn.first_audio_at = None
             turn.item_id = turn.transcript = turn.transcript_at = turn.transcription_error = None
             turn.audio.clear()
+        case "input_audio_buffer.speech_stopped" if received.at < turn.spoken.end_at:
+            # The turn ended while the utterance was still being spoken: at a pause inside
+            # it. Its reply (which may be done long before the utterance is) is not the reply.
+            turn.splits += 1
         case "input_audio_buffer.speech_stopped":
             turn.stopped_at = received.at
             turn.stop_audio_end_ms = event.get("audio_end_ms")
@@ -471,14 +478,44 @@ def _follow(turn: Turn, received: Received) -> None:
             pass
 
 
-def playout_stall(audio: list[tuple[float, float]]) -> float:
-    """Longest time a client playing the reply from its first delta would have had nothing
-    to play: each delta plays after the one before, or when it arrives if that is later."""
+# A client buffers this much audio (or the whole reply, if shorter) before it starts playing,
+# as audio players do to ride out network jitter; replies now arrive as fast as they are made,
+# in bursts, rather than paced at real time.
+CLIENT_PREBUFFER_S = 0.2
+
+
+def playout_stall(
+    audio: list[tuple[float, float]], prebuffer_s: float = CLIENT_PREBUFFER_S
+) -> float:
+    """Longest time a client would have had nothing to play once it started: it starts when
+    ``prebuffer_s`` of audio has arrived (or the last delta did), then each delta plays after
+    the one before, or when it arrives if that is later."""
     stall = 0.0
     if not audio:
         return stall
-    played_until = audio[0][0]
+    buffered, start = 0.0, audio[-1][0]
+    for arrival, seconds in audio:
+        buffered += seconds
+        if buffered >= prebuffer_s:
+            start = arrival
+            break
+    played_until = start
     for arrival, seconds in audio:
         stall = max(stall, arrival - played_until)
         played_until = max(played_until, arrival) + seconds
     return stall
+
+
+def playout_end(audio: list[tuple[float, float]], prebuffer_s: float = CLIENT_PREBUFFER_S) -> float:
+    """When a client playing like ``playout_stall``'s would finish playing the reply."""
+    if not audio:
+        return 0.0
+    buffered, played_until = 0.0, audio[-1][0]
+    for arrival, seconds in audio:
+        buffered += seconds
+        if buffered >= prebuffer_s:
+            played_until = arrival
+            break
+    for arrival, seconds in audio:
+        played_until = max(played_until, arrival) + seconds
+    return played_until

@@ -7,10 +7,15 @@ fixed number of turns, waiting for each spoken reply to finish. A level passes w
 session and turn:
 
 - the reply never leaves a client's playout buffer dry for more than 100 ms once it started
-  (each delta plays after the one before, or on arrival if that is later);
+  (the client starts playing once 200 ms of audio is in, then each delta plays after the one
+  before, or on arrival if that is later);
 - the microphone never falls behind its real-time schedule by more than 100 ms;
 - speech_stopped arrives within ``--stop-bound-ms`` of the end of speech, the turn is
-  transcribed, and the reply completes.
+  transcribed, and the reply completes;
+- (reported, not judged) the started server's CPU (cores busy, with its worker processes) and
+  resident memory while the level talked, in all and per session;
+- replies start promptly: speech_stopped → first audio p95 ≤ ``--reply-p95-ms`` (500 ms) over
+  the level's turns (a level that "passes" while answering seconds late is not capacity).
 
 Prints one JSON object: per level the measurements and verdict, the largest N passing (every
 level up to it passed), the target and whether it was met. The ladder stops at the first
@@ -40,6 +45,7 @@ from _realtime import (
     speak_turn,
     voxgate_server,
 )
+from _server_usage import cpu_seconds, rss_mb, server_pid
 from _speech import SENTENCES, log, ms, percentile
 
 SILENCE_MS = 500
@@ -47,6 +53,7 @@ TURN_DETECTION = {"type": "server_vad", "silence_duration_ms": SILENCE_MS}
 TARGET_SESSIONS = 12  # with the embedded speech-to-text on 2 cores
 MAX_STALL_MS = 100  # a playout buffer running dry for longer is an audible drop-out
 MAX_MIC_LATE_MS = 100
+REPLY_P95_MS = 500  # speech_stopped → first audio, over a level's turns
 # Conversations are not in lockstep: session starts are spread evenly over about one turn.
 STAGGER_SECONDS = 3.0
 LEVEL_BUDGET_SECONDS = 120.0  # a hopelessly overloaded level ends here, failed
@@ -74,6 +81,10 @@ def parse_args() -> argparse.Namespace:
         "--reply-bound-ms", type=float, default=None,
         help="also require every reply to start within this long after speech_stopped "
         "(off by default; the reply start is always reported)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reply-p95-ms", type=float, default=REPLY_P95_MS,
+        help=f"p95 of speech_stopped → first audio a level must stay under ({REPLY_P95_MS})",
     )  # fmt: skip
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between turns (0.5)")
     args = parser.parse_args()
@@ -179,6 +190,8 @@ def judge_level(
     if args.reply_bound_ms is not None:
         slowest = max(stop_to_audio, default=0.0)
         checks["reply_started_in_bound"] = slowest * 1000 <= args.reply_bound_ms
+    p95 = percentile(stop_to_audio, 95)
+    checks["replies_prompt_p95"] = p95 is not None and p95 * 1000 <= args.reply_p95_ms
     return {
         "sessions": n,
         "passed": all(checks.values()),
@@ -209,9 +222,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     speech = await make_speech(SENTENCES)
     async with voxgate_server(args.url, parse_env(args.server_env)) as url:
 
+        pid = server_pid() if args.url is None else None
+
         async def level(n: int) -> dict[str, Any]:
             log(f"{n} sessions x {args.turns} turns")
-            return await run_level(url, n, speech, args)
+            before = cpu_seconds(pid)[1] if pid is not None else 0.0
+            started = time.monotonic()
+            result = await run_level(url, n, speech, args)
+            if pid is not None:  # the server's use while the level talked, per session
+                cores = (cpu_seconds(pid)[1] - before) / (time.monotonic() - started)
+                memory = rss_mb(pid)
+                result["server"] = {
+                    "cpu_cores": round(cores, 2),
+                    "cpu_cores_per_session": round(cores / n, 3),
+                    "rss_mb": round(memory),
+                    "rss_mb_per_session": round(memory / n, 1),
+                }
+            return result
 
         levels, largest = await climb(args.ladder, level, keep_going=args.all)
     return {

@@ -32,7 +32,7 @@ from _realtime import (
     speak_turn,
     voxgate_server,
 )
-from _speech import SENTENCES, log, ms, percentile
+from _speech import SENTENCES, log, ms, percentile, silence
 from voxgate.engines.wer import word_error_rate
 
 SILENCE_MS = 500
@@ -41,9 +41,11 @@ MODES: dict[str, dict[str, Any]] = {
     "semantic_vad": {"type": "semantic_vad", "eagerness": "auto"},
 }
 # Targets with the built-in responder on a 2-core machine.
-STOPPED_TO_AUDIO_P50_MS = 150
-STOPPED_TO_AUDIO_P95_MS = 300
-END_TO_AUDIO_P50_MS = SILENCE_MS + 150  # server_vad: the silence itself plus the answer time
+STOPPED_TO_AUDIO_P50_MS = 120
+STOPPED_TO_AUDIO_P95_MS = 250
+END_TO_AUDIO_P50_MS = SILENCE_MS + 120  # server_vad: the silence itself plus the answer time
+# With --mid-pause-ms: semantic_vad may end at most this share of turns at the pause.
+PREMATURE_END_RATE = 0.10
 # stopped_to_transcript is not a target: it splits stopped_to_audio into the wait for the
 # final transcript (which the reply needs) and the rest (language model, first sound).
 METRICS = ("end_to_stopped", "end_to_audio", "stopped_to_audio", "stopped_to_transcript")
@@ -57,6 +59,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--gap", type=float, default=0.5, help="seconds of silence after each reply (0.5)"
     )
+    parser.add_argument(
+        "--mid-pause-ms", type=float, default=0.0,
+        help="a pause this long in the middle of every sentence (e.g. 700): measures how "
+        "often a turn is ended at the pause (premature end of turn)",
+    )  # fmt: skip
     args = parser.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]
     if unknown := set(args.modes) - set(MODES):
@@ -64,6 +71,18 @@ def parse_args() -> argparse.Namespace:
     if args.turns < 1:
         parser.error("--turns must be at least 1")
     return args
+
+
+async def make_paused_speech(texts: list[str], pause_ms: float) -> list[bytes]:
+    """Each text with a pause in the middle, between two words: "What time does the …
+    bank open tomorrow?" The first half rarely sounds finished."""
+    halves: list[str] = []
+    for text in texts:
+        words = text.split()
+        halves += [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])]
+    spoken = await make_speech(halves)
+    gap = silence(pause_ms / 1000, RATE)
+    return [spoken[i] + gap + spoken[i + 1] for i in range(0, len(spoken), 2)]
 
 
 def script(turns: int) -> list[str]:
@@ -152,7 +171,9 @@ def summarise(turns: list[Turn], texts: list[str]) -> dict[str, Any]:
     return summary
 
 
-def judge(results: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, bool]]:
+def judge(
+    results: dict[str, dict[str, Any]], *, paused: bool = False
+) -> tuple[dict[str, Any], dict[str, bool]]:
     targets: dict[str, Any] = {}
     met: dict[str, bool] = {}
 
@@ -172,6 +193,13 @@ def judge(results: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str,
             summary["stopped_to_audio"]["p95_ms"],
             STOPPED_TO_AUDIO_P95_MS,
         )
+    if paused:
+        # Only the pause is judged: server_vad ends turns at any pause past its silence.
+        if "semantic_vad" in results:
+            summary = results["semantic_vad"]
+            rate = summary["split_turns"] / summary["turns"] if summary["turns"] else None
+            check("semantic_vad.premature_end_rate", rate, PREMATURE_END_RATE)
+        return targets, met
     server = results.get("server_vad", {}).get("end_to_audio", {}).get("p50_ms")
     if "server_vad" in results:
         check("server_vad.end_to_audio_p50_ms", server, END_TO_AUDIO_P50_MS)
@@ -184,7 +212,10 @@ def judge(results: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str,
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = script(args.turns)
-    speech = await make_speech(texts)
+    if args.mid_pause_ms:
+        speech = await make_paused_speech(texts, args.mid_pause_ms)
+    else:
+        speech = await make_speech(texts)
     log(f"{len(speech)} utterances, {sum(len(p) for p in speech) / 2 / RATE:.1f} s of speech")
     max_tokens: int | str = args.max_output_tokens
     results: dict[str, dict[str, Any]] = {}
@@ -193,13 +224,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"mode {mode}")
             turns = await run_mode(url, mode, speech, max_tokens, args.gap)
             results[mode] = summarise(turns, texts)
-    targets, met = judge(results)
+    targets, met = judge(results, paused=bool(args.mid_pause_ms))
     return {
         "benchmark": "latency",
         "server": args.url or "voxgate serve (embedded engines, built-in responder)",
         "turns_per_mode": args.turns,
         "modes": {mode: MODES[mode] for mode in args.modes},
         "max_output_tokens": max_tokens,
+        "mid_pause_ms": args.mid_pause_ms or None,
         "results": results,
         "targets": targets,
         "met": met,

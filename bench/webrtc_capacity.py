@@ -38,7 +38,6 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,6 +51,7 @@ from _realtime import (
     token_limit,
     voxgate_server,
 )
+from _server_usage import cpu_seconds, processes, read_dir, server_pid
 from _speech import SENTENCES, log, ms, percentile
 from voxgate.call.webrtc import ServerEvent, WebRTCPeer, hang_up, post_offer
 
@@ -65,7 +65,6 @@ MAX_MIC_LATE_MS = 100
 STAGGER_SECONDS = 3.0  # call starts spread evenly over about one turn
 LEVEL_BUDGET_SECONDS = 120.0
 SETUP_TIMEOUT_S = 30.0
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +119,7 @@ async def server_base(args: argparse.Namespace) -> AsyncIterator[tuple[str, int 
         return
     async with voxgate_server(None, parse_env(args.server_env)) as ws_url:
         base = ws_url.replace("ws://", "http://", 1).removesuffix("/realtime")
-        pid = _server_pid()
+        pid = server_pid()
         if pid is not None and args.server_cpus:
             pin(pid, args.server_cpus)
         yield base, pid
@@ -129,66 +128,19 @@ async def server_base(args: argparse.Namespace) -> AsyncIterator[tuple[str, int 
 def pin(pid: int, cpus: set[int]) -> None:
     """Keep ``pid`` and its descendants, every thread of them, on ``cpus``: "2 cores" on a
     bigger machine. Threads started later inherit it."""
-    processes = _processes()
+    table = processes()
     tree, frontier = [pid], [pid]
     while frontier:
         parent = frontier.pop()
-        children = [child for child, (ppid, _) in processes.items() if ppid == parent]
+        children = [child for child, (ppid, _) in table.items() if ppid == parent]
         tree += children
         frontier += children
     for process in tree:
-        threads = _read_dir(f"/proc/{process}/task")
+        threads = read_dir(f"/proc/{process}/task")
         for tid in threads:
             with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
                 os.sched_setaffinity(int(tid), cpus)
     log(f"server pinned to cpus {sorted(cpus)} ({len(tree)} processes)")
-
-
-def _server_pid() -> int | None:
-    """The ``voxgate serve`` child of this process (``voxgate_server`` does not say)."""
-    for pid, (ppid, _) in _processes().items():
-        if ppid == os.getpid() and b"voxgate" in _read(f"/proc/{pid}/cmdline"):
-            return pid
-    return None
-
-
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError:  # the process ended between listing and reading
-        return b""
-
-
-def _read_dir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:  # the process ended
-        return []
-
-
-def _processes() -> dict[int, tuple[int, float]]:
-    """Every process's parent pid and CPU seconds (user + system) so far."""
-    found = {}
-    for entry in _read_dir("/proc"):
-        if entry.isdigit() and (stat := _read(f"/proc/{entry}/stat")):
-            # The command name, in parentheses, may hold spaces: split after it.
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            found[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS)
-    return found
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """CPU seconds of ``pid`` alone, and of it with all its live descendants."""
-    processes = _processes()
-    own = processes.get(pid, (0, 0.0))[1]
-    tree, frontier = own, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, cpu) in processes.items():
-            if ppid == parent:
-                tree += cpu
-                frontier.append(child)
-    return own, tree
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ espeak-ng (the same samples every time), and strict validation of server events 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -96,7 +97,7 @@ def start_server() -> Iterator[Callable[..., RunningServer]]:
 @pytest.fixture(scope="module")
 def voxgate_server() -> Iterator[RunningServer]:
     """One server on the embedded defaults, shared by a module's tests."""
-    server = RunningServer(Settings(port=free_port(), stt_workers=1), None)
+    server = RunningServer(Settings(port=free_port()), None)
     server.start()
     yield server
     server.stop()
@@ -107,6 +108,21 @@ def speech_pcm24k(text: str) -> bytes:
     call: the server's own espeak instance carries state from one synthesis to the next, so
     speech made through it would differ with what the server said before."""
     return speak(text, sample_rate=24000)
+
+
+_NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def words_of(text: str) -> set[str]:
+    """The words of a transcript, lower case, without punctuation, digits spelled out
+    (Whisper writes "one, two, three" as "1, 2, 3")."""
+    found = re.findall(r"[a-z0-9']+", text.lower())
+    return {_NUMBERS[int(w)] if w.isdigit() and int(w) <= 10 else w for w in found}
+
+
+def heard(transcript: str, key_words: set[str]) -> bool:
+    """Whether every key word of what was said is in the transcript."""
+    return key_words <= words_of(transcript)
 
 
 def validated(raw: str | bytes) -> Any:

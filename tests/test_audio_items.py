@@ -10,7 +10,7 @@ from openai import AsyncOpenAI
 
 from _helpers_protocol import commands, events, send, started, the_error, types
 from _realtime import Events
-from conftest import RunningServer, speech_pcm24k
+from conftest import RunningServer, heard, speech_pcm24k
 from voxgate.protocol.commands import StartResponse, TranscribeItem, UserInput
 
 CLIP = ("one two three four five", {"two", "three", "four"})
@@ -23,10 +23,6 @@ def audio_item(audio: str = AUDIO, **part: Any) -> dict[str, Any]:
         "role": "user",
         "content": [{"type": "input_audio", "audio": audio, **part}],
     }
-
-
-def heard(text: str, key_words: set[str]) -> bool:
-    return len(key_words & set(text.replace(".", "").split())) >= len(key_words) - 1
 
 
 # -- the connection -----------------------------------------------------------------------

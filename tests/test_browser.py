@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 
+import conftest
 from _browser import WAV_RATE, PageLog, StaticSite, chromium, wait_for, write_wav
 from _espeak import silence, speak
 from conftest import RunningServer, SlowChatServer
@@ -39,8 +40,7 @@ STATE = "window.voxgate"
 
 
 def heard(transcript: str) -> bool:
-    """All but one key word: the recogniser sometimes mishears one."""
-    return len(KEY_WORDS & set(transcript.lower().split())) >= len(KEY_WORDS) - 1
+    return conftest.heard(transcript, KEY_WORDS)
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def eventually(condition: Callable[[], bool], timeout_s: float, what: str) -> No
 
 @pytest.fixture
 def server(start_server: Callable[..., RunningServer]) -> RunningServer:
-    return start_server(stt_workers=1)
+    return start_server()
 
 
 def test_console_conversation_with_barge_in(
@@ -119,11 +119,12 @@ def test_console_conversation_with_barge_in(
         assert 0 < latency < 10_000
         assert "ms" in page.get_by_test_id("latency").inner_text()
 
-        # Speaking again over the reply stops it: the server says so, and it goes quiet.
+        # Speaking again over the reply stops it: the server says so, and it goes quiet. (The
+        # reply may be done generating long before it has played: response.done comes at the
+        # end of generation, so the cut is output_audio_buffer.cleared.)
         wait_for(
             page,
-            f"{STATE}.events.includes('output_audio_buffer.cleared') || "
-            f"{STATE}.responseStatuses.includes('cancelled')",
+            f"{STATE}.events.includes('output_audio_buffer.cleared')",
             30,
             "the reply to be cut short",
             STATE,
@@ -132,10 +133,7 @@ def test_console_conversation_with_barge_in(
             f"{STATE}.events.filter((t) => t === 'output_audio_buffer.started')"
         )
         assert len(started) == 1, "the second reply began before the first was seen cut"
-        cut_at = page.evaluate(
-            f"Math.min(...['output_audio_buffer.cleared', 'response.done']"
-            f".map((t) => {STATE}.lastEventAt[t] ?? Infinity))"
-        )
+        cut_at = page.evaluate(f"{STATE}.lastEventAt['output_audio_buffer.cleared']")
         # Longer than any pause inside a spoken reply; shorter than the rest of the user's
         # sentence plus the end-of-turn silence, after which the next reply may begin.
         wait_for(
@@ -196,7 +194,7 @@ def test_third_party_page_on_another_origin(
     other_origin: StaticSite,
     tmp_path: Path,
 ) -> None:
-    server = start_server(stt_workers=1, llm_base_url=short_answers.url, llm_model="m")
+    server = start_server(llm_base_url=short_answers.url, llm_model="m")
     # A silent microphone, so that only the typed turn gets an answer.
     wav = write_wav(tmp_path / "silence.wav", silence(5, sample_rate=WAV_RATE))
     query = urlencode({"server": server.base_url, "key": "sk-anything"})
@@ -240,7 +238,7 @@ def test_console_explains_a_refused_microphone(server: RunningServer) -> None:
 
 
 def test_console_explains_a_refused_key(start_server: Callable[..., RunningServer]) -> None:
-    server = start_server(stt_workers=1, api_keys=["the-right-key"])
+    server = start_server(api_keys=["the-right-key"])
     with chromium() as browser:
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{server.settings.port}/")

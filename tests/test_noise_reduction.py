@@ -114,11 +114,14 @@ class RecordingSTT:
 
     name = "recording-stt"
     sample_rate = 16000
+    logprobs = False
 
     def __init__(self) -> None:
         self.audio = bytearray()
 
-    async def open_stream(self, *, language: str | None = None, prompt: str | None = None) -> Any:
+    async def open_stream(
+        self, *, language: str | None = None, prompt: str | None = None, logprobs: bool = False
+    ) -> Any:
         outer = self
 
         class Stream:

@@ -108,7 +108,20 @@ async def test_echoes_the_last_user_message_and_transcripts_of_audio() -> None:
         "content": [{"type": "input_audio", "transcript": "turn on the lights"}],
     }
     events = await run(user("first"), {"role": "assistant", "content": "ok"}, audio_turn)
-    assert spoken(events).startswith("You said: turn on the lights. ")
+    assert spoken(events) == "You said: turn on the lights."
+
+
+async def test_the_setup_hint_comes_once_per_conversation() -> None:
+    first = spoken(await run(user("Hello there")))
+    assert "VOXGATE_LLM_BASE_URL" in first
+    again = spoken(
+        await run(
+            user("Hello there"),
+            {"role": "assistant", "content": first},
+            user("What time does the bank open?"),
+        )
+    )
+    assert again == "You said: What time does the bank open?"
 
 
 async def test_says_so_when_it_heard_nothing() -> None:

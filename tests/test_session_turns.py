@@ -58,7 +58,7 @@ async def test_text_turn_end_to_end() -> None:
 
 async def test_audio_turn_speaks_each_sentence_after_its_transcript() -> None:
     tts = ScriptedTTS(ms_per_char=10)
-    engines = EngineSet(llm=ScriptedLLM([text_script("One. Two.")]), tts=tts)
+    engines = EngineSet(llm=ScriptedLLM([text_script("One two. Three.")]), tts=tts)
     async with running_session(engines, validate=validated) as run:
         await run.transport.next_event()
         turn = await ask(run.transport, "Count.")
@@ -76,14 +76,14 @@ async def test_audio_turn_speaks_each_sentence_after_its_transcript() -> None:
         # Each sentence's transcript comes before its audio.
         pieces = [e for e in turn if e["type"].startswith("response.output_audio")]
         assert pieces[0]["type"] == "response.output_audio_transcript.delta"
-        second = next(i for i, e in enumerate(pieces) if e.get("delta") == " Two.")
+        second = next(i for i, e in enumerate(pieces) if e.get("delta") == " Three.")
         assert any(e["type"] == "response.output_audio.delta" for e in pieces[1:second])
         audio = b"".join(
             base64.b64decode(e["delta"]) for e in turn if e["type"] == "response.output_audio.delta"
         )
-        assert len(audio) == 2 * round(24000 * tts.duration_ms("One.Two.") / 1000)
-        assert turn[-1]["response"]["output"][0]["content"][0]["transcript"] == "One. Two."
-    assert tts.texts == ["One.", "Two."]
+        assert len(audio) == 2 * round(24000 * tts.duration_ms("One two.Three.") / 1000)
+        assert turn[-1]["response"]["output"][0]["content"][0]["transcript"] == "One two. Three."
+    assert tts.texts == ["One two.", "Three."]
 
 
 async def test_engine_error_fails_the_response_and_the_session_goes_on() -> None:
@@ -177,7 +177,7 @@ async def test_audio_turn_keeps_its_order_over_a_slow_socket() -> None:
 
 
 async def test_a_whole_audio_turn_queued_behind_a_stalled_socket_arrives_in_order() -> None:
-    engines = EngineSet(llm=ScriptedLLM([text_script("Hi. Bye.")]), tts=ScriptedTTS())
+    engines = EngineSet(llm=ScriptedLLM([text_script("Hi there. Bye.")]), tts=ScriptedTTS())
     async with running_session(engines, validate=validated) as run:
         await run.transport.next_event()
         run.transport.hold()

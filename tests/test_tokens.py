@@ -97,3 +97,22 @@ def test_real_o200k_counts() -> None:
     counter = TokenCounter()
     assert counter.method == "tiktoken"
     assert counter.count("hello world") == 2
+
+
+def test_never_downloads_and_says_how_it_counts_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An empty cache: tiktoken would fetch the file from the network; voxgate must not try.
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tried to download the encoding")
+
+    monkeypatch.setattr("tiktoken.load.read_file", no_network)
+    counter = TokenCounter()
+    assert counter.method == "approximate"
+    assert counter.count("abcdefgh") == 2
+    assert caplog.records == []  # no warning, no network error
+    line = tokens.describe("approximate")
+    assert "\n" not in line and "approximate" in line and str(tmp_path) in line
+    assert "tiktoken o200k_base" in tokens.describe("tiktoken")

@@ -11,7 +11,7 @@ from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from _realtime import Events, types
-from conftest import RunningServer, speech_pcm24k
+from conftest import RunningServer, heard, speech_pcm24k
 
 CHUNK_BYTES = 24 * 2 * 20  # 20 ms of 24 kHz PCM16
 # Sentences the embedded recogniser hears well in the embedded voice; all but one key word
@@ -29,10 +29,6 @@ PER_ITEM = [
     "conversation.item.input_audio_transcription.delta",
     "conversation.item.input_audio_transcription.completed",
 ]
-
-
-def heard(transcript: str, key_words: set[str]) -> bool:
-    return len(key_words & set(transcript.split())) >= len(key_words) - 1
 
 
 def client(server: RunningServer) -> AsyncOpenAI:
@@ -77,9 +73,14 @@ async def transcribe_sentences(conn: AsyncRealtimeConnection, events: Events) ->
 
 def check_transcripts(seen: list[Any]) -> None:
     assert not [t for t in types(seen) if t.startswith("response.")], types(seen)
-    completed = [
-        e for e in seen if e.type == "conversation.item.input_audio_transcription.completed"
-    ]
+    added = [e for e in seen if e.type == "conversation.item.added"]
+    order = [a.item.id for a in added]
+    # Transcripts of different items may arrive in either order (each is decoded on its
+    # own): match them to the items in the order they were spoken.
+    completed = sorted(
+        (e for e in seen if e.type == "conversation.item.input_audio_transcription.completed"),
+        key=lambda e: order.index(e.item_id),
+    )
     assert len(completed) == len(SENTENCES)
     for event, (_, key_words) in zip(completed, SENTENCES, strict=True):
         assert heard(event.transcript, key_words), event.transcript
@@ -87,7 +88,6 @@ def check_transcripts(seen: list[Any]) -> None:
         assert for_item(seen, event.item_id) == PER_ITEM, for_item(seen, event.item_id)
         [delta] = [e for e in seen if e.type.endswith(".delta") and e.item_id == event.item_id]
         assert delta.delta == event.transcript
-    added = [e for e in seen if e.type == "conversation.item.added"]
     assert [a.item.content[0].type for a in added] == ["input_audio"] * len(SENTENCES)
     assert added[1].previous_item_id == added[0].item.id
 

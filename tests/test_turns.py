@@ -81,6 +81,8 @@ def test_no_idle_timeout_unless_configured() -> None:
         ("i would like to order a pizza", 0.9),
         ("i would like to order a pizza and", 0.05),
         ("so um", 0.05),
+        ("What time does?", 0.05),  # Whisper's pause-time guess, punctuated: an auxiliary
+        ("The meeting has been.", 0.05),
         ("hello", 0.6),
         ("", 0.5),
     ],

@@ -17,7 +17,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from _realtime import Events
-from conftest import SlowChatServer, speech_pcm24k, validated
+from conftest import SlowChatServer, heard, speech_pcm24k, validated
 from voxgate.call.webrtc import ServerEvent, WebRTCPeer, call_id_from_location
 
 pytestmark = pytest.mark.slow
@@ -48,9 +48,6 @@ ANSWER_SCRIPT = [
 SILENCE_24K = bytes(2 * 24000 // 2)  # half a second of open microphone before the words
 
 
-def heard(transcript: str, key_words: set[str]) -> bool:
-    return len(key_words & set(transcript.split())) >= len(key_words) - 1
-
 
 def done_with(response_id: str) -> Any:
     return lambda e: e.type == "response.done" and e.response.id == response_id
@@ -59,7 +56,7 @@ def done_with(response_id: str) -> Any:
 async def test_sideband_answers_a_tool_call_on_a_webrtc_call(start_server: Any) -> None:
     llm = SlowChatServer(delay_s=0.01, scripts=[TOOL_CALL_SCRIPT, ANSWER_SCRIPT])
     try:
-        srv = start_server(stt_workers=1, llm_base_url=llm.url, llm_model="m")
+        srv = start_server(llm_base_url=llm.url, llm_model="m")
         async with (
             AsyncOpenAI(base_url=srv.base_url, api_key="sk-test") as client,
             WebRTCPeer() as peer,

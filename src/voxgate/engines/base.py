@@ -116,10 +116,22 @@ class TTSEngine(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One transcript token with its log probability (the shape of the Realtime API's
+    transcription ``logprobs`` entries)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Transcript:
     text: str
     # Seconds of audio that were decoded; the basis for duration-based usage.
     audio_seconds: float = 0.0
+    # Per-token log probabilities, from engines that have them and when they were asked for.
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @runtime_checkable
@@ -136,16 +148,32 @@ class STTStream(Protocol):
 
 
 @runtime_checkable
+class SpeculativeSTTStream(STTStream, Protocol):
+    """A stream that can decode what it has heard so far without ending the utterance
+    (Whisper): the session asks when a pause begins, so the transcript is ready if the turn
+    ends there."""
+
+    async def peek(self) -> Transcript: ...
+
+
+@runtime_checkable
 class STTEngine(Protocol):
     """``language`` (ISO-639-1, "en") and ``prompt`` (vocabulary or style to expect) are the
-    client's transcription hints; an engine that cannot use a prompt ignores it."""
+    client's transcription hints; an engine that cannot use a prompt ignores it.
+    ``logprobs``: whether ``open_stream(logprobs=True)`` gives ``Transcript.logprobs``."""
 
     name: str
     sample_rate: int
+    logprobs: bool
 
     async def open_stream(
-        self, *, language: str | None = None, prompt: str | None = None
-    ) -> STTStream: ...
+        self, *, language: str | None = None, prompt: str | None = None, logprobs: bool = False
+    ) -> STTStream:
+        """A new utterance. ``language``: ISO 639-1 (or a BCP 47 tag); ``prompt``: text the
+        recogniser may read as what came before (engines that cannot use it ignore it);
+        ``logprobs``: ask for per-token log probabilities (``Transcript.logprobs``; None from
+        engines that have none)."""
+        ...
 
     async def aclose(self) -> None: ...
 

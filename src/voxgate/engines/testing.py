@@ -211,6 +211,9 @@ class ScriptedSTTStream:
         self._revealed = 0
         self.audio_bytes = 0
         self.closed = False
+        self.finished = False
+        self.peeks: list[str] = []
+        self.peek_is_final = True
 
     async def push(self, pcm: bytes) -> str | None:
         """Take audio; return the longer partial when another word is due."""
@@ -223,8 +226,20 @@ class ScriptedSTTStream:
         self._revealed = due
         return " ".join(self._words[:due])
 
+    async def peek(self) -> Transcript:
+        """The words revealed by the audio so far (``SpeculativeSTTStream``); recorded in
+        ``peeks``."""
+        if isinstance(self._transcript, EngineError):
+            raise self._transcript
+        text = " ".join(self._words[: self._revealed])
+        self.peeks.append(text)
+        if self.peek_is_final and self._revealed == len(self._words):
+            text = str(self._transcript)
+        return Transcript(text=text, audio_seconds=self.audio_bytes / 2 / self._sample_rate)
+
     async def finish(self) -> Transcript:
         """The whole scripted transcript, however much audio came; or the scripted error."""
+        self.finished = True
         self.closed = True
         if isinstance(self._transcript, EngineError):
             raise self._transcript
@@ -239,6 +254,7 @@ class ScriptedSTT:
     """``STTEngine`` whose n-th stream hears the n-th transcript (or raises it at ``finish``)."""
 
     name = "scripted-stt"
+    logprobs = False
 
     def __init__(
         self,
@@ -256,7 +272,7 @@ class ScriptedSTT:
         self.closed = False
 
     async def open_stream(
-        self, *, language: str | None = None, prompt: str | None = None
+        self, *, language: str | None = None, prompt: str | None = None, logprobs: bool = False
     ) -> ScriptedSTTStream:
         """Start the next utterance; more utterances than transcripts is a test bug."""
         if len(self.streams) >= len(self._transcripts):

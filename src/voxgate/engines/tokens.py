@@ -3,9 +3,10 @@
 The count uses tiktoken's ``o200k_base`` encoding (the one the current OpenAI models use), so
 numbers line up with what a hosted API would bill. tiktoken does not ship its encoding files:
 it downloads them on first use and caches them (``TIKTOKEN_CACHE_DIR``, default
-``$TMPDIR/data-gym-cache``). On a machine that is offline and has no cached copy, counting
-falls back to an approximation: one token per 4 characters, and at least one per word. That is
-close to real BPE counts for English prose and never undercounts short words.
+``$TMPDIR/data-gym-cache``). voxgate never downloads at run time: it uses the encoding only
+when a cached copy is already there (put one there to get exact counts), and otherwise counts
+by approximation: one token per 4 characters, and at least one per word. That is close to
+real BPE counts for English prose and never undercounts short words.
 
 ``counting_method()`` says which one is in use, so usage reports can say how exact they are.
 Loading happens once, on first use; call ``load()`` at startup (in a thread) so that the first
@@ -14,15 +15,20 @@ count on the event loop does not wait for a download attempt.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal, Protocol
 
 log = logging.getLogger(__name__)
 
 ENCODING_NAME = "o200k_base"
+ENCODING_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 CHARS_PER_TOKEN = 4
 
 CountingMethod = Literal["tiktoken", "approximate"]
@@ -39,7 +45,21 @@ def approximate_tokens(text: str) -> int:
     return max(math.ceil(len(text) / CHARS_PER_TOKEN), len(text.split()))
 
 
+class NotCached(Exception):
+    """The encoding file is not in tiktoken's cache, and voxgate does not download it."""
+
+
+def cached_encoding_path() -> Path:
+    """Where tiktoken keeps its copy of ``o200k_base`` (named by the URL's SHA-1)."""
+    folder = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+    folder = folder or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    return Path(folder) / hashlib.sha1(ENCODING_URL.encode()).hexdigest()
+
+
 def _load_o200k() -> Encoding:
+    cached = cached_encoding_path()
+    if not cached.is_file():
+        raise NotCached(f"{ENCODING_NAME} is not in tiktoken's cache ({cached})")
     import tiktoken
 
     return tiktoken.get_encoding(ENCODING_NAME)
@@ -66,14 +86,10 @@ class TokenCounter:
     def _try_load(self) -> Encoding | None:
         try:
             return self._load()
-        except Exception as exc:  # tiktoken raises network, file and hash errors alike
-            log.warning(
-                "tiktoken cannot load %s (%s); token counts are approximate "
-                "(~%d characters per token)",
-                ENCODING_NAME,
-                exc,
-                CHARS_PER_TOKEN,
-            )
+        except NotCached:
+            return None  # the expected case offline: ``describe`` says so, in one line
+        except Exception as exc:  # a damaged cached file: tiktoken's file and hash errors
+            log.warning("tiktoken cannot load its cached %s: %s", ENCODING_NAME, exc)
             return None
 
     @property
@@ -107,3 +123,14 @@ def counting_method() -> CountingMethod:
 def load() -> CountingMethod:
     """Load the encoding now; call at startup, off the event loop, to avoid a first-use stall."""
     return _default.load()
+
+
+def describe(method: CountingMethod) -> str:
+    """One line for the start-up log: how tokens are counted."""
+    if method == "tiktoken":
+        return f"token counting: tiktoken {ENCODING_NAME} (cached copy)"
+    return (
+        f"token counting: approximate, ~{CHARS_PER_TOKEN} characters per token (offline: no "
+        f"cached {ENCODING_NAME}; put tiktoken's file at {cached_encoding_path()} for exact "
+        "counts)"
+    )

@@ -82,12 +82,16 @@ class RealtimeConnection:
         max_buffer_bytes: int = 24000 * 2 * 600,
         intent: str | None = None,
         prompts: Mapping[str, StoredPrompt] | None = None,
+        transcription_logprobs: bool = False,
     ) -> None:
         self.session_id = new_id("sess")
         self.config: SessionConfig = new_session(model, instructions)
         # Set for transcription sessions (see transcription.py): no responses, ever.
         self.transcription: TranscriptionSessionConfig | None = None
         self.prompts: Mapping[str, StoredPrompt] = prompts or {}
+        # Whether the recogniser gives token log probabilities: the logprobs include is
+        # accepted only then.
+        self.transcription_logprobs = transcription_logprobs
         if intent == "transcription":
             self.config, self.transcription = new_transcription_session(self.config)
         self.expires_at = expires_at
@@ -180,6 +184,7 @@ class RealtimeConnection:
             model_locked=self.model_locked,
             conversation_empty=len(self.conversation) == 0,
             prompts=self.prompts,
+            logprobs=self.transcription_logprobs,
         )
         if self.guard is not None:
             self.guard.check_session(self.config, config, patch)
@@ -321,7 +326,13 @@ class RealtimeConnection:
 
     # -- input transcription --------------------------------------------------------------
 
-    def transcription_done(self, item_id: str, transcript: str, seconds: float) -> list[Output]:
+    def transcription_done(
+        self,
+        item_id: str,
+        transcript: str,
+        seconds: float,
+        logprobs: list[dict[str, Any]] | None = None,
+    ) -> list[Output]:
         part = self._input_audio_part(item_id)
         if part is None:
             return []  # the item was deleted meanwhile
@@ -336,7 +347,11 @@ class RealtimeConnection:
         out: list[Output] = [record]
         if transcript:
             out.append(ev.TranscriptionDelta(item_id=item_id, delta=transcript))
-        out.append(ev.TranscriptionCompleted(item_id=item_id, transcript=transcript, usage=usage))
+        out.append(
+            ev.TranscriptionCompleted(
+                item_id=item_id, transcript=transcript, usage=usage, logprobs=logprobs
+            )
+        )
         return out
 
     def transcription_failed(self, item_id: str, message: str) -> list[Output]:

@@ -286,6 +286,8 @@ class TranscriptionCompleted(ServerEvent):
     content_index: int = 0
     transcript: str
     usage: dict[str, Any]
+    # Per-token log probabilities, when the session's ``include`` asks for them.
+    logprobs: list[dict[str, Any]] | None = None
 
 
 class TranscriptionFailed(ServerEvent):

@@ -216,7 +216,12 @@ def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_update(
-    current: SessionConfig, patch: Any, *, audio_produced: bool, model_locked: bool = False
+    current: SessionConfig,
+    patch: Any,
+    *,
+    audio_produced: bool,
+    model_locked: bool = False,
+    logprobs: bool = False,
 ) -> SessionConfig:
     """The session after ``session.update`` with ``patch``, or a ProtocolError."""
     if not isinstance(patch, dict):
@@ -228,7 +233,7 @@ def apply_update(
             param="session.type",
         )
     patch = {k: v for k, v in patch.items() if k not in _ECHO_ONLY}
-    unsupported.check(patch, "session")
+    unsupported.check(patch, "session", logprobs=logprobs)
     try:
         merged = SessionConfig.model_validate(_merge(current.model_dump(mode="json"), patch))
     except ValidationError as exc:

@@ -73,10 +73,10 @@ class TranscriptionSessionConfig(_Strict):
 
 
 def _validate(
-    current: TranscriptionSessionConfig, patch: dict[str, Any]
+    current: TranscriptionSessionConfig, patch: dict[str, Any], logprobs: bool = False
 ) -> TranscriptionSessionConfig:
     patch = {k: v for k, v in patch.items() if k not in _ECHO_ONLY}
-    unsupported.check(patch, "session")
+    unsupported.check(patch, "session", logprobs=logprobs)
     try:
         merged = TranscriptionSessionConfig.model_validate(
             _merge(current.model_dump(mode="json"), patch)
@@ -117,6 +117,7 @@ def apply_session_update(
     model_locked: bool,
     conversation_empty: bool,
     prompts: Mapping[str, StoredPrompt] | None = None,
+    logprobs: bool = False,
 ) -> tuple[SessionConfig, TranscriptionSessionConfig | None]:
     """The session after ``session.update``: the realtime configuration, and the
     transcription configuration when the session is (now) a transcription session. A
@@ -131,7 +132,11 @@ def apply_session_update(
         )
     if kind != "transcription":
         config = apply_update(
-            config, patch, audio_produced=audio_produced, model_locked=model_locked
+            config,
+            patch,
+            audio_produced=audio_produced,
+            model_locked=model_locked,
+            logprobs=logprobs,
         )
         if config.prompt is not None:
             resolve(config.prompt, prompts or {}, "session.prompt")
@@ -144,7 +149,7 @@ def apply_session_update(
             current.audio.input = current.audio.input.model_copy(
                 update={"transcription": Transcription(model=DEFAULT_TRANSCRIPTION_MODEL)}
             )
-    transcription = _validate(current, patch)
+    transcription = _validate(current, patch, logprobs)
     return _with_input(config, transcription), transcription
 
 

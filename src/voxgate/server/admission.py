@@ -59,11 +59,13 @@ async def admit(
         await _budgets(state, principal)
         connection = _connection(state, principal, model, who.session, session_patch, intent)
         ledger = state.ledger
+        # Where the server plays the reply itself, generation may run further ahead.
+        base = state.playout_limits if playout is not None else state.limits
         session = Session(
             connection,
             state.engines,
-            transport,
-            limits=limits_for(state.limits, principal.policy),
+            state.metrics.meter(transport),
+            limits=limits_for(base, principal.policy),
             playout=playout,
             principal=principal,
             observer=ledger.observer(controls, principal, connection, kind) if ledger else None,
@@ -123,6 +125,7 @@ def _connection(
         instructions=state.settings.instructions,
         intent=intent,
         prompts=state.prompts,
+        transcription_logprobs=state.transcription_logprobs,
     )
     guard = PolicyGuard(principal.policy, principal.bound)
     try:

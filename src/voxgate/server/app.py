@@ -27,6 +27,7 @@ from .calls import check_owner
 from .client_secrets import SECRET_ID_HEADER, create_client_secret
 from .controls import Controls
 from .engines import start_engines
+from .identity import identity
 from .ledger import Ledger
 from .refusal import Refused
 from .state import AppState
@@ -77,7 +78,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         state.ledger = Ledger.start(settings, controls.engine)
         app.state.voxgate = state
         # Load the tokenizer off the event loop, so no session's first count waits for it.
-        log.info("token counting: %s", await asyncio.to_thread(tokens.load))
+        log.info(tokens.describe(await asyncio.to_thread(tokens.load)))
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
         await state.manager.wait_closed()
@@ -110,6 +111,18 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
     async def healthz() -> JSONResponse:
         state: AppState = app.state.voxgate
         return JSONResponse({"status": "ok", "sessions": len(state.manager.sessions)})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics; with API keys configured, scrapers send one as a bearer."""
+        state: AppState = app.state.voxgate
+        try:  # any API key (not a client secret: those are handed to end users)
+            who = await state.controls.auth.authenticate(*identity(request), use=False)
+            if who.principal.client_secret_id is not None:
+                raise Refused("insufficient_scope", "Metrics need an API key.", 403)
+        except Refused as exc:
+            return exc.response()
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
     @app.post("/v1/realtime/calls")
     async def create_call(request: Request, model: str | None = None) -> Response:

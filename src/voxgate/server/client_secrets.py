@@ -102,6 +102,7 @@ def _session(
         count_tokens=tokens.count_tokens,
         instructions=state.settings.instructions,
         prompts=state.prompts,
+        transcription_logprobs=state.transcription_logprobs,
     )
     guard = PolicyGuard(principal.policy)
     try:

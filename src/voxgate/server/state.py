@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..control.shared import SharedState
 from ..protocol.prompts import StoredPrompt
+from ..session.clock import SystemClock
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
 from ..settings import Settings
 from .controls import Controls
+from .metrics import Metrics
 
 if TYPE_CHECKING:
     from .ledger import Ledger
 
-# How far reply audio may run ahead of real time (see ResponseRunner pacing).
-AUDIO_LEAD_S = 1.0
+# Generation is not paced to playout: over WebSocket reply audio goes out as fast as it is
+# made and the client buffers it, as with the hosted API. Where the server plays the reply
+# itself (WebRTC), it holds at most this much audio ahead of what has played: a reply longer
+# than that waits for playout to catch up (nothing is dropped), so its response.done comes
+# when its last PLAYOUT_HOLD_S of audio are queued (~2.9 MB of 24 kHz audio per call).
+PLAYOUT_HOLD_S = 60.0
 
 
 @dataclass
@@ -30,6 +36,11 @@ class AppState:
     ledger: Ledger | None = None
     # How other replicas reach this one (the owner recorded for its calls).
     advertise_url: str = ""
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(lambda: len(self.manager.sessions), SystemClock().monotonic)
+        self.engines = self.metrics.meter_engines(self.engines)
 
     @property
     def shared(self) -> SharedState:
@@ -38,11 +49,12 @@ class AppState:
 
     @property
     def limits(self) -> SessionLimits:
+        """For sessions whose client plays the audio (WebSocket)."""
         s = self.settings
         return SessionLimits(
             max_duration_s=s.max_session_minutes * 60,
             idle_timeout_s=s.idle_timeout_s,
-            audio_lead_s=AUDIO_LEAD_S,
+            audio_lead_s=None,
             llm_context_tokens=s.llm_context_tokens,
         )
 
@@ -53,3 +65,13 @@ class AppState:
             prompt_id: StoredPrompt(instructions=p.instructions, version=p.version)
             for prompt_id, p in self.settings.prompts.items()
         }
+
+    @property
+    def transcription_logprobs(self) -> bool:
+        """Whether the recogniser gives token log probabilities (Whisper does)."""
+        return self.engines.stt is not None and self.engines.stt.logprobs
+
+    @property
+    def playout_limits(self) -> SessionLimits:
+        """For sessions whose audio the server plays (WebRTC): see ``PLAYOUT_HOLD_S``."""
+        return replace(self.limits, audio_lead_s=PLAYOUT_HOLD_S)

