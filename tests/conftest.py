@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 from _espeak import speak
 from voxgate.server.app import create_app
+from voxgate.server.http_limits import uvicorn_options
 from voxgate.session.engines import EngineSet
 from voxgate.settings import Settings
 
@@ -53,6 +54,7 @@ class RunningServer:
             log_level="warning",
             ws_max_size=int(settings.max_message_mb * 1024 * 1024),
             lifespan="on",
+            **uvicorn_options(settings.http_header_timeout_s),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="voxgate-test-server")

@@ -59,10 +59,10 @@ async def test_a_client_secret_opens_a_webrtc_call_bound_to_its_configuration(ke
         assert error.type == "error"
         assert error.data["error"]["code"] == "bound_by_client_secret"
     # The secret's one use is spent: a second call is refused before any media is set up.
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient() as http, WebRTCPeer() as second:
         refused = await http.post(
             f"{server.base_url}/realtime/calls",
-            content="v=0\r\n",
+            content=await second.create_offer(),
             headers={"Authorization": f"Bearer {secret.value}", "Content-Type": "application/sdp"},
         )
     assert refused.status_code == 403

@@ -38,6 +38,7 @@ def serve(
     from .engines.errors import EngineUnavailable
     from .server.app import create_app
     from .server.engines import check_engine_settings
+    from .server.http_limits import uvicorn_options
 
     try:  # a bad model path is reported plainly here, not inside uvicorn's start-up traceback
         check_engine_settings(settings)
@@ -52,6 +53,7 @@ def serve(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        **uvicorn_options(settings.http_header_timeout_s),
         ws_max_size=int(settings.max_message_mb * 1024 * 1024),
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s) or None,

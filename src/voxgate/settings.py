@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     ice_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # A call whose peer connection is not up within this long ends.
     webrtc_connect_timeout_s: float = Field(30.0, gt=0)
+    # Bounds on what one client can make the server hold or do (docs/limits.md).
+    max_outbox_mb: float = Field(32.0, gt=0)
+    send_timeout_s: float = Field(20.0, gt=0)
+    max_conversation_items: int = Field(4096, ge=1)
+    max_conversation_mb: float = Field(64.0, gt=0)
+    max_item_mb: float = Field(8.0, gt=0)
+    max_responses_in_flight: int = Field(4, ge=1)
+    max_speech_chars: int = Field(20_000, ge=1)
+    max_request_kb: float = Field(1024.0, gt=0)
+    http_header_timeout_s: float = Field(10.0, gt=0)
+    http_body_timeout_s: float = Field(30.0, gt=0)
+
     # Origins whose pages may call the HTTP API from a browser ("*": any; keys are bearer
     # headers, not cookies, so a page still needs a key).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, assert_never
 
@@ -35,7 +36,7 @@ from .commands import (
     UserInput,
 )
 from .conversation import Conversation
-from .errors import ProtocolError
+from .errors import ProtocolError, server_bug
 from .guard import ConfigGuard
 from .ids import new_id
 from .items import (
@@ -51,6 +52,7 @@ from .items import (
 from .items import (
     InputAudio as InputAudioPart,
 )
+from .limits import ConnectionLimits, ConversationBudget
 from .model_settings import model_settings
 from .prompts import StoredPrompt
 from .response_params import ResponseParams, parse_response_params
@@ -63,6 +65,7 @@ from .transcription import (
     new_transcription_session,
 )
 
+log = logging.getLogger(__name__)
 Output = ev.ServerEvent | Command
 MAX_APPEND_BYTES = 15 * 1024 * 1024
 MIN_COMMIT_MS = 100
@@ -83,6 +86,7 @@ class RealtimeConnection:
         intent: str | None = None,
         prompts: Mapping[str, StoredPrompt] | None = None,
         transcription_logprobs: bool = False,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.session_id = new_id("sess")
         self.config: SessionConfig = new_session(model, instructions)
@@ -98,6 +102,7 @@ class RealtimeConnection:
         # Vetoes session and response configuration (policies, client-secret bindings).
         self.guard: ConfigGuard | None = None
         self.conversation = Conversation(id=new_id("conv"))
+        self.budget = ConversationBudget(limits or ConnectionLimits())
         self.responses: dict[str, ResponseState] = {}
         self.active_response_id: str | None = None
         self.audio_produced = False
@@ -134,6 +139,9 @@ class RealtimeConnection:
             return self._dispatch(event)
         except ProtocolError as exc:
             return [self.error(exc, event.event_id)]
+        except Exception:  # our bug: it costs the client this one event, not the session
+            log.exception("client event %s could not be applied", event.type)
+            return [self.error(server_bug(event.type), event.event_id)]
 
     def error(self, exc: ProtocolError, client_event_id: str | None = None) -> ev.Error:
         return ev.Error(error=exc.to_error(client_event_id))
@@ -270,6 +278,7 @@ class RealtimeConnection:
         )
         previous = self.conversation.insert(item)
         self.conversation.audio[item_id] = bytearray(audio)
+        self.budget.trim_audio(self.conversation)
         return [
             ev.InputAudioBufferCommitted(item_id=item_id, previous_item_id=previous),
             ev.ConversationItemAdded(item=to_wire(item), previous_item_id=previous),
@@ -322,7 +331,10 @@ class RealtimeConnection:
             return []
         if self.transcription is not None:  # transcription sessions never answer
             return []
-        return self.create_response(None)
+        try:
+            return self.create_response(None)
+        except ProtocolError as exc:  # e.g. out-of-band responses fill every slot
+            return [self.error(exc)]
 
     # -- input transcription --------------------------------------------------------------
 
@@ -411,6 +423,7 @@ class RealtimeConnection:
     def _item_create(self, raw: dict[str, Any], previous_item_id: str | None) -> list[Output]:
         item = parse_item(raw)
         audio = self._check_new_item(item)
+        self.budget.check_new_item(self.conversation, item, len(audio))
         item.id = item.id or new_id("item")
         item.status = item.status or "completed"
         previous = self.conversation.insert(item, previous_item_id)
@@ -497,6 +510,7 @@ class RealtimeConnection:
 
     def create_response(self, raw: dict[str, Any] | None = None) -> list[Output]:
         params = parse_response_params(raw)
+        self.budget.check_response_slot(len(self.responses))
         if self.guard is not None:
             self.guard.check_response(self.config, params)
         if params.conversation == "auto" and self.active_response_id is not None:
@@ -663,6 +677,7 @@ class RealtimeConnection:
             self.active_response_id = None
         state.llm_usage = llm_usage
         out: list[Output] = [*state.finish(status, details, self.config.model)]
+        self.budget.trim_audio(self.conversation)
         if response_id in self.playing:
             out.append(EndOfAudio(response_id))
         return out

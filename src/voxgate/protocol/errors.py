@@ -39,6 +39,23 @@ class ProtocolError(Exception):
         }
 
 
+def server_bug(event_type: str) -> ProtocolError:
+    """The error for a client event our own code failed to apply (a bug, logged as such)."""
+    return ProtocolError(
+        f"The server failed to apply this {event_type} event; it changed nothing you can "
+        "rely on. This is a server bug: please report it.",
+        code="server_error",
+        type="server_error",
+    )
+
+
+def brief(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about huge inputs."""
+    text = repr(value) if not isinstance(value, dict | list) or len(value) < limit else ""
+    text = text or f"<{type(value).__name__} of {len(value)} entries>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # Discriminator values of the protocol's tagged unions, as pydantic reports them in `loc`.
 _UNION_TAGS = frozenset(
     {
@@ -108,7 +125,8 @@ def from_validation_error(exc: ValidationError, prefix: str = "") -> ProtocolErr
     if kind == "union_tag_invalid":
         param = f"{param}.{ctx.get('discriminator', 'type').strip(chr(39))}"
         return ProtocolError(
-            f"Invalid value: {ctx.get('tag')!r}. Supported values are: {ctx.get('expected_tags')}.",
+            f"Invalid value: {brief(ctx.get('tag'))}. "
+            f"Supported values are: {ctx.get('expected_tags')}.",
             code="invalid_value",
             param=param,
         )
@@ -116,7 +134,7 @@ def from_validation_error(exc: ValidationError, prefix: str = "") -> ProtocolErr
         got = err.get("input")
         expected = ctx.get("expected")
         return ProtocolError(
-            f"Invalid value: {got!r}. Supported values are: {expected}.",
+            f"Invalid value: {brief(got)}. Supported values are: {expected}.",
             code="invalid_value",
             param=param,
         )

@@ -12,8 +12,10 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError
 
-from .errors import ProtocolError, from_validation_error
+from .decode import parse_json, readable_event_id
+from .errors import ProtocolError, brief, from_validation_error
 from .ids import new_id
 
 # ---------------------------------------------------------------------------------------------
@@ -134,35 +136,28 @@ def parse_client_event(
                 code="invalid_event",
             ),
         )
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        return (
-            None,
-            None,
-            ProtocolError(
-                f"The event is not valid JSON: {exc}. Send one JSON object per message.",
-                code="invalid_json",
-            ),
-        )
+    data, error = parse_json(raw)
     if not isinstance(data, dict):
         return (
             None,
             None,
-            ProtocolError(
+            error
+            or ProtocolError(
                 "An event must be a JSON object with a 'type' field.", code="invalid_event"
             ),
         )
-    event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    event_id = readable_event_id(data)
+    if error is not None:
+        return None, event_id, error
     kind = data.get("type")
     if kind is None:
         return None, event_id, ProtocolError("The 'type' field is missing.", code="invalid_event")
-    if kind not in CLIENT_EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in CLIENT_EVENT_TYPES:
         return (
             None,
             event_id,
             ProtocolError(
-                f"Invalid value: {kind!r}. Supported values are: {_SUPPORTED}.",
+                f"Invalid value: {brief(kind)}. Supported values are: {_SUPPORTED}.",
                 code="invalid_value",
                 param="type",
             ),
@@ -186,7 +181,12 @@ class ServerEvent(BaseModel):
     event_id: str = Field(default_factory=lambda: new_id("event"))
 
     def to_json(self) -> str:
-        return self.model_dump_json()
+        try:
+            return self.model_dump_json()
+        except PydanticSerializationError:
+            # Text from an engine may hold a lone surrogate (client text is refused at the
+            # door): escaped JSON still reaches the client instead of ending the session.
+            return json.dumps(self.model_dump(mode="python"))
 
 
 class SessionCreated(ServerEvent):

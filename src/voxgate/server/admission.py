@@ -126,6 +126,7 @@ def _connection(
         intent=intent,
         prompts=state.prompts,
         transcription_logprobs=state.transcription_logprobs,
+        limits=state.connection_limits,
     )
     guard = PolicyGuard(principal.policy, principal.bound)
     try:

@@ -20,15 +20,17 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import admin, calls, http_errors, ledger_routes, replicas
+from . import admin, calls, http_errors, ledger_routes, redact, replicas
 from .admission import admit
 from .auth import require_scope
 from .calls import check_owner
 from .client_secrets import SECRET_ID_HEADER, create_client_secret
 from .controls import Controls
 from .engines import start_engines
+from .http_limits import BodyLimits
 from .identity import identity
 from .ledger import Ledger
+from .memory import MemoryTrimmer
 from .refusal import Refused
 from .state import AppState
 
@@ -49,7 +51,8 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        manager = SessionManager(max_sessions=settings.max_sessions)
+        trimmer = MemoryTrimmer()
+        manager = SessionManager(max_sessions=settings.max_sessions, on_release=trimmer.schedule)
         shared = await replicas.open_shared_state(settings)
         try:
             controls = await Controls.start(settings, manager, shared)
@@ -84,6 +87,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         await state.manager.wait_closed()
         await state.ledger.aclose()
         await controls.aclose()
+        await trimmer.aclose()
         if engines is None:
             await state.engines.aclose()
         else:  # passed in: speech-to-text and VAD stay with the caller, who may share them
@@ -92,6 +96,13 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
 
     app = FastAPI(title="voxgate", version="0.1.0", lifespan=lifespan)
     http_errors.install(app)
+    redact.install()
+    app.add_middleware(
+        BodyLimits,
+        max_body_bytes=int(settings.max_request_kb * 1024),
+        route_limits={"/v1/realtime/calls": calls.MAX_CALL_BODY_BYTES},
+        body_timeout_s=settings.http_body_timeout_s,
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -191,7 +202,7 @@ async def serve_realtime(
             state,
             credential=handshake.credential,
             safety_identifier=safety_identifier,
-            transport=WebSocketTransport(ws),
+            transport=WebSocketTransport(ws, send_timeout_s=state.settings.send_timeout_s),
             model=model,
             intent=intent,
         )
@@ -236,4 +247,4 @@ async def _attach(
         return
     check_owner(state, who.principal, session, "sideband_attach")
     log.info("sideband client attached to call %s", call_id)
-    await session.attach(WebSocketTransport(ws))
+    await session.attach(WebSocketTransport(ws, send_timeout_s=state.settings.send_timeout_s))

@@ -9,7 +9,6 @@ last segment of ``Location``, where clients look for it.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -18,17 +17,23 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from ..control.identity import Principal
+from ..protocol.decode import load_json
+from ..protocol.errors import ProtocolError
 from ..session.session import Session
+from ..transports.sdp_check import offer_problem
 from ..transports.webrtc import WebRTCCall
 from . import replicas
 from .admission import admit
 from .auth import require_scope
+from .http_limits import RequestRefused
 from .identity import identity
 from .refusal import Refused, forbidden
 from .state import AppState
 
 log = logging.getLogger(__name__)
 MAX_SDP_BYTES = 64 * 1024
+# The whole offer request: the SDP and the session configuration sent with it.
+MAX_CALL_BODY_BYTES = 4 * MAX_SDP_BYTES
 
 
 def http_error(
@@ -53,6 +58,8 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
     if isinstance(parsed, JSONResponse):
         return parsed
     offer, session_patch = parsed
+    if (problem := offer_problem(offer)) is not None:
+        return http_error(400, problem, "invalid_offer", "sdp")
     settings = state.settings
     call = WebRTCCall(
         settings.ice_server_configs, connect_timeout_s=settings.webrtc_connect_timeout_s
@@ -148,6 +155,8 @@ async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None] | J
     elif content_type == "multipart/form-data":
         try:
             form = await request.form(max_files=2, max_fields=4, max_part_size=MAX_SDP_BYTES)
+        except RequestRefused:  # over the size limit or stalled: answered by the middleware
+            raise
         except Exception as exc:  # starlette raises its own MultiPartException and friends
             return http_error(400, f"The multipart body could not be read: {exc}", "invalid_body")
         offer_part, session_part = form.get("sdp"), form.get("session")
@@ -155,11 +164,9 @@ async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None] | J
         raw_session = await _text(session_part) if session_part is not None else None
         if raw_session:
             try:
-                session = json.loads(raw_session)
-            except json.JSONDecodeError as exc:
-                return http_error(
-                    400, f"The 'session' part is not valid JSON: {exc}", "invalid_json", "session"
-                )
+                session = load_json(raw_session, where="The 'session' part", prefix="session")
+            except ProtocolError as exc:
+                return http_error(400, exc.message, exc.code, exc.param or "session")
             if not isinstance(session, dict):
                 return http_error(
                     400, "The 'session' part must be a JSON object.", "invalid_type", "session"

@@ -103,6 +103,7 @@ def _session(
         instructions=state.settings.instructions,
         prompts=state.prompts,
         transcription_logprobs=state.transcription_logprobs,
+        limits=state.connection_limits,
     )
     guard = PolicyGuard(principal.policy)
     try:

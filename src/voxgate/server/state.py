@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..control.shared import SharedState
+from ..protocol.limits import MIB, ConnectionLimits
 from ..protocol.prompts import StoredPrompt
 from ..session.clock import SystemClock
 from ..session.engines import EngineSet
@@ -56,6 +57,18 @@ class AppState:
             idle_timeout_s=s.idle_timeout_s,
             audio_lead_s=None,
             llm_context_tokens=s.llm_context_tokens,
+            max_outbox_bytes=int(s.max_outbox_mb * MIB),
+            max_speech_chars=s.max_speech_chars,
+        )
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        s = self.settings
+        return ConnectionLimits(
+            max_items=s.max_conversation_items,
+            max_bytes=int(s.max_conversation_mb * MIB),
+            max_item_bytes=int(s.max_item_mb * MIB),
+            max_responses=s.max_responses_in_flight,
         )
 
     @property

@@ -52,6 +52,8 @@ Feed = Callable[[STTStream], Awaitable[Transcript | None]]
 TRANSCRIPT_WAIT_S = 10.0
 PAUSE_MS = 160.0  # silence inside a turn after which the words so far are decoded
 LOGPROBS = "item.input_audio_transcription.logprobs"
+# Committed items of one session waiting for speech-to-text; past it they fail at once.
+MAX_QUEUED_COMMITS = 8
 # Recent audio kept so a turn can start before the moment speech was detected.
 _HISTORY_MS = 2000
 _PUSH_LIMIT = 32000  # bytes per speech-to-text request (1 s at 16 kHz)
@@ -113,6 +115,11 @@ class Listener:
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._live: set[str] = set()  # items whose transcription streamed while they spoke
+        # Speech-to-text workers are shared by every session: a session's committed items are
+        # transcribed one at a time, at most MAX_QUEUED_COMMITS queued (the one being
+        # transcribed included), so a client that commits in a loop occupies one worker.
+        self._commit_slot = asyncio.Semaphore(1)
+        self._queued_commits = 0
 
     # -- input audio ----------------------------------------------------------------------
 
@@ -229,9 +236,16 @@ class Listener:
             return conn.transcription_failed(
                 item_id, "no speech-to-text engine is configured on this server"
             )
+        if item_id not in self._live and self._queued_commits >= MAX_QUEUED_COMMITS:
+            return conn.transcription_failed(
+                item_id,
+                f"{MAX_QUEUED_COMMITS} committed items are already waiting for speech-to-text "
+                "in this session; commit less often.",
+            )
         self._pending[item_id] = asyncio.get_running_loop().create_future()
         if item_id not in self._live:  # a client commit, or an idle timeout: transcribe now
             work = self._transcribe_audio(item_id, audio, fmt, self._options(conn))
+            self._queued_commits += 1
             self._track(self._spawn(work, f"stt:{item_id}"))
         return []
 
@@ -262,6 +276,10 @@ class Listener:
         for future in self._pending.values():
             if not future.done():
                 future.cancel()
+        # `spawn` is a method of the session that owns this listener: dropping it breaks the
+        # reference cycle, so a closed session (and its conversation) is freed as soon as it
+        # is let go, not at the next full garbage collection.
+        self._spawn = _closed_spawn
 
     def _options(self, conn: RealtimeConnection) -> _Options:
         """The client's transcription settings, for the recogniser."""
@@ -315,6 +333,15 @@ class Listener:
         await self._post(heard)
 
     async def _transcribe_audio(
+        self, item_id: str, audio: bytes, fmt: str, options: _Options
+    ) -> None:
+        try:
+            async with self._commit_slot:
+                await self._transcribe_committed(item_id, audio, fmt, options)
+        finally:
+            self._queued_commits -= 1
+
+    async def _transcribe_committed(
         self, item_id: str, audio: bytes, fmt: str, options: _Options
     ) -> None:
         converter = InputConverter(AudioFormat.from_type(fmt), self._rate)
@@ -393,3 +420,9 @@ class _Reader:
             chunks.append(nxt)
             size += len(nxt)
         return b"".join(chunks)
+
+
+def _closed_spawn(work: Awaitable[None], name: str) -> asyncio.Task[None]:
+    if asyncio.iscoroutine(work):
+        work.close()
+    raise RuntimeError(f"cannot start {name}: the session is closed")

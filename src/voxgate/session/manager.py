@@ -23,8 +23,10 @@ class AdmissionRefused(Exception):
 
 
 class SessionManager:
-    def __init__(self, *, max_sessions: int) -> None:
+    def __init__(self, *, max_sessions: int, on_release: Callable[[], None] | None = None) -> None:
         self.max_sessions = max_sessions
+        # Called whenever a session leaves the registry (the server trims memory then).
+        self._on_release = on_release
         self.sessions: dict[str, Session] = {}
         # Sessions of live calls (WebRTC, later SIP) by call id: hang-up and sideband attach.
         self.calls: dict[str, Session] = {}
@@ -69,6 +71,8 @@ class SessionManager:
         finally:
             if not self.sessions:
                 self._idle.set()
+            if self._on_release is not None:
+                self._on_release()
 
     async def serve(self, session: Session, on_end: Callable[[Ended], None] | None = None) -> Ended:
         if session.id not in self.sessions:

@@ -10,7 +10,11 @@ Policy (DESIGN.md "every buffer is bounded, with a written policy"):
 - a control event may be *held* until a future completes (``response.done`` waits until its
   usage is recorded): it and every control event behind it wait, in order, while audio
   keeps flowing — except audio of a response whose own earlier control events are among
-  those waiting (a response's events keep their order).
+  those waiting (a response's events keep their order);
+- both lanes together are measured in characters of JSON (`queued_chars`, ≈ bytes: events are
+  ASCII but for text the model or user wrote). The session disconnects a client whose backlog
+  passes its limit (`SessionLimits.max_outbox_bytes`) and then `discard`s the backlog: a
+  client that stops reading can hold at most that much memory.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Outbox:
         self._space = asyncio.Event()
         self._space.set()
         self._closed = False
+        self.queued_chars = 0
 
     def put_control(
         self, text: str, response_id: str | None = None, hold: asyncio.Future[None] | None = None
@@ -57,6 +62,7 @@ class Outbox:
 
     def _wrap(self, text: str, response_id: str | None) -> Envelope:
         self._seq += 1
+        self.queued_chars += len(text)
         return Envelope(self._seq, text, response_id)
 
     async def media_space(self) -> None:
@@ -67,9 +73,17 @@ class Outbox:
         """Drop the queued audio of a response; returns how many events were dropped."""
         kept = deque(e for e in self._media if e.response_id != response_id)
         dropped = len(self._media) - len(kept)
+        self.queued_chars -= sum(len(e.text) for e in self._media if e.response_id == response_id)
         self._media = kept
         self._update_space()
         return dropped
+
+    def discard(self) -> None:
+        """Drop everything queued (a client too slow to read it)."""
+        self._control.clear()
+        self._media.clear()
+        self.queued_chars = 0
+        self._update_space()
 
     def close(self) -> None:
         self._closed = True
@@ -86,6 +100,7 @@ class Outbox:
                 return None
             self._ready.clear()
             await self._ready.wait()
+        self.queued_chars -= len(env.text)
         return env.text
 
     def _pop(self) -> Envelope | None:

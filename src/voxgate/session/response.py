@@ -57,6 +57,10 @@ class ResponseRunner:
     clock: Clock = field(default_factory=SystemClock)
     # The language model's context window in tokens (None: unknown, nothing is trimmed).
     context_tokens: int | None = None
+    # Text one response may hand to speech synthesis (None: no bound); past it the response
+    # ends as incomplete with an error that says so.
+    max_speech_chars: int | None = None
+    _spoken_chars: int = 0
     _paced_from: float | None = None
     _sent_s: float = 0.0
     _calls: dict[int, _Call] = field(default_factory=dict)
@@ -75,6 +79,16 @@ class ResponseRunner:
             if self.before is not None:
                 await self.before
             status, details, usage = await self._generate()
+        except _SpeechLimit:
+            limit = self.max_speech_chars
+            error = ProtocolError(
+                f"The reply was cut after {limit} characters of speech, the most one response "
+                "may speak. Ask for a shorter answer, or use text output for long ones.",
+                code="response_speech_too_long",
+            )
+            await self.post(lambda c: [c.error(error)])
+            status, details = "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
+            usage = (None, None)
         except EngineError as exc:
             log.warning("response %s failed: %r", rid, exc)
             # Also an `error` event: clients that only watch errors (agents SDKs, consoles)
@@ -128,6 +142,13 @@ class ResponseRunner:
         rid, tts = self.response_id, self.engines.tts
         # The transcript piece goes out just before its audio, so a truncation can keep
         # exactly the words that were heard.
+        over = False
+        if self.max_speech_chars is not None:
+            room = self.max_speech_chars - self._spoken_chars
+            if room <= 0:
+                raise _SpeechLimit
+            over, sentence = len(sentence) > room, sentence[:room]
+        self._spoken_chars += len(sentence)
         piece = (" " if self._spoken_any else "") + sentence
         self._spoken_any = True
         await self.post(lambda c: c.response_text(rid, piece))
@@ -137,6 +158,8 @@ class ResponseRunner:
             async for pcm in chunks:
                 await self._audio(converter.process(pcm))
         await self._audio(converter.flush())
+        if over:
+            raise _SpeechLimit
 
     async def _audio(self, data: bytes) -> None:
         if not data:
@@ -176,6 +199,10 @@ class ResponseRunner:
         item_id = self._calls[self._open_call].item_id
         self._open_call = None
         await self.post(lambda c: c.response_call_done(self.response_id, item_id))
+
+
+class _SpeechLimit(Exception):
+    """The response reached its bound on text handed to speech synthesis."""
 
 
 def _error_kind(exc: EngineError) -> tuple[str, str]:

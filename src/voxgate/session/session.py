@@ -45,18 +45,21 @@ from ..protocol.commands import (
 )
 from ..protocol.connection import Output, RealtimeConnection
 from ..protocol.errors import ProtocolError
+from .backlog import Backlog
 from .clock import Clock, SystemClock
 from .engines import EngineSet
+from .fairness import in_slices
 from .inbox import Ended, Inbox
 from .listener import Listener
 from .outbox import Outbox
 from .response import Progress, ResponseRunner
-from .transport import Playout, Transport, TransportClosed
+from .transport import Playout, Transport, TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
 PLAYOUT_RATE = 24000  # what a Playout takes: 24 kHz PCM16 mono
 # Server events a sideband client may fall behind by before it is disconnected.
 SIDEBAND_BACKLOG = 4096
+SLOW_CLIENT = "slow_client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,11 @@ class SessionLimits:
     close_timeout_s: float = 5.0
     # The language model's context window in tokens, for truncation; None: unknown.
     llm_context_tokens: int | None = None
+    # Server events queued for a client that is not reading them, in characters of JSON
+    # (≈ bytes); past this the client is disconnected (close 1008, `client_too_slow`).
+    max_outbox_bytes: int = 32 * 1024 * 1024
+    # Text one response may hand to speech synthesis; None = no bound.
+    max_speech_chars: int | None = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +117,7 @@ class Session:
         connection.server_playout = playout is not None
         if playout is not None:
             playout.bind(self._playout_stopped)
-        self._sidebands: set[asyncio.Queue[str | None]] = set()
+        self._sidebands: set[Backlog] = set()
         # Media-track audio ↔ the session's formats; streaming, so chunks join seamlessly.
         self._from_track: OutputConverter | None = None
         self._to_playout: InputConverter | None = None
@@ -156,7 +164,10 @@ class Session:
                 outputs = self.connection.receive(msg.raw)
             else:
                 outputs = msg(self.connection)
-            self._apply(outputs)
+            for i, group in enumerate(in_slices(outputs)):
+                if i:
+                    await asyncio.sleep(0)  # let other sessions run between slices
+                self._apply(group)
 
     # -- outputs --------------------------------------------------------------------------
 
@@ -185,6 +196,7 @@ class Session:
                         lead_s=self.limits.audio_lead_s,
                         clock=self.clock,
                         context_tokens=self.limits.llm_context_tokens,
+                        max_speech_chars=self.limits.max_speech_chars,
                     )
                     self._start_response(plan.response_id, runner)
                     if self.observer is not None:
@@ -220,6 +232,8 @@ class Session:
         if rid is None and isinstance(event, ev.ResponseLifecycle):
             rid = event.response.get("id")
         self.outbox.put_control(text, rid, hold)
+        if self.outbox.queued_chars > self.limits.max_outbox_bytes:
+            self._too_slow(f"{self.outbox.queued_chars} bytes of server events went unread")
 
     # -- observer -------------------------------------------------------------------------
 
@@ -294,7 +308,7 @@ class Session:
         """Serve a sideband client on this session until it leaves or the session ends: it
         sees the server events from here on (after a ``session.created``) and may send client
         events, which join the primary client's in one order."""
-        queue: asyncio.Queue[str | None] = asyncio.Queue(SIDEBAND_BACKLOG)
+        queue = Backlog(SIDEBAND_BACKLOG, self.limits.max_outbox_bytes)
         queue.put_nowait(self.connection.session_created().to_json())
         self._sidebands.add(queue)
 
@@ -329,7 +343,7 @@ class Session:
             except asyncio.QueueFull:
                 log.warning("sideband of %s fell too far behind; disconnecting it", self.id)
                 self._sidebands.discard(queue)
-                queue.get_nowait()  # make room for the end marker
+                queue.clear()
                 queue.put_nowait(None)
 
     def _spawn(self, work: Awaitable[None], name: str) -> asyncio.Task[None]:
@@ -368,6 +382,8 @@ class Session:
             while (text := await self.outbox.get()) is not None:
                 self._mirror(text)
                 await self.transport.send(text)
+        except TransportStalled as exc:
+            self._too_slow(str(exc))
         except TransportClosed:
             self.end("client_closed")
         finally:
@@ -408,6 +424,9 @@ class Session:
 
     async def _done_within(self, task: asyncio.Task[None], seconds: float) -> bool:
         """Wait for ``task`` at most ``seconds`` of the session's clock (not the loop's)."""
+        if seconds <= 0:
+            await asyncio.sleep(0)  # one turn of the loop: a task that can finish at once does
+            return task.done()
         timer = asyncio.create_task(self.clock.sleep(seconds), name=f"{self.id}:close-timer")
         try:
             await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
@@ -422,13 +441,35 @@ class Session:
         # A response cut short by the close still owes the client its response.done.
         for rid in list(self.connection.responses):
             self._apply(self.connection.finish_response(rid, "cancelled", {"type": "cancelled"}))
+        if ended.reason == SLOW_CLIENT:
+            self.outbox.discard()  # it will never be read: free it now
         if ended.error_code:
             err = ProtocolError(ended.message, code=ended.error_code)
             self._send(self.connection.error(err))
         self.outbox.close()
+        # One deadline for flushing and the close frame: a client that reads nothing holds
+        # the session at most close_timeout_s after it was asked to end.
+        deadline = self.clock.monotonic() + self.limits.close_timeout_s
         if not await self._done_within(writer, self.limits.close_timeout_s):
             writer.cancel()
-        try:
-            await self.transport.close(ended.close_code, ended.reason)
-        except Exception:  # the peer may be gone already; closing is best effort
-            log.debug("closing transport of %s failed", self.id, exc_info=True)
+        # The close frame waits behind unread data too: past the deadline the session ends
+        # anyway (its slot and memory are freed; the server drops the socket).
+        closing = asyncio.create_task(
+            self.transport.close(ended.close_code, ended.reason), name=f"{self.id}:close"
+        )
+        if not await self._done_within(closing, deadline - self.clock.monotonic()):
+            log.info("client of %s did not take the close frame; dropping it", self.id)
+            closing.cancel()
+            await asyncio.wait({closing})
+        if not closing.cancelled() and closing.exception() is not None:
+            # The peer may be gone already; closing is best effort.
+            log.debug("closing transport of %s failed: %r", self.id, closing.exception())
+
+    def _too_slow(self, why: str) -> None:
+        self.end(
+            SLOW_CLIENT,
+            "client_too_slow",
+            f"The session was closed because the client stopped reading server events ({why}). "
+            "Read events as they arrive.",
+            code=1008,
+        )

@@ -158,11 +158,12 @@ async def running_session(
     connection: RealtimeConnection | None = None,
     validate: Validator | None = None,
     observer: SessionObserver | None = None,
+    transport: MemoryTransport | None = None,
 ) -> AsyncIterator[RunningSession]:
     """Run a session on virtual time over a `MemoryTransport`. On exit the session is asked
     to end (if it has not) and must finish cleanly within the transport's timeout."""
     clock = VirtualClock()
-    transport = MemoryTransport(validate=validate)
+    transport = transport or MemoryTransport(validate=validate)
     session = Session(
         connection or RealtimeConnection(),
         engines,

@@ -12,6 +12,11 @@ class TransportClosed(Exception):
     """The peer went away; the session ends."""
 
 
+class TransportStalled(TransportClosed):
+    """The peer stopped reading: a send made no progress within the transport's deadline.
+    The session ends as for a client too slow to keep up."""
+
+
 class Transport(Protocol):
     async def receive(self) -> str | bytes:
         """The next client frame; raises TransportClosed when the peer is gone."""

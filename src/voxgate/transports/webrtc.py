@@ -35,7 +35,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from ..protocol.ids import new_id
-from ..session.transport import PlayoutCut, TransportClosed
+from ..session.transport import PlayoutCut, TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,10 @@ FRAME_BYTES = 2 * FRAME_SAMPLES
 MAX_LATE_S = 0.2
 # Client events queued on the data channel before the session has read them.
 MAX_PENDING_EVENTS = 1024
+# Unsent bytes the events channel may hold before sends wait for the peer to read.
+CHANNEL_HIGH_WATER = 1024 * 1024
+# A send that waits this long for the peer to read means it stopped reading: the call ends.
+SEND_TIMEOUT_S = 20.0
 
 
 def new_call_id() -> str:
@@ -58,9 +62,13 @@ class EventChannel:
     """The ``oai-events`` data channel as a session transport. Events the session sends
     before the channel opens wait for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, send_timeout_s: float = SEND_TIMEOUT_S) -> None:
         self._channel: RTCDataChannel | None = None
         self._open = asyncio.Event()
+        # The channel queues whatever is sent (SCTP has no bound): past CHANNEL_HIGH_WATER
+        # unsent bytes, sends wait for it to drain, at most send_timeout_s.
+        self._drained = asyncio.Event()
+        self.send_timeout_s = send_timeout_s
         self._closed = asyncio.Event()
         # Client events, then None once the channel is gone.
         self._incoming: asyncio.Queue[str | bytes | None] = asyncio.Queue()
@@ -68,6 +76,11 @@ class EventChannel:
 
     def attach(self, channel: RTCDataChannel) -> None:
         self._channel = channel
+        channel.bufferedAmountLowThreshold = CHANNEL_HIGH_WATER // 2
+
+        @channel.on("bufferedamountlow")
+        def _low() -> None:
+            self._drained.set()
 
         @channel.on("open")
         def _opened() -> None:
@@ -106,6 +119,8 @@ class EventChannel:
             await _first(self._open.wait(), self._closed.wait())
         if self._closed.is_set() or self._channel is None:
             raise TransportClosed(self._why)
+        if self._channel.bufferedAmount > CHANNEL_HIGH_WATER:
+            await self._drain()
         try:
             self._channel.send(text)
         except ValueError as exc:  # over the peer's max-message-size: this event only
@@ -113,6 +128,18 @@ class EventChannel:
             self._channel.send(_too_large(text, str(exc)))
         except Exception as exc:  # aiortc raises InvalidStateError once the channel closed
             raise TransportClosed(str(exc)) from None
+
+    async def _drain(self) -> None:
+        self._drained.clear()
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                await _first(self._drained.wait(), self._closed.wait())
+        except TimeoutError:
+            raise TransportStalled(
+                f"the peer read nothing from the data channel for {self.send_timeout_s:g} s"
+            ) from None
+        if self._closed.is_set():
+            raise TransportClosed(self._why)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self.shut(reason or "closed")

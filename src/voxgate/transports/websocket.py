@@ -3,11 +3,12 @@ WebSocket. No business logic lives here."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..session.transport import TransportClosed
+from ..session.transport import TransportClosed, TransportStalled
 
 INSECURE_KEY_PREFIX = "openai-insecure-api-key."
 
@@ -47,9 +48,15 @@ def read_handshake(ws: WebSocket) -> Handshake:
     return Handshake(credential, offered, beta)
 
 
+# A send that cannot hand its frame to the socket within this long means the client stopped
+# reading (the socket's write buffer is full): the session ends instead of waiting forever.
+SEND_TIMEOUT_S = 20.0
+
+
 class WebSocketTransport:
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, *, send_timeout_s: float = SEND_TIMEOUT_S) -> None:
         self.ws = ws
+        self.send_timeout_s = send_timeout_s
 
     async def receive(self) -> str | bytes:
         try:
@@ -65,7 +72,13 @@ class WebSocketTransport:
 
     async def send(self, text: str) -> None:
         try:
-            await self.ws.send_text(text)
+            # A deadline per send costs a timer handle, not a task.
+            async with asyncio.timeout(self.send_timeout_s):
+                await self.ws.send_text(text)
+        except TimeoutError:
+            raise TransportStalled(
+                f"the client read nothing for {self.send_timeout_s:g} s"
+            ) from None
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             raise TransportClosed(str(exc)) from None
 

@@ -284,8 +284,8 @@ _CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+")
 
 def split_text(text: str, max_chars: int) -> list[str]:
     """``text`` in pieces of at most ``max_chars`` characters, cut at sentence ends where
-    possible, else at clause ends, else between words (only a single longer word makes a
-    longer piece). Empty when there is nothing to say."""
+    possible, else at clause ends, else between words; a word over ``max_chars`` is cut.
+    Empty when there is nothing to say."""
     pieces: list[str] = []
     current = ""
     for part in _parts(text, max_chars):
@@ -306,7 +306,14 @@ def _parts(text: str, max_chars: int) -> Iterator[str]:
             yield sentence
             continue
         for clause in _split(_CLAUSE_BREAK, sentence):
-            yield from [clause] if len(clause) <= max_chars else clause.split()
+            yield from [clause] if len(clause) <= max_chars else _words(clause, max_chars)
+
+
+def _words(text: str, max_chars: int) -> Iterator[str]:
+    """Words, a word over ``max_chars`` cut into pieces of that size: one huge "word" must
+    not hold the process's only espeak thread for seconds."""
+    for word in text.split():
+        yield from (word[i : i + max_chars] for i in range(0, len(word), max_chars))
 
 
 def _split(pattern: re.Pattern[str], text: str) -> Iterator[str]:

@@ -144,16 +144,23 @@ def _topic(text: str) -> str:
 
 
 async def _say(text: str, limit: int | None, input_tokens: int) -> AsyncGenerator[LLMEvent, None]:
-    spoken = ""
+    spoken: list[str] = []
+    # Counted word by word (recounting the whole reply per word would be quadratic); a sum
+    # of the pieces' counts is not below the count of the whole in practice, so the limit
+    # holds (and the reported count is exact).
+    used = 0
     for word in re.findall(r"\s*\S+", text):
-        if limit is not None and count_tokens(spoken + word) > limit:
-            yield LLMDone("length", input_tokens=input_tokens, output_tokens=count_tokens(spoken))
+        cost = count_tokens(word) if limit is not None else 0
+        if limit is not None and used + cost > limit:
+            output_tokens = count_tokens("".join(spoken))
+            yield LLMDone("length", input_tokens=input_tokens, output_tokens=output_tokens)
             return
-        spoken += word
+        used += cost
+        spoken.append(word)
         yield TextDelta(word)
         # Give the loop a turn per word, as a real stream would, so cancellation can land.
         await asyncio.sleep(0)
-    yield LLMDone("stop", input_tokens=input_tokens, output_tokens=count_tokens(spoken))
+    yield LLMDone("stop", input_tokens=input_tokens, output_tokens=count_tokens("".join(spoken)))
 
 
 async def _call(tool: ToolSpec, text: str, input_tokens: int) -> AsyncGenerator[LLMEvent, None]:
