@@ -15,7 +15,13 @@ from pydantic import TypeAdapter
 
 from voxgate.engines.base import ChatRequest, LLMDone, LLMEvent, TextDelta
 from voxgate.protocol import events as ev
-from voxgate.protocol.commands import Command, ResponsePlan, StartResponse
+from voxgate.protocol.commands import (
+    Command,
+    ResponseFinished,
+    ResponsePlan,
+    StartResponse,
+    UserInput,
+)
 from voxgate.protocol.connection import Output, RealtimeConnection
 
 SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
@@ -44,6 +50,11 @@ def events(outputs: Iterable[Output]) -> list[dict[str, Any]]:
 
 def commands(outputs: Iterable[Output]) -> list[Command]:
     return [o for o in outputs if not isinstance(o, ev.ServerEvent)]
+
+
+def effects(outputs: Iterable[Output]) -> list[Command]:
+    """The commands that make the runtime act: records for observers left out."""
+    return [c for c in commands(outputs) if not isinstance(c, (ResponseFinished, UserInput))]
 
 
 def types(evs: Iterable[dict[str, Any]], *, audio: bool = True) -> list[str]:

@@ -228,3 +228,49 @@ def slow_chat_server() -> Iterator[SlowChatServer]:
     server = SlowChatServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test writes to the user's data directory: servers that are not given a data_dir
+    (or a database) keep their store in a temporary one."""
+    saved = os.environ.get("VOXGATE_DATA_DIR")
+    os.environ["VOXGATE_DATA_DIR"] = str(tmp_path_factory.mktemp("voxgate-data"))
+    yield
+    if saved is None:
+        os.environ.pop("VOXGATE_DATA_DIR", None)
+    else:
+        os.environ["VOXGATE_DATA_DIR"] = saved
+
+
+@pytest.fixture
+def database_url(tmp_path: Any) -> Iterator[str]:
+    """A fresh, empty database for one test: SQLite in a temporary directory, or, when
+    VOXGATE_TEST_DATABASE_URL names a PostgreSQL server (CI), a new database created there
+    and dropped afterwards."""
+    base = os.environ.get("VOXGATE_TEST_DATABASE_URL")
+    if not base:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'voxgate.db'}"
+        return
+    import asyncio
+    import uuid
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base)
+    name = f"voxgate_test_{uuid.uuid4().hex[:12]}"
+    admin_dsn = url.set(drivername="postgresql", database=url.database or "postgres")
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn.render_as_string(hide_password=False))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -45,9 +45,9 @@ def the_error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 def test_unknown_route_is_404_not_found() -> None:
     client = TestClient(app_with_probes())
-    error = the_error(client.post("/v1/realtime/client_secrets", json={}), 404)
+    error = the_error(client.post("/v1/realtime/sessions", json={}), 404)
     assert error["code"] == "not_found"
-    assert "POST /v1/realtime/client_secrets" in error["message"]
+    assert "POST /v1/realtime/sessions" in error["message"]
     assert "/v1/realtime/calls" in error["message"]  # says what is served instead
 
 
@@ -83,7 +83,7 @@ async def test_the_sdk_raises_its_typed_errors_with_our_codes() -> None:
             base_url="http://voxgate/v1", api_key="sk-test", http_client=http, max_retries=0
         )
         with pytest.raises(openai.NotFoundError) as missing:
-            await client.realtime.client_secrets.create(session={"type": "realtime"})
+            await client.models.list()
         assert missing.value.code == "not_found"
         with pytest.raises(openai.BadRequestError) as bad:
             await client.get("/probe/count?n=x", cast_to=object)

@@ -4,7 +4,16 @@ what was played (PROTOCOL.md §5.2, §5.3, §11.2 WebRTC variant)."""
 
 from __future__ import annotations
 
-from _helpers_protocol import add_user_text, commands, events, send, start_response, started, types
+from _helpers_protocol import (
+    add_user_text,
+    commands,
+    effects,
+    events,
+    send,
+    start_response,
+    started,
+    types,
+)
 from voxgate.protocol.commands import CancelResponse, ClearOutputAudio, EndOfAudio, PlayAudio
 
 MS_100 = bytes(2 * 2400)  # 100 ms of 24 kHz PCM16
@@ -27,7 +36,7 @@ def test_reply_audio_goes_to_the_playout_not_the_event_stream() -> None:
     assert [(p.response_id, p.data, p.format) for p in plays] == [(rid, MS_100, "audio/pcm")] * 2
     done = conn.finish_response(rid)
     assert types(events(done))[-1] == "response.done"
-    assert commands(done) == [EndOfAudio(rid)]
+    assert effects(done) == [EndOfAudio(rid)]
     stopped = events(conn.output_audio_stopped(rid))
     assert [(e["type"], e["response_id"]) for e in stopped] == [
         ("output_audio_buffer.stopped", rid)
@@ -75,7 +84,7 @@ def test_speech_over_a_reply_cancels_it_and_clears_the_playout() -> None:
     conn.response_audio(rid, MS_100)
     out = conn.speech_started("item_next", 1000)
     assert types(events(out))[0] == "input_audio_buffer.speech_started"
-    assert commands(out) == [EndOfAudio(rid), CancelResponse(rid), ClearOutputAudio(None)]
+    assert effects(out) == [EndOfAudio(rid), CancelResponse(rid), ClearOutputAudio(None)]
 
 
 def test_speech_after_the_reply_finished_still_clears_what_plays() -> None:

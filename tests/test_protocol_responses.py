@@ -7,7 +7,7 @@ from typing import Any
 
 from _helpers_protocol import (
     add_user_text,
-    commands,
+    effects,
     events,
     item_ids,
     plan_of,
@@ -71,7 +71,7 @@ def test_cancel_mid_message_flushes_open_parts_then_one_done() -> None:
     assert done["status"] == "cancelled"
     assert done["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
     assert done["output"][0]["status"] == "incomplete"
-    assert commands(out) == [CancelResponse(rid)]
+    assert effects(out) == [CancelResponse(rid)]
     # The partial answer stays in the conversation: it was heard.
     assert list(conn.conversation)[-1].status == "incomplete"
 

@@ -131,7 +131,7 @@ async def test_idle_timeout_ends_session_with_reason(start_server: Any) -> None:
     async with websockets.connect(server.ws_url + "?model=gpt-realtime") as ws:
         assert validated(await ws.recv()).type == "session.created"
         error = validated(await ws.recv())
-        assert error.error.code == "session_idle_timeout"
+        assert error.error.code == "idle_timeout"
         assert "0.5 seconds" in error.error.message
         with pytest.raises(websockets.ConnectionClosedOK):
             await ws.recv()
@@ -143,7 +143,7 @@ async def test_max_duration_ends_session_with_reason(start_server: Any) -> None:
         created = validated(await ws.recv())
         assert created.session.expires_at >= int(time.time())
         error = validated(await ws.recv())
-        assert error.error.code == "session_expired"
+        assert error.error.code == "session_duration_exceeded"
         assert "maximum duration" in error.error.message
         with pytest.raises(websockets.ConnectionClosedOK):
             await ws.recv()

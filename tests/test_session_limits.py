@@ -34,8 +34,8 @@ async def test_max_duration_ends_the_session_with_a_reason() -> None:
     assert ended.reason == "expired"
     [error] = await run.transport.rest()
     assert error["type"] == "error"
-    assert error["error"]["code"] == "session_expired"
-    assert "maximum duration of 1 minutes" in error["error"]["message"]
+    assert error["error"]["code"] == "session_duration_exceeded"
+    assert "maximum duration of 60 seconds" in error["error"]["message"]
     assert error["error"]["event_id"] is None
     assert run.transport.closed
 
@@ -52,7 +52,7 @@ async def test_max_duration_ends_a_running_response_with_its_done_first() -> Non
     tail = await run.transport.rest()
     assert [e["type"] for e in tail][-2:] == ["response.done", "error"]
     assert tail[-2]["response"]["status"] == "cancelled"
-    assert tail[-1]["error"]["code"] == "session_expired"
+    assert tail[-1]["error"]["code"] == "session_duration_exceeded"
 
 
 async def test_idle_session_is_closed_with_a_reason() -> None:
@@ -66,7 +66,7 @@ async def test_idle_session_is_closed_with_a_reason() -> None:
         ended = await run.ended()
     assert ended.reason == "idle"
     [error] = await run.transport.rest()
-    assert error["error"]["code"] == "session_idle_timeout"
+    assert error["error"]["code"] == "idle_timeout"
     assert "30 seconds" in error["error"]["message"]
     assert run.transport.closed
 

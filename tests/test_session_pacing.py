@@ -38,6 +38,7 @@ def test_websocket_sessions_are_not_paced_and_playout_sessions_are_bounded() -> 
         Settings(),
         EngineSet(llm=BuiltinResponder(), tts=ScriptedTTS()),
         SessionManager(max_sessions=1),
+        None,  # type: ignore[arg-type]  # the controls: these properties never touch them
     )
     assert state.limits.audio_lead_s is None
     assert state.playout_limits.audio_lead_s == PLAYOUT_HOLD_S

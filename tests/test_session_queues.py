@@ -43,6 +43,24 @@ async def test_a_response_event_never_overtakes_that_responses_audio() -> None:
     assert await drain(outbox) == ["a-audio-1", "a-transcript", "a-audio-2", "a-done"]
 
 
+async def test_a_held_event_holds_the_events_behind_it_but_not_other_audio() -> None:
+    outbox = Outbox()
+    recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    outbox.put_control("b-created", "resp_b")
+    outbox.put_control("a-done", "resp_a", hold=recorded)
+    outbox.put_control("c-created", "resp_c")
+    outbox.put_media("b-audio", "resp_b")  # b's own events went out before the hold
+    outbox.put_media("c-audio", "resp_c")  # c's response.created waits behind the hold
+    sent = [await outbox.get(), await outbox.get()]
+    assert sent == ["b-created", "b-audio"]
+    getter = asyncio.create_task(outbox.get())
+    await settle()
+    assert not getter.done()  # neither a-done, c-created nor c's audio may go yet
+    recorded.set_result(None)
+    assert await getter == "a-done"
+    assert await drain(outbox) == ["c-created", "c-audio"]
+
+
 async def test_purge_drops_only_the_cancelled_responses_audio() -> None:
     outbox = Outbox()
     for i in range(3):

@@ -72,7 +72,8 @@ async def test_without_the_include_there_are_none(whisper: WhisperEngine) -> Non
 def test_the_server_accepts_the_include_only_with_a_recogniser_that_gives_them() -> None:
     def state(stt: object) -> AppState:
         engines = EngineSet(llm=BuiltinResponder(), tts=ScriptedTTS(), stt=stt)  # type: ignore[arg-type]
-        return AppState(Settings(), engines, SessionManager(max_sessions=1))
+        # No controls: the property never touches them.
+        return AppState(Settings(), engines, SessionManager(max_sessions=1), None)  # type: ignore[arg-type]
 
     assert state(WhisperEngine(object())).transcription_logprobs
     assert not state(ScriptedSTT([])).transcription_logprobs

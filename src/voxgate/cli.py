@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 import uvicorn
 
-from . import __version__
+from . import __version__, cli_controls, cli_usage
 from .call import DEFAULT_URL, DEFAULT_VOICE, CallOptions, CallUsageError, run_call
 from .settings import SettingsError, load_settings
 
@@ -30,7 +30,8 @@ def serve(
 ) -> None:
     """Start the server (embedded engines unless an LLM endpoint is configured)."""
     try:
-        settings = load_settings(config, host=host, port=port)
+        settings = load_settings(config, check_exposure=False, host=host, port=port)
+        cli_controls.check_exposure(settings)
     except (SettingsError, ValueError) as exc:
         typer.echo(f"voxgate: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -129,6 +130,10 @@ def call(
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+cli_controls.register(app)
+app.command("usage")(cli_usage.usage)
 
 
 def main() -> None:

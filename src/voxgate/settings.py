@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,9 +21,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .control.policy import Policy
+from .control.usage import Price
+
 
 def _default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "voxgate"
+
+
+# The config file load_settings was given (over VOXGATE_CONFIG), while it builds Settings.
+_config_file: ContextVar[str | None] = ContextVar("voxgate_config_file", default=None)
 
 
 class PromptSetting(BaseModel):
@@ -42,7 +50,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     log_level: str = "info"
 
-    # Accepted bearer keys. None configured = development mode (loopback only, any key).
+    # Static bearer keys with every scope. With none of these and no key in the store, the
+    # server is in development mode (loopback only, any key).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     default_model: str = "gpt-realtime"
@@ -103,6 +112,34 @@ class Settings(BaseSettings):
     # headers, not cookies, so a page still needs a key).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
 
+    # Several replicas: with a Redis URL they share concurrency leases, budget counters,
+    # revocations and the directory of live calls; without one, state is per process.
+    redis_url: str | None = None
+    # Keeps deployments (or test runs) that share one Redis apart.
+    redis_prefix: str = "voxgate:"
+    # How other replicas reach this one (sideband attach to a call it owns);
+    # default http://HOST:PORT, with a wildcard HOST replaced by this machine's name.
+    advertise_url: str | None = None
+
+    # Prices per model ([prices."MODEL"] tables, or VOXGATE_PRICES as JSON): they replace the
+    # hosted models' list prices and price the embedded engines, which are free otherwise.
+    prices: dict[str, Price] = Field(default_factory=dict)
+    # Ledger on/off: usage rows, session records and transcripts in the database.
+    ledger: bool = True
+
+    # The store of keys, tenants, client secrets, usage and audit. Empty: a SQLite file
+    # (WAL) in data_dir. PostgreSQL: "postgresql+asyncpg://user@host/db".
+    database_url: str = ""
+    # The server-wide default policy ([policy] table, or VOXGATE_POLICY as JSON); tenant,
+    # key and client-secret policies only tighten it.
+    policy: Policy = Field(default_factory=Policy)
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'voxgate.db'}"
+        return self
+
     @field_validator("api_keys", "ice_servers", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
@@ -110,6 +147,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url {value!r} must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _check_advertise_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"advertise_url {value!r} must start with http:// or https://")
+        return value.rstrip("/") if value else None
 
     @field_validator("ice_servers")
     @classmethod
@@ -137,6 +188,7 @@ class Settings(BaseSettings):
 
     @property
     def dev_mode(self) -> bool:
+        """No static keys (the server also looks for keys in its store)."""
         return not self.api_keys
 
     @property
@@ -158,7 +210,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config = os.environ.get("VOXGATE_CONFIG")
+        config = _config_file.get() or os.environ.get("VOXGATE_CONFIG")
         if config:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
         return tuple(sources)
@@ -168,16 +220,22 @@ class SettingsError(Exception):
     """Settings that cannot work together; the message says what to change."""
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    if config_file is not None:
-        if not config_file.is_file():
-            raise SettingsError(f"config file {config_file} does not exist")
-        os.environ["VOXGATE_CONFIG"] = str(config_file)
+def load_settings(
+    config_file: Path | None = None, *, check_exposure: bool = True, **overrides: Any
+) -> Settings:
+    if config_file is not None and not config_file.is_file():
+        raise SettingsError(f"config file {config_file} does not exist")
     config = os.environ.get("VOXGATE_CONFIG")
-    if config and not Path(config).is_file():
+    if config_file is None and config and not Path(config).is_file():
         raise SettingsError(f"VOXGATE_CONFIG points at {config}, which does not exist")
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    if settings.dev_mode and not settings.loopback:
+    # The file reaches the settings sources through a context variable, not the process
+    # environment: loading settings changes nothing for the rest of the process.
+    token = _config_file.set(str(config_file) if config_file is not None else None)
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _config_file.reset(token)
+    if check_exposure and settings.dev_mode and not settings.loopback:
         raise SettingsError(
             f"refusing to listen on {settings.host} without API keys: development mode (any "
             "key accepted) is only allowed on loopback. Set VOXGATE_API_KEYS=key1,key2 or "

@@ -89,6 +89,57 @@ class EndOfAudio:
     response_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one response consumed, counted the way ``response.done`` reports it, plus the
+    local engines' own measures (seconds of speech made, characters spoken)."""
+
+    input_text_tokens: int = 0
+    input_audio_tokens: int = 0
+    cached_tokens: int = 0
+    output_text_tokens: int = 0
+    output_audio_tokens: int = 0
+    audio_seconds_out: float = 0.0
+    characters_spoken: int = 0
+
+    @property
+    def input_tokens(self) -> int:
+        return self.input_text_tokens + self.input_audio_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.output_text_tokens + self.output_audio_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFinished:
+    """A response ended with this usage. Emitted once, just before its ``response.done``,
+    which the runtime may hold back until the usage is recorded."""
+
+    response_id: str
+    status: str
+    model: str
+    usage: Usage
+    # The assistant's words (text or audio transcript), per output message item.
+    messages: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UserInput:
+    """A user item's words became known: a transcription finished (``audio_seconds`` of
+    speech; ``transcription_model`` None when the client asked for no transcription events)
+    or the client created a text message. Emitted before the events that show it."""
+
+    item_id: str
+    text: str
+    audio_seconds: float = 0.0
+    transcription_model: str | None = None
+
+
 Command = (
     StartResponse
     | CancelResponse
@@ -97,4 +148,6 @@ Command = (
     | ClearOutputAudio
     | PlayAudio
     | EndOfAudio
+    | ResponseFinished
+    | UserInput
 )

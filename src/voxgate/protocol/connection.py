@@ -33,9 +33,11 @@ from .commands import (
     ResponsePlan,
     StartResponse,
     TranscribeItem,
+    UserInput,
 )
 from .conversation import Conversation
 from .errors import ProtocolError, server_bug
+from .guard import ConfigGuard
 from .ids import new_id
 from .items import (
     AssistantMessage,
@@ -43,6 +45,7 @@ from .items import (
     Item,
     OutputAudio,
     UserMessage,
+    item_text,
     parse_item,
     to_wire,
 )
@@ -96,6 +99,8 @@ class RealtimeConnection:
         if intent == "transcription":
             self.config, self.transcription = new_transcription_session(self.config)
         self.expires_at = expires_at
+        # Vetoes session and response configuration (policies, client-secret bindings).
+        self.guard: ConfigGuard | None = None
         self.conversation = Conversation(id=new_id("conv"))
         self.budget = ConversationBudget(limits or ConnectionLimits())
         self.responses: dict[str, ResponseState] = {}
@@ -179,7 +184,7 @@ class RealtimeConnection:
     def configure(self, patch: dict[str, Any]) -> None:
         """Apply a session configuration before the session starts (the ``session`` a call
         was created with); raises ProtocolError like ``session.update`` would."""
-        self.config, self.transcription = apply_session_update(
+        config, transcription = apply_session_update(
             self.config,
             self.transcription,
             patch,
@@ -189,6 +194,9 @@ class RealtimeConnection:
             prompts=self.prompts,
             logprobs=self.transcription_logprobs,
         )
+        if self.guard is not None:
+            self.guard.check_session(self.config, config, patch)
+        self.config, self.transcription = config, transcription
 
     def _session_update(self, patch: dict[str, Any]) -> list[Output]:
         self.configure(patch)
@@ -341,10 +349,14 @@ class RealtimeConnection:
         if part is None:
             return []  # the item was deleted meanwhile
         part.transcript = transcript
-        if self.config.audio.input.transcription is None:
-            return []
+        billed = self.config.audio.input.transcription
+        record = UserInput(
+            item_id, transcript, round(seconds, 3), billed.model or "" if billed else None
+        )
+        if billed is None:
+            return [record]
         usage = {"type": "duration", "seconds": round(seconds, 3)}
-        out: list[Output] = []
+        out: list[Output] = [record]
         if transcript:
             out.append(ev.TranscriptionDelta(item_id=item_id, delta=transcript))
         out.append(
@@ -415,7 +427,10 @@ class RealtimeConnection:
         item.id = item.id or new_id("item")
         item.status = item.status or "completed"
         previous = self.conversation.insert(item, previous_item_id)
-        out: list[Output] = [
+        out: list[Output] = []
+        if isinstance(item, UserMessage) and (words := item_text(item)):
+            out.append(UserInput(item.id, words))
+        out += [
             ev.ConversationItemAdded(item=to_wire(item), previous_item_id=previous),
             ev.ConversationItemDone(item=to_wire(item), previous_item_id=previous),
         ]
@@ -496,6 +511,8 @@ class RealtimeConnection:
     def create_response(self, raw: dict[str, Any] | None = None) -> list[Output]:
         params = parse_response_params(raw)
         self.budget.check_response_slot(len(self.responses))
+        if self.guard is not None:
+            self.guard.check_response(self.config, params)
         if params.conversation == "auto" and self.active_response_id is not None:
             raise ProtocolError(
                 "Conversation already has an active response in progress: "
@@ -659,7 +676,7 @@ class RealtimeConnection:
         if self.active_response_id == response_id:
             self.active_response_id = None
         state.llm_usage = llm_usage
-        out: list[Output] = [*state.finish(status, details)]
+        out: list[Output] = [*state.finish(status, details, self.config.model)]
         self.budget.trim_audio(self.conversation)
         if response_id in self.playing:
             out.append(EndOfAudio(response_id))

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from . import events as ev
 from .audio_math import bytes_to_ms
-from .commands import ResponsePlan
+from .commands import ResponseFinished, ResponsePlan, Usage
 from .conversation import Conversation
 from .items import AssistantMessage, FunctionCall, Item, OutputAudio, OutputText, to_wire
 from .items import item_text as words_of
@@ -58,11 +58,18 @@ class ResponseState:
     def created(self) -> list[ev.ServerEvent]:
         return [ev.ResponseLifecycle(type="response.created", response=self.wire("in_progress"))]
 
-    def finish(self, status: Status, details: dict[str, Any] | None) -> list[ev.ServerEvent]:
-        out = self.close_message(incomplete=status != "completed")
+    def finish(
+        self, status: Status, details: dict[str, Any] | None, model: str
+    ) -> list[ev.ServerEvent | ResponseFinished]:
+        """Close what is open, then the typed record of the response's usage, then its
+        ``response.done`` (the record comes first so the runtime can hold that event)."""
+        out: list[ev.ServerEvent | ResponseFinished] = []
+        out += self.close_message(incomplete=status != "completed")
         for item_id in list(self.calls):
             out += self.close_call(item_id, incomplete=status != "completed")
-        done = self.wire(status, details, with_usage=True)
+        counts = self.counts()
+        out.append(ResponseFinished(self.id, status, model, counts, self.messages()))
+        done = self.wire(status, details, usage=counts)
         out.append(ev.ResponseLifecycle(type="response.done", response=done))
         return out
 
@@ -237,8 +244,9 @@ class ResponseState:
     # -- the response object --------------------------------------------------------------
 
     def wire(
-        self, status: str, details: dict[str, Any] | None = None, *, with_usage: bool = False
+        self, status: str, details: dict[str, Any] | None = None, *, usage: Usage | None = None
     ) -> dict[str, Any]:
+        """The ``response`` object; with ``usage`` (the finished form) it lists the output."""
         plan = self.plan
         fmt: dict[str, Any] = {"type": plan.output_format}
         if plan.output_format == "audio/pcm":
@@ -248,16 +256,16 @@ class ResponseState:
             "id": self.id,
             "status": status,
             "status_details": details,
-            "output": [to_wire(i) for i in self.output] if with_usage else [],
+            "output": [to_wire(i) for i in self.output] if usage is not None else [],
             "conversation_id": self.conversation.id if self.in_conversation else None,
             "output_modalities": plan.output_modalities,
             "max_output_tokens": plan.max_output_tokens or "inf",
             "audio": {"output": {"format": fmt, "voice": plan.voice}},
-            "usage": self.usage() if with_usage else None,
+            "usage": usage_wire(usage) if usage is not None else None,
             "metadata": plan.metadata,
         }
 
-    def usage(self) -> dict[str, Any]:
+    def counts(self) -> Usage:
         """Usage the way the hosted API reports it: text by tokenizer, audio by duration."""
         text_in = sum(self.count_tokens(words_of(i)) for i in self.plan.context)
         text_in += self.count_tokens(self.plan.instructions)
@@ -280,16 +288,40 @@ class ResponseState:
         text_in = llm_in if llm_in is not None else text_in
         text_out = llm_out if llm_out is not None else self.count_tokens("".join(self.text_out))
         audio_out = round(self.audio_out_ms / 1000 * ASSISTANT_AUDIO_TOKENS_PER_S)
-        return {
-            "total_tokens": text_in + audio_in + text_out + audio_out,
-            "input_tokens": text_in + audio_in,
-            "output_tokens": text_out + audio_out,
-            "input_token_details": {
-                "text_tokens": text_in,
-                "audio_tokens": audio_in,
-                "image_tokens": 0,
-                "cached_tokens": 0,
-                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
-            },
-            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
-        }
+        spoken = sum(len(text) for _, text in self.messages()) if self.audio_out_ms else 0
+        return Usage(
+            input_text_tokens=text_in,
+            input_audio_tokens=audio_in,
+            output_text_tokens=text_out,
+            output_audio_tokens=audio_out,
+            audio_seconds_out=round(self.audio_out_ms / 1000, 3),
+            characters_spoken=spoken,
+        )
+
+    def messages(self) -> tuple[tuple[str, str], ...]:
+        """(item id, words) of each assistant message this response produced."""
+        return tuple(
+            (item.id or "", words_of(item))
+            for item in self.output
+            if isinstance(item, AssistantMessage)
+        )
+
+
+def usage_wire(u: Usage) -> dict[str, Any]:
+    """The ``usage`` object of ``response.done``."""
+    return {
+        "total_tokens": u.total_tokens,
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "input_token_details": {
+            "text_tokens": u.input_text_tokens,
+            "audio_tokens": u.input_audio_tokens,
+            "image_tokens": 0,
+            "cached_tokens": u.cached_tokens,
+            "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0},
+        },
+        "output_token_details": {
+            "text_tokens": u.output_text_tokens,
+            "audio_tokens": u.output_audio_tokens,
+        },
+    }

@@ -15,17 +15,23 @@ from fastapi.staticfiles import StaticFiles
 
 from ..engines import tokens
 from ..protocol import events as ev
-from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..session.engines import EngineSet
-from ..session.manager import AdmissionRefused, SessionManager
-from ..session.session import Session
+from ..session.manager import SessionManager
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import calls, http_errors, redact
+from . import admin, calls, http_errors, ledger_routes, redact, replicas
+from .admission import admit
+from .auth import require_scope
+from .calls import check_owner
+from .client_secrets import SECRET_ID_HEADER, create_client_secret
+from .controls import Controls
 from .engines import start_engines
 from .http_limits import BodyLimits
+from .identity import identity
+from .ledger import Ledger
 from .memory import MemoryTrimmer
+from .refusal import Refused
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -46,22 +52,41 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         trimmer = MemoryTrimmer()
+        manager = SessionManager(max_sessions=settings.max_sessions, on_release=trimmer.schedule)
+        shared = await replicas.open_shared_state(settings)
+        try:
+            controls = await Controls.start(settings, manager, shared)
+        except BaseException:
+            await shared.aclose()
+            raise
+        if await controls.auth.dev_mode():
+            if not settings.loopback:
+                await controls.aclose()
+                raise RuntimeError(
+                    f"refusing to listen on {settings.host} in development mode (no API key "
+                    "of any kind); create a key with voxgate keys create or set VOXGATE_API_KEYS"
+                )
+            log.warning(
+                "development mode: no API keys configured, any bearer token (or none) is "
+                "accepted. Listening on loopback only. Create a key (voxgate keys create) or "
+                "set VOXGATE_API_KEYS to require keys."
+            )
         state = AppState(
             settings,
             engines or await start_engines(settings),
-            SessionManager(max_sessions=settings.max_sessions, on_release=trimmer.schedule),
+            manager,
+            controls,
+            advertise_url=replicas.advertised_url(settings),
         )
+        state.ledger = Ledger.start(settings, controls.engine)
         app.state.voxgate = state
         # Load the tokenizer off the event loop, so no session's first count waits for it.
         log.info(tokens.describe(await asyncio.to_thread(tokens.load)))
-        if settings.dev_mode:
-            log.warning(
-                "development mode: no API keys configured, any bearer token (or none) is "
-                "accepted. Listening on loopback only. Set VOXGATE_API_KEYS to require keys."
-            )
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
-        await state.calls.wait_closed()
+        await state.manager.wait_closed()
+        await state.ledger.aclose()
+        await controls.aclose()
         await trimmer.aclose()
         if engines is None:
             await state.engines.aclose()
@@ -83,8 +108,10 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=CORS_HEADERS,
-        expose_headers=["Location"],
+        expose_headers=["Location", SECRET_ID_HEADER],
     )
+    app.include_router(admin.router)
+    app.include_router(ledger_routes.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -100,13 +127,21 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
     async def metrics(request: Request) -> Response:
         """Prometheus metrics; with API keys configured, scrapers send one as a bearer."""
         state: AppState = app.state.voxgate
-        if (refused := calls.refuse_credential(state, request)) is not None:
-            return refused
+        try:  # any API key (not a client secret: those are handed to end users)
+            who = await state.controls.auth.authenticate(*identity(request), use=False)
+            if who.principal.client_secret_id is not None:
+                raise Refused("insufficient_scope", "Metrics need an API key.", 403)
+        except Refused as exc:
+            return exc.response()
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
     @app.post("/v1/realtime/calls")
     async def create_call(request: Request, model: str | None = None) -> Response:
         return await calls.create_call(app.state.voxgate, request, model)
+
+    @app.post("/v1/realtime/client_secrets")
+    async def client_secrets(request: Request) -> Response:
+        return await create_client_secret(app.state.voxgate, request)
 
     @app.post("/v1/realtime/calls/{call_id}/hangup")
     async def hangup(request: Request, call_id: str) -> Response:
@@ -131,6 +166,11 @@ async def _refuse(ws: WebSocket, message: str, code: str, close_code: int) -> No
     await ws.close(close_code, code)
 
 
+def _close_code(refused: Refused) -> int:
+    # 1013 "try again later" for capacity, 1008 "policy violation" for everything else.
+    return 1013 if refused.status in (429, 503) and refused.code != "rate_limit_exceeded" else 1008
+
+
 async def serve_realtime(
     state: AppState,
     ws: WebSocket,
@@ -139,10 +179,6 @@ async def serve_realtime(
     intent: str | None = None,
 ) -> None:
     handshake = read_handshake(ws)
-    if not state.credential_ok(handshake.credential):
-        await ws.accept(subprotocol=handshake.subprotocol)
-        await _refuse(ws, "Incorrect API key provided.", "invalid_api_key", 1008)
-        return
     await ws.accept(subprotocol=handshake.subprotocol)
     if handshake.beta:
         await _refuse(
@@ -153,42 +189,55 @@ async def serve_realtime(
             4000,
         )
         return
-    if call_id is not None:
-        await _attach(state, ws, model, call_id)
-        return
-    if intent not in (None, "transcription"):
+    if call_id is None and intent not in (None, "transcription"):
         message = f"Invalid value: {intent!r} for 'intent'. Supported values are: 'transcription'."
         await _refuse(ws, message, "invalid_value", 1008)
         return
+    safety_identifier = ws.headers.get("openai-safety-identifier")
     try:
-        state.manager.admit()
-    except AdmissionRefused as exc:
-        await _refuse(ws, exc.message, exc.code, 1013)
+        if call_id is not None:
+            await _attach(state, ws, handshake.credential, safety_identifier, model, call_id)
+            return
+        session = await admit(
+            state,
+            credential=handshake.credential,
+            safety_identifier=safety_identifier,
+            transport=WebSocketTransport(ws, send_timeout_s=state.settings.send_timeout_s),
+            model=model,
+            intent=intent,
+        )
+    except Refused as exc:
+        await _refuse(ws, exc.message, exc.code, _close_code(exc))
         return
-    connection = RealtimeConnection(
-        model=model or state.settings.default_model,
-        count_tokens=tokens.count_tokens,
-        instructions=state.settings.instructions,
-        intent=intent,
-        prompts=state.prompts,
-        transcription_logprobs=state.transcription_logprobs,
-        limits=state.connection_limits,
-    )
-    transport = state.metrics.meter(
-        WebSocketTransport(ws, send_timeout_s=state.settings.send_timeout_s)
-    )
-    session = Session(connection, state.engines, transport, limits=state.limits)
     await state.manager.serve(session)
 
 
-async def _attach(state: AppState, ws: WebSocket, model: str | None, call_id: str) -> None:
-    """A sideband client joins a live call's session."""
+async def _attach(
+    state: AppState,
+    ws: WebSocket,
+    credential: str | None,
+    safety_identifier: str | None,
+    model: str | None,
+    call_id: str,
+) -> None:
+    """A sideband client joins a live call's session (the call's own key, a key of the same
+    tenant, or an admin key)."""
+    who = await state.controls.auth.authenticate(credential, safety_identifier, use=False)
+    require_scope(who.principal, "realtime")
     if model is not None:
         message = "Pass either ?model= (new session) or ?call_id= (attach), not both."
         await _refuse(ws, message, "invalid_value", 1008)
         return
-    session = state.calls.sessions.get(call_id)
-    if session is None or session.ended is not None:
+    session = state.manager.live_call(call_id)
+    if session is None and not replicas.forwarded(ws):
+        owner = await replicas.remote_owner(state.shared, state.advertise_url, call_id)
+        if owner is not None:
+            max_size = int(state.settings.max_message_mb * 1024 * 1024)
+            failed = await replicas.proxy_attach(ws, owner, call_id, state.advertise_url, max_size)
+            if failed is not None:
+                await _refuse(ws, failed[1], failed[0], 1011)
+            return
+    if session is None:
         message = (
             f"No live call with id '{call_id}': ?call_id= attaches to a WebRTC call in "
             "progress (its id is the last segment of the Location header the call was "
@@ -196,5 +245,6 @@ async def _attach(state: AppState, ws: WebSocket, model: str | None, call_id: st
         )
         await _refuse(ws, message, "call_not_found", 1008)
         return
+    check_owner(state, who.principal, session, "sideband_attach")
     log.info("sideband client attached to call %s", call_id)
     await session.attach(WebSocketTransport(ws, send_timeout_s=state.settings.send_timeout_s))

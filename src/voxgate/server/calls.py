@@ -16,16 +16,18 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from ..engines import tokens
-from ..protocol.connection import RealtimeConnection
+from ..control.identity import Principal
 from ..protocol.decode import load_json
 from ..protocol.errors import ProtocolError
-from ..session.manager import AdmissionRefused
 from ..session.session import Session
 from ..transports.sdp_check import offer_problem
 from ..transports.webrtc import WebRTCCall
-from ..transports.websocket import bearer_credential
+from . import replicas
+from .admission import admit
+from .auth import require_scope
 from .http_limits import RequestRefused
+from .identity import identity
+from .refusal import Refused, forbidden
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -46,74 +48,59 @@ def http_error(
     return JSONResponse({"error": error}, status_code=status)
 
 
-def refuse_credential(state: AppState, request: Request) -> JSONResponse | None:
-    if state.credential_ok(bearer_credential(request.headers.get("authorization", ""))):
-        return None
-    return http_error(
-        401,
-        "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
-        "invalid_api_key",
-    )
-
-
 async def create_call(state: AppState, request: Request, model: str | None) -> Response:
-    if (refused := refuse_credential(state, request)) is not None:
-        return refused
+    credential, safety_identifier = identity(request)
+    try:  # refuse a bad credential before reading a body
+        await state.controls.auth.authenticate(credential, safety_identifier, use=False)
+    except Refused as exc:
+        return exc.response()
     parsed = await _read_offer(request)
     if isinstance(parsed, JSONResponse):
         return parsed
     offer, session_patch = parsed
-    try:
-        state.manager.admit()
-    except AdmissionRefused as exc:
-        status = 503 if exc.code == "server_shutting_down" else 429
-        return http_error(status, exc.message, exc.code, type_="server_error")
-
-    connection = RealtimeConnection(
-        model=model or _model_of(session_patch) or state.settings.default_model,
-        count_tokens=tokens.count_tokens,
-        instructions=state.settings.instructions,
-        prompts=state.prompts,
-        transcription_logprobs=state.transcription_logprobs,
-        limits=state.connection_limits,
-    )
-    if session_patch is not None:
-        try:
-            connection.configure(session_patch)
-        except ProtocolError as exc:
-            # The session rules already name their paths from "session".
-            param = exc.param or "session"
-            if not param.startswith("session"):
-                param = f"session.{param}"
-            return http_error(400, exc.message, exc.code or "invalid_value", param)
-    if (problem := offer_problem(offer)) is not None:
-        return http_error(400, problem, "invalid_offer", "sdp")
-
     settings = state.settings
     call = WebRTCCall(
         settings.ice_server_configs, connect_timeout_s=settings.webrtc_connect_timeout_s
     )
-    session = Session(
-        connection,
-        state.engines,
-        state.metrics.meter(call.events),
-        limits=state.playout_limits,
-        playout=call.playout,
-    )
+    try:
+        session = await admit(
+            state,
+            credential=credential,
+            safety_identifier=safety_identifier,
+            transport=call.events,
+            model=model,
+            session_patch=session_patch,
+            playout=call.playout,
+            kind="webrtc",
+        )
+    except Refused as exc:
+        await call.close()
+        return exc.response()
+    # After admission, so that a bad session part is reported first.
+    if (problem := offer_problem(offer)) is not None:
+        await _unadmit(state, session)
+        await call.close()
+        return http_error(400, problem, "invalid_offer", "sdp")
     call.microphone = session.track_audio
     call.on_gone = lambda why: session.end("client_closed", message=why)
-    state.manager.hold(session)
     try:
         answer = await call.answer(offer)
+        # Before the answer goes out: a sideband attach may follow at once, on any replica.
+        await state.shared.register_call(call.id, state.advertise_url, replicas.CALL_TTL_S)
     except ValueError as exc:
-        state.manager.release(session)
+        await state.manager.release(session)
         await call.close()
         return http_error(400, str(exc), "invalid_offer", "sdp")
     except BaseException:
-        state.manager.release(session)
+        await state.manager.release(session)
         await call.close()
         raise
-    state.calls.run(call, session, state.manager.serve(session))
+
+    async def close() -> None:
+        await replicas.forget_call(state.shared, call.id)
+        await call.close()
+
+    state.manager.serve_call(call.id, session, close)
     log.info("call %s started session %s", call.id, session.id)
     return Response(
         answer,
@@ -123,19 +110,48 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
     )
 
 
+async def _unadmit(state: AppState, session: Session) -> None:
+    """Undo an admission whose call could not be set up: the slot, and the client secret's
+    use."""
+    await state.manager.release(session)
+    if session.principal is not None and session.principal.client_secret_id is not None:
+        await state.controls.secrets.give_back(session.principal.client_secret_id)
+
+
+def check_owner(state: AppState, principal: Principal, session: Session, action: str) -> None:
+    """Refuse acting on a call that belongs to another caller (issue: calls belong to the key
+    that created them, to keys of its tenant with the realtime scope, and to admins)."""
+    if principal.may_act_on(session.principal):
+        state.controls.audit(action, principal, session_id=session.id)
+        return
+    state.controls.audit(action, principal, code="call_not_owned", session_id=session.id)
+    raise forbidden(
+        "call_not_owned",
+        "This call was created by another API key; only that key, a key of the same tenant, "
+        "or an admin key may act on it.",
+        "call_id",
+    )
+
+
 async def hangup(state: AppState, request: Request, call_id: str) -> Response:
-    if (refused := refuse_credential(state, request)) is not None:
-        return refused
-    session = state.calls.sessions.get(call_id)
-    if session is None:
-        return http_error(404, f"No live call with id '{call_id}'.", "call_not_found", "call_id")
+    credential, safety_identifier = identity(request)
+    try:
+        who = await state.controls.auth.authenticate(credential, safety_identifier, use=False)
+        require_scope(who.principal, "realtime")
+        session = state.manager.live_call(call_id)
+        if session is None and not replicas.forwarded(request):
+            owner = await replicas.remote_owner(state.shared, state.advertise_url, call_id)
+            if owner is not None:
+                return await replicas.forward_hangup(request, owner, call_id, state.advertise_url)
+        if session is None:
+            return http_error(
+                404, f"No live call with id '{call_id}'.", "call_not_found", "call_id"
+            )
+        check_owner(state, who.principal, session, "hangup")
+    except Refused as exc:
+        return exc.response()
     session.end("hangup")
     return Response(status_code=200)
-
-
-def _model_of(session: dict[str, Any] | None) -> str | None:
-    model = (session or {}).get("model")
-    return model if isinstance(model, str) else None
 
 
 async def _read_offer(request: Request) -> tuple[str, dict[str, Any] | None] | JSONResponse:

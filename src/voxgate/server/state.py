@@ -1,9 +1,11 @@
-"""What the server's routes share: settings, engines, live sessions and calls."""
+"""What the server's routes share: settings, engines, the session registry, the controls."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
+from ..control.shared import SharedState
 from ..protocol.limits import MIB, ConnectionLimits
 from ..protocol.prompts import StoredPrompt
 from ..session.clock import SystemClock
@@ -11,8 +13,11 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
 from ..settings import Settings
-from ..transports.webrtc import CallRegistry
+from .controls import Controls
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 # Generation is not paced to playout: over WebSocket reply audio goes out as fast as it is
 # made and the client buffers it, as with the hosted API. Where the server plays the reply
@@ -27,12 +32,21 @@ class AppState:
     settings: Settings
     engines: EngineSet
     manager: SessionManager
-    calls: CallRegistry = field(default_factory=CallRegistry)
+    controls: Controls
+    # The usage ledger (None only where a test builds state without one).
+    ledger: Ledger | None = None
+    # How other replicas reach this one (the owner recorded for its calls).
+    advertise_url: str = ""
     metrics: Metrics = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(lambda: len(self.manager.sessions), SystemClock().monotonic)
         self.engines = self.metrics.meter_engines(self.engines)
+
+    @property
+    def shared(self) -> SharedState:
+        """What replicas share (Redis with VOXGATE_REDIS_URL); in-process by default."""
+        return self.controls.shared
 
     @property
     def limits(self) -> SessionLimits:
@@ -74,6 +88,3 @@ class AppState:
     def playout_limits(self) -> SessionLimits:
         """For sessions whose audio the server plays (WebRTC): see ``PLAYOUT_HOLD_S``."""
         return replace(self.limits, audio_lead_s=PLAYOUT_HOLD_S)
-
-    def credential_ok(self, credential: str | None) -> bool:
-        return self.settings.dev_mode or credential in self.settings.api_keys

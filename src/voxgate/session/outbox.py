@@ -7,6 +7,10 @@ Policy (DESIGN.md "every buffer is bounded, with a written policy"):
 - the media lane is bounded by a high-water mark: producers wait in `media_space` before
   adding audio (TTS ahead of the socket waits, it does not grow memory);
 - when a response is cancelled its queued audio is dropped (`purge`): nobody will hear it;
+- a control event may be *held* until a future completes (``response.done`` waits until its
+  usage is recorded): it and every control event behind it wait, in order, while audio
+  keeps flowing — except audio of a response whose own earlier control events are among
+  those waiting (a response's events keep their order);
 - both lanes together are measured in characters of JSON (`queued_chars`, ≈ bytes: events are
   ASCII but for text the model or user wrote). The session disconnects a client whose backlog
   passes its limit (`SessionLimits.max_outbox_bytes`) and then `discard`s the backlog: a
@@ -25,6 +29,7 @@ class Envelope:
     seq: int
     text: str
     response_id: str | None
+    hold: asyncio.Future[None] | None = None
 
 
 class Outbox:
@@ -39,8 +44,14 @@ class Outbox:
         self._closed = False
         self.queued_chars = 0
 
-    def put_control(self, text: str, response_id: str | None = None) -> None:
-        self._control.append(self._wrap(text, response_id))
+    def put_control(
+        self, text: str, response_id: str | None = None, hold: asyncio.Future[None] | None = None
+    ) -> None:
+        env = self._wrap(text, response_id)
+        if hold is not None and not hold.done():
+            env.hold = hold
+            hold.add_done_callback(lambda _: self._ready.set())
+        self._control.append(env)
         self._ready.set()
 
     def put_media(self, text: str, response_id: str) -> None:
@@ -84,22 +95,29 @@ class Outbox:
 
     async def get(self) -> str | None:
         """The next message to send, or None once closed and drained."""
-        while not self._control and not self._media:
-            if self._closed:
+        while (env := self._pop()) is None:
+            if self._closed and not self._control:
                 return None
             self._ready.clear()
             await self._ready.wait()
-        env = self._pop()
         self.queued_chars -= len(env.text)
         return env.text
 
-    def _pop(self) -> Envelope:
+    def _pop(self) -> Envelope | None:
         head = self._control[0] if self._control else None
-        if head is not None and not self._must_wait(head):
+        held = head is not None and head.hold is not None and not head.hold.done()
+        if head is not None and not held and not self._must_wait(head):
             return self._control.popleft()
+        if not self._media or self._behind_control(self._media[0]):
+            return None
         env = self._media.popleft()
         self._update_space()
         return env
+
+    def _behind_control(self, media: Envelope) -> bool:
+        """Audio never overtakes its own response's earlier control events (they may be
+        waiting behind a held one)."""
+        return any(c.seq < media.seq and c.response_id == media.response_id for c in self._control)
 
     def _must_wait(self, head: Envelope) -> bool:
         """A response's control event waits for that response's earlier audio."""

@@ -11,6 +11,11 @@ Where the transport plays reply audio itself (WebRTC, SIP: `Playout`), audio goe
 playout instead of `response.output_audio.delta` events, and the playout reports back.
 The main loop is the only code that touches the connection. Close is idempotent, ordered
 (stop input, stop responses, flush what is queued, say why, close) and time-bounded.
+
+An optional `SessionObserver` (the ledger and budgets) hears each response's usage and each
+user turn's words from tasks beside the main loop; the ``response.done`` (or billed
+transcription event) that shows the usage is held in the outbox until the observer has it.
+Its verdict comes back through the inbox: rate limits, budget warnings, or a cut-off.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from ..audio import AudioFormat, InputConverter, OutputConverter
+from ..control.budgets import BudgetNotice, BudgetVerdict
+from ..control.identity import Principal
+from ..control.observer import SessionEnd, SessionObserver
 from ..protocol import events as ev
 from ..protocol.commands import (
     CancelResponse,
@@ -30,8 +38,10 @@ from ..protocol.commands import (
     EndOfAudio,
     InputAudio,
     PlayAudio,
+    ResponseFinished,
     StartResponse,
     TranscribeItem,
+    UserInput,
 )
 from ..protocol.connection import Output, RealtimeConnection
 from ..protocol.errors import ProtocolError
@@ -85,8 +95,12 @@ class Session:
         limits: SessionLimits = SessionLimits(),
         clock: Clock | None = None,
         playout: Playout | None = None,
+        principal: Principal | None = None,
+        observer: SessionObserver | None = None,
     ) -> None:
         self.connection = connection
+        # Who opened the session (None: built directly, e.g. in tests); calls check it.
+        self.principal = principal
         self.engines = engines
         self.transport = transport
         self.limits = limits
@@ -107,6 +121,7 @@ class Session:
         # Media-track audio ↔ the session's formats; streaming, so chunks join seamlessly.
         self._from_track: OutputConverter | None = None
         self._to_playout: InputConverter | None = None
+        self.observer = observer
 
     @property
     def id(self) -> str:
@@ -131,6 +146,12 @@ class Session:
             reader.cancel()
             watchdog.cancel()
             await self._close(ended, writer)
+        if self.observer is not None:
+            end = SessionEnd(ended.reason, ended.error_code, ended.message)
+            try:
+                await self.observer.session_ended(end)
+            except Exception:  # the books are not worth a crash of the server
+                log.exception("recording the end of session %s failed", self.id)
         return ended
 
     async def _main(self) -> Ended:
@@ -151,10 +172,20 @@ class Session:
     # -- outputs --------------------------------------------------------------------------
 
     def _apply(self, outputs: list[Output]) -> None:
+        # A record of usage holds back the event that shows it (the next one).
+        hold: asyncio.Future[None] | None = None
         for out in outputs:
             match out:
                 case ev.ServerEvent():
-                    self._send(out)
+                    self._send(out, hold)
+                    hold = None
+                case ResponseFinished():
+                    if self.observer is not None:
+                        hold = self._observe(self.observer.response_finished(out), True)
+                case UserInput():
+                    if self.observer is not None:
+                        billed = out.transcription_model is not None
+                        hold = self._observe(self.observer.user_input(out), billed)
                 case StartResponse(plan=plan):
                     runner = ResponseRunner(
                         plan,
@@ -168,6 +199,8 @@ class Session:
                         max_speech_chars=self.limits.max_speech_chars,
                     )
                     self._start_response(plan.response_id, runner)
+                    if self.observer is not None:
+                        self._observe(self.observer.before_response(), False)
                 case CancelResponse(response_id=rid):
                     self._cancel_response(rid)
                 case InputAudio(data=data, format=fmt):
@@ -190,7 +223,7 @@ class Session:
                 case _:
                     assert_never(out)
 
-    def _send(self, event: ev.ServerEvent) -> None:
+    def _send(self, event: ev.ServerEvent, hold: asyncio.Future[None] | None = None) -> None:
         text = event.to_json()
         rid = getattr(event, "response_id", None)
         if isinstance(event, ev.ResponseDelta) and event.type == "response.output_audio.delta":
@@ -198,9 +231,53 @@ class Session:
             return
         if rid is None and isinstance(event, ev.ResponseLifecycle):
             rid = event.response.get("id")
-        self.outbox.put_control(text, rid)
+        self.outbox.put_control(text, rid, hold)
         if self.outbox.queued_chars > self.limits.max_outbox_bytes:
             self._too_slow(f"{self.outbox.queued_chars} bytes of server events went unread")
+
+    # -- observer -------------------------------------------------------------------------
+
+    def _observe(self, work: Awaitable[BudgetVerdict], hold: bool) -> asyncio.Future[None] | None:
+        """Run ``work`` beside the main loop; returns a future done when it is, for holding
+        the event that must not go out before it (None when nothing is held)."""
+        gate = asyncio.get_running_loop().create_future() if hold else None
+
+        async def run() -> None:
+            verdict: BudgetVerdict | None = None
+            try:
+                verdict = await work
+            except Exception:  # never let the books end a conversation
+                log.exception("the observer of session %s failed", self.id)
+            finally:
+                if gate is not None and not gate.done():
+                    gate.set_result(None)
+            if verdict is not None and verdict != BudgetVerdict():
+                await self.inbox.put(lambda _: self._heed(verdict))
+
+        self._spawn(run(), "observer")
+        return gate
+
+    def _heed(self, verdict: BudgetVerdict) -> list[Output]:
+        """What the client must hear about its budgets; a cut-off ends the session."""
+        out: list[Output] = []
+        if verdict.rate_limits is not None:
+            out.append(ev.RateLimitsUpdated(rate_limits=verdict.rate_limits))
+        for notice in verdict.warnings:
+            error = ProtocolError(notice.message, code="budget_warning", type="budget_warning")
+            out.append(self.connection.error(error))
+        if verdict.exceeded is not None:
+            out += self._cut_off(verdict.exceeded)
+        return out
+
+    def _cut_off(self, notice: BudgetNotice) -> list[Output]:
+        out: list[Output] = []
+        failure = {"type": "budget_exceeded", "code": "budget_exceeded", "message": notice.message}
+        for rid in list(self.connection.responses):
+            details = {"type": "cancelled", "reason": None, "error": failure}
+            out += self.connection.finish_response(rid, "cancelled", details)
+            out.append(CancelResponse(rid))
+        self.end("budget_exceeded", "budget_exceeded", notice.message, code=1008)
+        return out
 
     def _play(self, out: PlayAudio) -> None:
         if self.playout is None:
@@ -324,11 +401,11 @@ class Session:
             await clock.sleep(min(deadline, idle_at) - clock.monotonic())
             now = clock.monotonic()
             if now >= deadline:
-                minutes = limits.max_duration_s / 60
                 self.end(
                     "expired",
-                    "session_expired",
-                    f"Your session hit the maximum duration of {minutes:g} minutes.",
+                    "session_duration_exceeded",
+                    "Your session hit its maximum duration of "
+                    f"{limits.max_duration_s:g} seconds; open a new session to go on.",
                 )
                 return
             if self._responses:
@@ -339,7 +416,7 @@ class Session:
             ):
                 self.end(
                     "idle",
-                    "session_idle_timeout",
+                    "idle_timeout",
                     f"The session was closed after {limits.idle_timeout_s:g} seconds "
                     "without any client event. Send events (or audio) to keep it open.",
                 )

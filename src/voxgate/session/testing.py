@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from ..control.observer import SessionObserver
 from ..protocol.connection import RealtimeConnection
 from .clock import VirtualClock
 from .engines import EngineSet
@@ -156,6 +157,7 @@ async def running_session(
     limits: SessionLimits = SessionLimits(idle_timeout_s=None),
     connection: RealtimeConnection | None = None,
     validate: Validator | None = None,
+    observer: SessionObserver | None = None,
     transport: MemoryTransport | None = None,
 ) -> AsyncIterator[RunningSession]:
     """Run a session on virtual time over a `MemoryTransport`. On exit the session is asked
@@ -163,7 +165,12 @@ async def running_session(
     clock = VirtualClock()
     transport = transport or MemoryTransport(validate=validate)
     session = Session(
-        connection or RealtimeConnection(), engines, transport, limits=limits, clock=clock
+        connection or RealtimeConnection(),
+        engines,
+        transport,
+        limits=limits,
+        clock=clock,
+        observer=observer,
     )
     task = asyncio.create_task(session.run(), name=f"test:{session.id}")
     running = RunningSession(session, transport, clock, task)

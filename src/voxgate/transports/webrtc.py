@@ -14,7 +14,6 @@ Opus encoding happens in aiortc's executor, not on the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import json
 import logging
@@ -36,7 +35,6 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from ..protocol.ids import new_id
-from ..session.session import Session
 from ..session.transport import PlayoutCut, TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
@@ -376,31 +374,3 @@ class WebRTCCall:
                 pcm = out.to_ndarray().tobytes()
                 if pcm and self.microphone is not None:
                     await self.microphone(pcm)
-
-
-class CallRegistry:
-    """The sessions of live WebRTC calls by call id, for hang-up and sideband attach."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, Session] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def run(self, call: WebRTCCall, session: Session, serve: Awaitable[Any]) -> None:
-        """Serve the call's session in the background; forget the call when it ends."""
-
-        async def runner() -> None:
-            try:
-                await serve
-            finally:
-                self.sessions.pop(call.id, None)
-                with contextlib.suppress(Exception):
-                    await call.close()
-
-        self.sessions[call.id] = session
-        task = asyncio.get_running_loop().create_task(runner(), name=f"{call.id}:session")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def wait_closed(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)

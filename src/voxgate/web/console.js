@@ -19,6 +19,24 @@ const METER_INTERVAL_MS = 20;
 const MAX_EVENTS = 5000; // the test-facing event log is bounded like every other buffer
 const API_BASE = `${location.origin}/v1`;
 const KEY_STORAGE = "voxgate.apiKey";
+// Client secrets (minted by an app's backend) are short-lived and single-use: never stored.
+const SECRET_PREFIX = "ek_";
+// Error codes with which the server ends a session, and what the console calls them.
+const END_REASONS = {
+  session_duration_exceeded: "the session reached its maximum duration",
+  idle_timeout: "the session was idle for too long",
+  budget_exceeded: "a budget was used up",
+  api_key_revoked: "the API key was revoked",
+  client_secret_revoked: "the client secret was revoked",
+  server_shutting_down: "the server is restarting",
+};
+// Refusals that a policy or a client secret's binding gives to a session.update.
+const POLICY_CODES = new Set([
+  "bound_by_client_secret",
+  "model_not_allowed",
+  "voice_not_allowed",
+  "tool_not_allowed",
+]);
 
 const $ = (id) => document.getElementById(id);
 
@@ -41,11 +59,14 @@ const stats = {
   usage: { responses: 0, input_tokens: 0, output_tokens: 0, total_tokens: 0 },
   costUsd: 0,
   errors: [],
+  errorCodes: [], // the code of every error shown, in order
+  endReason: null, // the code the server ended the session with, if it did
 };
 // From the devtools console, window.voxgate.send({type: ...}) sends any client event.
 window.voxgate = Object.assign(stats, { send: (event) => send(event) });
 
 let call = null; // { pc, dc, mic, callId } while connected or connecting
+let endMessage = null; // why the server ended the session, once it said so
 let audioCtx = null;
 let meter = null; // { analyser, samples, timer, lastTick }
 let turn = null; // { since, armed }: a user turn ended, waiting for the reply to be heard
@@ -59,12 +80,14 @@ async function connect(event) {
   if (call || stats.state === "connecting") return;
   clearMessage();
   stats.callId = null;
+  stats.endReason = null;
+  endMessage = null;
   $("connect").disabled = true; // one call at a time
   setState("connecting");
   // Created inside the click, so browsers let it run; the level meter needs it.
   audioCtx ??= new AudioContext();
   audioCtx.resume();
-  localStorage.setItem(KEY_STORAGE, $("api-key").value);
+  if (!usingClientSecret()) localStorage.setItem(KEY_STORAGE, $("api-key").value);
   let mic;
   try {
     mic = await navigator.mediaDevices.getUserMedia({ audio: true });
@@ -83,7 +106,7 @@ async function connect(event) {
   pc.onconnectionstatechange = () => live() && onPeerState(pc.connectionState);
   dc.onopen = () => live() && onChannelOpen();
   dc.onmessage = (e) => live() && onServerEvent(JSON.parse(e.data));
-  dc.onclose = () => live() && endCall("The session ended: the server closed the event channel.");
+  dc.onclose = () => live() && endCall(endMessage ?? "The session ended: the server closed the event channel.");
   for (const track of mic.getAudioTracks()) pc.addTrack(track, mic);
   try {
     const offer = await pc.createOffer();
@@ -104,12 +127,17 @@ async function connect(event) {
 
 async function httpErrorMessage(res) {
   let detail = res.statusText;
+  let code = null;
   try {
-    detail = (await res.json()).error?.message ?? detail;
+    const error = (await res.json()).error;
+    detail = error?.message ?? detail;
+    code = error?.code ?? null;
   } catch {
     // not JSON: the status text is all there is
   }
-  return `the server answered ${res.status}: ${detail}`;
+  if (code) stats.errorCodes.push(code);
+  const why = code ? ` (${code})` : "";
+  return `the server answered ${res.status}${why}: ${detail}`;
 }
 
 function microphoneMessage(err) {
@@ -178,6 +206,37 @@ function authHeader() {
   return { Authorization: `Bearer ${$("api-key").value.trim() || "dev"}` };
 }
 
+function usingClientSecret() {
+  return $("api-key").value.trim().startsWith(SECRET_PREFIX);
+}
+
+function onSessionCreated() {
+  if (usingClientSecret()) {
+    // The secret fixed the session's configuration when it was minted; changing a bound
+    // field would be refused, so the console keeps what the secret says.
+    showMessage("Connected with a client secret: its session configuration applies.", "info");
+    return;
+  }
+  send({ type: "session.update", session: sessionSettings() });
+}
+
+function onError(e) {
+  const code = e.error?.code ?? null;
+  const message = e.error?.message ?? "unknown";
+  if (code) stats.errorCodes.push(code);
+  if (code === "budget_warning") {
+    showMessage(`Budget warning: ${message}`, "info");
+  } else if (code in END_REASONS) {
+    stats.endReason = code;
+    endMessage = `The session ended because ${END_REASONS[code]} (${code}): ${message}`;
+    showError(endMessage);
+  } else if (POLICY_CODES.has(code)) {
+    showError(`Refused by the credential's policy (${code}): ${message}`);
+  } else {
+    showError(`Server error${code ? ` (${code})` : ""}: ${message}`);
+  }
+}
+
 function send(event) {
   if (call?.dc.readyState === "open") call.dc.send(JSON.stringify(event));
 }
@@ -185,7 +244,7 @@ function send(event) {
 // ---- server events --------------------------------------------------------------------------
 
 const handlers = {
-  "session.created": () => send({ type: "session.update", session: sessionSettings() }),
+  "session.created": onSessionCreated,
   "input_audio_buffer.speech_started": (e) => bubble(e.item_id, "user"),
   "input_audio_buffer.speech_stopped": () => {
     turn = { since: performance.now(), armed: !stats.audible };
@@ -205,7 +264,7 @@ const handlers = {
   "output_audio_buffer.stopped": () => setSpeaking(false),
   "output_audio_buffer.cleared": () => setSpeaking(false),
   "response.done": (e) => onResponseDone(e.response),
-  error: (e) => showError(`Server error: ${e.error?.message ?? "unknown"}`),
+  error: onError,
 };
 
 function onServerEvent(event) {
