@@ -58,8 +58,6 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
     if isinstance(parsed, JSONResponse):
         return parsed
     offer, session_patch = parsed
-    if (problem := offer_problem(offer)) is not None:
-        return http_error(400, problem, "invalid_offer", "sdp")
     settings = state.settings
     call = WebRTCCall(
         settings.ice_server_configs, connect_timeout_s=settings.webrtc_connect_timeout_s
@@ -78,6 +76,11 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
     except Refused as exc:
         await call.close()
         return exc.response()
+    # After admission, so that a bad session part is reported first.
+    if (problem := offer_problem(offer)) is not None:
+        await _unadmit(state, session)
+        await call.close()
+        return http_error(400, problem, "invalid_offer", "sdp")
     call.microphone = session.track_audio
     call.on_gone = lambda why: session.end("client_closed", message=why)
     try:
@@ -105,6 +108,14 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
         media_type="application/sdp",
         headers={"Location": f"/v1/realtime/calls/{call.id}"},
     )
+
+
+async def _unadmit(state: AppState, session: Session) -> None:
+    """Undo an admission whose call could not be set up: the slot, and the client secret's
+    use."""
+    await state.manager.release(session)
+    if session.principal is not None and session.principal.client_secret_id is not None:
+        await state.controls.secrets.give_back(session.principal.client_secret_id)
 
 
 def check_owner(state: AppState, principal: Principal, session: Session, action: str) -> None:
