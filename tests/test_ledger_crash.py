@@ -78,7 +78,9 @@ class Burst:
             elif event.type == "response.done":
                 assert session_id is not None
                 self.seen[session_id].append(event.response.id)
-                if sum(map(len, self.seen.values())) >= KILL_AFTER:
+                # Kill once every client has been answered and the burst is big enough.
+                answered = [ids for ids in self.seen.values() if ids]
+                if len(answered) == CLIENTS and sum(map(len, answered)) >= KILL_AFTER:
                     self.enough.set()
                 turn += 1
                 text = f"Client {n} turn {turn}"
