@@ -186,3 +186,23 @@ async def test_revoking_the_minting_key_ends_and_refuses_its_secrets(minting: An
         ended = await next_event(conn, timeout_s=10)
         assert (ended.type, ended.error.code) == ("error", "api_key_revoked")
     assert (await refusal(server, unused)).error.code == "api_key_revoked"
+
+
+async def test_a_transcription_secret_opens_a_transcription_session(minting: Any) -> None:
+    server, _, key = minting
+    session = {
+        "type": "transcription",
+        "audio": {"input": {"transcription": {"model": "whisper-1", "language": "en"}}},
+    }
+    value, _, secret = await mint(server, key, session=session)
+    assert secret.session.type == "transcription"
+    async with client(server, value) as c, c.realtime.connect(model=MODEL) as conn:
+        created = await next_event(conn)
+        assert created.type == "session.created"
+        assert created.session.type == "transcription"
+        assert created.session.audio.input.transcription.language == "en"
+        # Bound: the secret cannot be turned into a speaking session.
+        await conn.session.update(session={"type": "realtime"})
+        error = await next_event(conn)
+        assert error.type == "error", error
+        assert error.error.code == "bound_by_client_secret"

@@ -59,8 +59,14 @@ class PolicyGuard:
     def __init__(self, policy: Policy, bound: dict[str, Any] | None = None) -> None:
         self.policy = policy
         self.paths = bound_paths(bound) if bound else []
+        self.bound_type = (bound or {}).get("type")
 
     def check_session(self, before: SessionConfig, after: SessionConfig, patch: Any) -> None:
+        # The session type is not part of either configuration: a transcription secret
+        # must not become a speaking session (nor the reverse).
+        asked_type = patch.get("type") if isinstance(patch, dict) else None
+        if self.bound_type is not None and asked_type not in (None, self.bound_type):
+            raise _bound_error("type")
         old, new = before.model_dump(mode="json"), after.model_dump(mode="json")
         for path in self.paths:
             if _at(old, path) != _at(new, path):

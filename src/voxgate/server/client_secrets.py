@@ -118,7 +118,8 @@ def _session(
         param = f"session.{exc.param.removeprefix('session.')}" if exc.param else "session"
         raise Refused(exc.code or "invalid_value", exc.message, status, param=param) from None
     bound = {k: v for k, v in patch.items() if k not in ("id", "object", "expires_at")}
-    return bound, connection.config.to_wire(session_id=new_id("sess"), expires_at=0)
+    effective = connection.transcription or connection.config
+    return bound, effective.to_wire(session_id=new_id("sess"), expires_at=0)
 
 
 async def _rate_limit(state: AppState, principal: Principal) -> None:
