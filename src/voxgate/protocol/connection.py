@@ -30,7 +30,6 @@ from .commands import (
     EndOfAudio,
     InputAudio,
     PlayAudio,
-    ResponsePlan,
     StartResponse,
     TranscribeItem,
     UserInput,
@@ -53,9 +52,9 @@ from .items import (
     InputAudio as InputAudioPart,
 )
 from .limits import ConnectionLimits, ConversationBudget
-from .model_settings import model_settings
+from .planning import plan_response
 from .prompts import StoredPrompt
-from .response_params import ResponseParams, parse_response_params
+from .response_params import parse_response_params
 from .responses import ResponseState, Status
 from .session import SessionConfig, new_session
 from .transcription import (
@@ -520,7 +519,13 @@ class RealtimeConnection:
                 "creating a new one.",
                 code="conversation_already_has_active_response",
             )
-        plan = self._plan(params)
+        plan = plan_response(
+            params,
+            self.config,
+            self.conversation,
+            audio_produced=self.audio_produced,
+            prompts=self.prompts,
+        )
         inline = self._transcribe_inline(plan.context)
         state = ResponseState(plan, self.conversation, self._count_tokens, self.input_format)
         self.responses[plan.response_id] = state
@@ -536,57 +541,6 @@ class RealtimeConnection:
             self._inline[item.id or ""] = item
             out.append(TranscribeItem(item.id or "", audio, self.input_format))
         return out
-
-    def _plan(self, params: ResponseParams) -> ResponsePlan:
-        session = self.config
-        out = params.audio.output if params.audio and params.audio.output else None
-        voice = (out.voice if out and out.voice else None) or session.audio.output.voice
-        voice_name = voice if isinstance(voice, str) else voice.get("id", "")
-        if self.audio_produced and voice_name != session.voice:
-            raise ProtocolError(
-                "Cannot update a conversation's voice if assistant audio is present.",
-                code="cannot_update_voice",
-                param="response.audio.output.voice",
-            )
-        tools = params.tools if params.tools is not None else session.tools
-        choice = params.tool_choice if params.tool_choice is not None else session.tool_choice
-        limit = params.max_output_tokens or session.max_output_tokens
-        return ResponsePlan(
-            response_id=new_id("resp"),
-            conversation="none" if params.conversation == "none" else "auto",
-            output_modalities=list(params.output_modalities or session.output_modalities),
-            voice=voice_name,
-            output_format=(out.format if out and out.format else session.audio.output.format).type,
-            speed=session.audio.output.speed,
-            tools=[
-                t.model_dump(mode="json", exclude_none=True) for t in tools if t.type == "function"
-            ],
-            tool_choice=choice if isinstance(choice, str) else choice.model_dump(mode="json"),
-            max_output_tokens=None if limit == "inf" else int(limit),
-            context=self._context(params.input),
-            metadata=params.metadata,
-            **model_settings(params, session, self.prompts),
-        )
-
-    def _context(self, entries: list[dict[str, Any]] | None) -> list[Item]:
-        if entries is None:
-            return list(self.conversation)
-        items: list[Item] = []
-        for i, raw in enumerate(entries):
-            param = f"response.input[{i}]"
-            if raw.get("type") == "item_reference":
-                if not isinstance(raw.get("id"), str):
-                    raise ProtocolError(
-                        f"Missing required parameter: '{param}.id'.",
-                        code="missing_required_parameter",
-                        param=f"{param}.id",
-                    )
-                items.append(self.conversation.get(raw["id"], param=f"{param}.id"))
-            else:
-                item = parse_item(raw, param)
-                item.id = item.id or new_id("item")
-                items.append(item)
-        return items
 
     def _client_cancel(self, response_id: str | None) -> list[Output]:
         target = response_id or self.active_response_id
