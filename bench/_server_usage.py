@@ -57,8 +57,8 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return own, tree
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its live descendants, in MiB."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants."""
     table = processes()
     tree, frontier = [pid], [pid]
     while frontier:
@@ -66,8 +66,13 @@ def rss_mb(pid: int) -> float:
         children = [child for child, (ppid, _) in table.items() if ppid == parent]
         tree += children
         frontier += children
+    return tree
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its live descendants, in MiB."""
     pages = 0
-    for process in tree:
+    for process in process_tree(pid):
         fields = read(f"/proc/{process}/statm").split()
         pages += int(fields[1]) if len(fields) > 1 else 0
     return pages * PAGE / 2**20

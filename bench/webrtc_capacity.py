@@ -51,7 +51,7 @@ from _realtime import (
     token_limit,
     voxgate_server,
 )
-from _server_usage import cpu_seconds, processes, read_dir, server_pid
+from _server_usage import cpu_seconds, process_tree, read_dir, server_pid
 from _speech import SENTENCES, log, ms, percentile
 from voxgate.call.webrtc import ServerEvent, WebRTCPeer, hang_up, post_offer
 
@@ -128,13 +128,7 @@ async def server_base(args: argparse.Namespace) -> AsyncIterator[tuple[str, int 
 def pin(pid: int, cpus: set[int]) -> None:
     """Keep ``pid`` and its descendants, every thread of them, on ``cpus``: "2 cores" on a
     bigger machine. Threads started later inherit it."""
-    table = processes()
-    tree, frontier = [pid], [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, (ppid, _) in table.items() if ppid == parent]
-        tree += children
-        frontier += children
+    tree = process_tree(pid)
     for process in tree:
         threads = read_dir(f"/proc/{process}/task")
         for tid in threads:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy import RowMapping, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..control.keys import ApiKey, NewKey
@@ -20,6 +20,17 @@ async def bump_stamp(conn: AsyncConnection) -> None:
         .where(control_stamp.c.id == 1)
         .values(version=control_stamp.c.version + 1)
     )
+
+
+async def revoked_among(engine: AsyncEngine, table: Table, ids: Sequence[str]) -> set[str]:
+    """Which of these ids have a ``revoked_at`` in ``table`` (keys or client secrets)."""
+    if not ids:
+        return set()
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(table.c.id).where(table.c.id.in_(ids), table.c.revoked_at.is_not(None))
+        )
+        return {r[0] for r in rows}
 
 
 def _key(row: RowMapping) -> ApiKey:
@@ -119,15 +130,7 @@ class KeyRepository:
 
     async def revoked_among(self, ids: Sequence[str]) -> set[str]:
         """Which of these key ids are revoked (the live sessions' keys)."""
-        if not ids:
-            return set()
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(api_keys.c.id).where(
-                    api_keys.c.id.in_(ids), api_keys.c.revoked_at.is_not(None)
-                )
-            )
-            return {r[0] for r in rows}
+        return await revoked_among(self.engine, api_keys, ids)
 
     async def count(self) -> int:
         async with self.engine.connect() as conn:

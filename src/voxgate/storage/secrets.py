@@ -11,7 +11,7 @@ from sqlalchemy import RowMapping, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..control.secrets import ClientSecret
-from .keys import bump_stamp
+from .keys import bump_stamp, revoked_among
 from .tables import client_secrets
 
 UseOutcome = Literal["ok", "unknown", "expired", "revoked", "used"]
@@ -126,15 +126,7 @@ class SecretRepository:
 
     async def revoked_among(self, ids: list[str]) -> set[str]:
         """Which of these secret ids are revoked (the live sessions' secrets)."""
-        if not ids:
-            return set()
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(client_secrets.c.id).where(
-                    client_secrets.c.id.in_(ids), client_secrets.c.revoked_at.is_not(None)
-                )
-            )
-            return {r[0] for r in rows}
+        return await revoked_among(self.engine, client_secrets, ids)
 
 
 class SecretWriter:
