@@ -34,7 +34,9 @@ def relay_server(start_server: Any, up: UpstreamVoxgate, tmp_path: Path, **setti
     """The server under test: keys required, a fresh store, gpt-realtime* relayed to ``up``."""
     settings.setdefault("upstreams", [up.setting(models=["gpt-realtime*"])])
     return start_server(
-        api_keys=[ADMIN_KEY], database_url=f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}", **settings
+        api_keys=[ADMIN_KEY],
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}",
+        **settings,
     )
 
 
