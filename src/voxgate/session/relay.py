@@ -21,6 +21,10 @@
   default the session ends with an ``upstream_unavailable`` error.
 - ``hook`` sees every upstream event before it is relayed and may replace it (server-side
   tools intercept ``function_call`` items there), using `send_upstream`.
+- A relay switched to mid-session (failover, renewal) passes ``announce=False``: the client
+  sees the new upstream session as a ``session.updated`` (its ``model`` names what serves the
+  session now), not a second ``session.created``. ``replay`` events (a carried-over
+  conversation) go upstream right after the initial configuration, before any client event.
 
 Tasks (in the session's group): one reads the upstream (and connects first), one writes to
 it. Client events that arrive before the upstream session is open wait, in order, in a
@@ -95,6 +99,8 @@ class RelayDriver:
         initial: dict[str, Any] | None = None,
         on_lost: LostHandler | None = None,
         hook: UpstreamHook | None = None,
+        announce: bool = True,
+        replay: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.upstream = upstream
         self.protocol = protocol
@@ -104,6 +110,8 @@ class RelayDriver:
         self.initial = initial
         self.on_lost = on_lost
         self.hook = hook
+        self.announce = announce
+        self.replay = list(replay)
         # The upstream's session object as last reported, and its id.
         self.session: dict[str, Any] | None = None
         self.upstream_session_id: str | None = None
@@ -276,7 +284,15 @@ class RelayDriver:
             self.upstream.name,
             self.upstream_session_id,
         )
-        out: list[DriverOutput] = [Forward(json.dumps(created), "session.created")]
+        if self.announce:
+            out: list[DriverOutput] = [Forward(json.dumps(created), "session.created")]
+        else:
+            updated = {
+                "type": "session.updated",
+                "event_id": new_id("event"),
+                "session": self.session,
+            }
+            out = [Forward(json.dumps(updated), "session.updated")]
         for text, data in early:
             out += self._event(conn, text, data)
         return out
@@ -342,6 +358,8 @@ class RelayDriver:
                 self.upstream, self.model, safety_identifier=self.safety_identifier
             )
             created, early = await self._handshake(link)
+            for event in self.replay:
+                await link.send(json.dumps(event))
             phase = "session"
             await host.post(lambda conn: self._opened(conn, created, early))
             self._tasks.append(host.spawn(self._write(link), f"upstream:{self.upstream.name}:w"))
