@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     # key and client-secret policies only tighten it.
     policy: Policy = Field(default_factory=Policy)
 
+    # -- phone media (docs/telephony.md) --
+    # Where session recordings (policy record_calls) are kept; unset: data_dir/recordings.
+    recordings_dir: Path | None = None
+
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
         if not self.database_url:

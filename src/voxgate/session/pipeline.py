@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, assert_never
 
 from ..audio import PCM16, AudioFormat, FormatConverter
 from ..protocol import events as ev
 from ..protocol.commands import CancelResponse, InputAudio, StartResponse, TranscribeItem
 from ..protocol.connection import Output, RealtimeConnection
+from .disclosure import SpokenText, is_disclosure
 from .driver import DriverCommand, DriverHost, DriverOutput
 from .engines import EngineSet
 from .listener import Listener
@@ -67,9 +69,13 @@ class PipelineDriver:
         match cmd:
             case StartResponse(plan=plan):
                 host, limits = self.host, self.host.limits
+                # The disclosure is spoken word for word, not generated.
+                engines = self.engines
+                if is_disclosure(plan):
+                    engines = replace(engines, llm=SpokenText())
                 runner = ResponseRunner(
                     plan,
-                    self.engines,
+                    engines,
                     host.post,
                     host.media_space,
                     before=self.listener.ready(plan.context),

@@ -22,8 +22,10 @@ Its verdict comes back through the inbox: rate limits, budget warnings, or a cut
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import assert_never
@@ -48,13 +50,22 @@ from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from .backlog import Backlog
 from .clock import Clock, SystemClock
+from .disclosure import Disclosure
 from .driver import PLAYOUT_RATE, Driver, DriverHost, DriverOutput, Forward, Progress
 from .engines import EngineSet
 from .fairness import in_slices
 from .inbox import Ended, Inbox
 from .outbox import Outbox
 from .pipeline import PipelineDriver
-from .transport import BoundedPlayout, Playout, Transport, TransportClosed, TransportStalled
+from .recording import CallRecorder
+from .transport import (
+    BoundedPlayout,
+    Playout,
+    TappedPlayout,
+    Transport,
+    TransportClosed,
+    TransportStalled,
+)
 
 log = logging.getLogger(__name__)
 __all__ = ["PLAYOUT_RATE", "Session", "SessionLimits"]
@@ -127,6 +138,10 @@ class Session:
         self.observer = observer
         self.driver: Driver = driver or PipelineDriver(engines)
         self.driver.bind(self._driver_host())
+        # Set before `run` by `disclose` and `record` (admission does, per policy).
+        self.disclosure: Disclosure | None = None
+        self._held: deque[_Frame] = deque()
+        self.recorder: CallRecorder | None = None
 
     @property
     def id(self) -> str:
@@ -146,11 +161,14 @@ class Session:
             writer = tg.create_task(self._write(), name=f"{self.id}:writer")
             watchdog = tg.create_task(self._watch(), name=f"{self.id}:watchdog")
             self._apply(self.driver.start(self.connection))
+            self._begin_disclosure()
             ended = await self._main()
             self.ended = ended
             reader.cancel()
             watchdog.cancel()
             await self._close(ended, writer)
+        if self.recorder is not None:
+            self.recorder.close()
         if self.observer is not None:
             end = SessionEnd(ended.reason, ended.error_code, ended.message)
             try:
@@ -161,9 +179,11 @@ class Session:
 
     async def _main(self) -> Ended:
         while True:
-            msg = await self.inbox.get()
+            msg = await self._next()
             if isinstance(msg, Ended):
                 return msg
+            if isinstance(msg, _Frame) and self._hold(msg):
+                continue
             if isinstance(msg, _Frame):
                 self._last_activity = self.clock.monotonic()
                 outputs = self.driver.receive(self.connection, msg.raw)
@@ -173,6 +193,55 @@ class Session:
                 if i:
                     await asyncio.sleep(0)  # let other sessions run between slices
                 self._apply(group)
+
+    async def _next(self) -> _Frame | Progress | Ended:
+        """Client events held back during the disclosure come first once it is generated."""
+        if self._held and not self._disclosing():
+            return self._held.popleft()
+        return await self.inbox.get()
+
+    def _disclosing(self) -> bool:
+        return self.disclosure is not None and self.disclosure.generating(self.connection)
+
+    def _hold(self, frame: _Frame) -> bool:
+        """Keep a client event until the disclosure is generated (bounded: past the inbox's
+        capacity events go through, and a response.create may be refused as for any
+        response in progress)."""
+        if not self._disclosing() or len(self._held) >= self.limits.inbox_capacity:
+            return False
+        self._held.append(frame)
+        return True
+
+    # -- disclosure and recording ---------------------------------------------------------
+
+    def disclose(self, text: str) -> None:
+        """Speak ``text`` before anything else (see disclosure.py); call before `run`."""
+        self.disclosure = Disclosure(text)
+
+    def record(self, recorder: CallRecorder) -> None:
+        """Record the session (see recording.py); call before `run`."""
+        self.recorder = recorder
+        if isinstance(self.playout, TappedPlayout):
+            fmt = self.playout.format
+            self.playout.tap(lambda audio: recorder.voxgate(audio, fmt))
+
+    def _begin_disclosure(self) -> None:
+        if self.disclosure is None:
+            return
+        try:
+            self._apply(self.disclosure.begin(self.connection))
+        except ProtocolError as exc:
+            log.error("session %s could not speak its disclosure: %s", self.id, exc.message)
+
+    def _record_sent(self, event: ev.ResponseDelta) -> None:
+        """Reply audio sent as events (no server playout): the recording's right channel."""
+        if self.recorder is None or isinstance(self.playout, TappedPlayout):
+            return
+        state = self.connection.responses.get(event.response_id)
+        kind = (
+            state.plan.output_format if state else self.connection.config.audio.output.format.type
+        )
+        self.recorder.voxgate(base64.b64decode(event.delta), AudioFormat.from_type(kind))
 
     # -- outputs --------------------------------------------------------------------------
 
@@ -225,6 +294,8 @@ class Session:
                     self._apply(self.driver.command(self.connection, out))
                     self.outbox.purge(rid)
                 case InputAudio() | TranscribeItem():
+                    if isinstance(out, InputAudio) and self.recorder is not None:
+                        self.recorder.caller(out.data, AudioFormat.from_type(out.format))
                     self._apply(self.driver.command(self.connection, out))
                 case PlayAudio():
                     self._play(out)
@@ -247,6 +318,7 @@ class Session:
         rid = getattr(event, "response_id", None)
         if isinstance(event, ev.ResponseDelta) and event.type == "response.output_audio.delta":
             self.outbox.put_media(text, rid or "")
+            self._record_sent(event)
             return
         if rid is None and isinstance(event, ev.ResponseLifecycle):
             rid = event.response.get("id")
@@ -311,6 +383,8 @@ class Session:
         if self._to_playout is None or (self._to_playout.src, self._to_playout.dst) != (src, dst):
             self._to_playout = FormatConverter(src, dst)
         audio = self._to_playout.process(out.data)
+        if self.recorder is not None and not isinstance(self.playout, TappedPlayout):
+            self.recorder.voxgate(audio, dst)  # as queued: this playout cannot say when heard
         self.playout.play(out.response_id, out.item_id, out.content_index, audio)
 
     async def _media_space(self) -> None:
@@ -330,6 +404,10 @@ class Session:
 
         def append(conn: RealtimeConnection) -> Sequence[DriverOutput]:
             self._last_activity = self.clock.monotonic()
+            if self.disclosure is not None and self.disclosure.speaking(conn):
+                if self.recorder is not None:  # recorded, not listened to
+                    self.recorder.caller(audio, fmt)
+                return []
             if fmt == PCM16:
                 return self.driver.track_audio(conn, audio)
             if isinstance(self.driver, PipelineDriver):  # takes any format: no 24 kHz hop
