@@ -228,6 +228,10 @@ class Session:
     def _begin_disclosure(self) -> None:
         if self.disclosure is None:
             return
+        if not isinstance(self.driver, PipelineDriver):  # a relay has no local response
+            log.warning("session %s served by %s: disclosure not spoken", self.id, self.driver.name)
+            self.disclosure = None
+            return
         try:
             self._apply(self.disclosure.begin(self.connection))
         except ProtocolError as exc:
