@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ..control.shared import SharedState
@@ -49,7 +50,7 @@ class AppState:
         """What replicas share (Redis with VOXGATE_REDIS_URL); in-process by default."""
         return self.controls.shared
 
-    @property
+    @cached_property
     def recordings(self) -> RecordingStore:
         """Session recordings (policy record_calls)."""
         s = self.settings
