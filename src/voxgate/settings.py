@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     # key and client-secret policies only tighten it.
     policy: Policy = Field(default_factory=Policy)
 
+    # -- phone media (docs/telephony.md) --
+    # Where session recordings (policy record_calls) are kept; unset: data_dir/recordings.
+    recordings_dir: Path | None = None
+
     # --- Upstream Realtime services (docs/relay.md) ---
     # [[upstreams]] tables (VOXGATE_UPSTREAMS as JSON); the first whose models match serves.
     upstreams: list[UpstreamSetting] = Field(default_factory=list)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ..control.shared import SharedState
@@ -14,6 +15,7 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
 from ..settings import Settings
+from ..storage.recordings import RecordingStore
 from .controls import Controls
 from .metrics import Metrics
 from .routing import upstreams
@@ -53,6 +55,12 @@ class AppState:
     def shared(self) -> SharedState:
         """What replicas share (Redis with VOXGATE_REDIS_URL); in-process by default."""
         return self.controls.shared
+
+    @cached_property
+    def recordings(self) -> RecordingStore:
+        """Session recordings (policy record_calls)."""
+        s = self.settings
+        return RecordingStore(s.recordings_dir or s.data_dir / "recordings")
 
     @property
     def limits(self) -> SessionLimits:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, assert_never
 
-from ..audio import AudioFormat, OutputConverter
+from ..audio import PCM16, AudioFormat, FormatConverter
 from ..protocol import events as ev
 from ..protocol.commands import CancelResponse, InputAudio, StartResponse, TranscribeItem
 from ..protocol.connection import Output, RealtimeConnection
-from .driver import PLAYOUT_RATE, DriverCommand, DriverHost, DriverOutput
+from .disclosure import SpokenText, is_disclosure
+from .driver import DriverCommand, DriverHost, DriverOutput
 from .engines import EngineSet
 from .listener import Listener
 from .response import ResponseRunner
@@ -27,7 +29,7 @@ class PipelineDriver:
         self._listener: Listener | None = None
         self._responses: dict[str, asyncio.Task[None]] = {}
         # Media-track audio → the session's input format; streaming, so chunks join seamlessly.
-        self._from_track: OutputConverter | None = None
+        self._from_track: FormatConverter | None = None
 
     @property
     def host(self) -> DriverHost:
@@ -52,19 +54,28 @@ class PipelineDriver:
     def receive(self, conn: RealtimeConnection, raw: str | bytes) -> list[Output]:
         return conn.receive(raw)
 
-    def track_audio(self, conn: RealtimeConnection, pcm24k: bytes) -> list[Output]:
-        if self._from_track is None or self._from_track.format.type != conn.input_format:
-            fmt = AudioFormat.from_type(conn.input_format)
-            self._from_track = OutputConverter(PLAYOUT_RATE, fmt)
-        return conn.append_track_audio(self._from_track.process(pcm24k))
+    def track_audio(
+        self, conn: RealtimeConnection, audio: bytes, fmt: AudioFormat = PCM16
+    ) -> list[Output]:
+        """Track audio (24 kHz PCM16, or ``fmt``: 8 kHz G.711 from a phone line goes into a
+        G.711 input buffer unchanged)."""
+        dst = AudioFormat.from_type(conn.input_format)
+        track = self._from_track
+        if track is None or (track.src, track.dst) != (fmt, dst):
+            track = self._from_track = FormatConverter(fmt, dst)
+        return conn.append_track_audio(track.process(audio))
 
     def command(self, conn: RealtimeConnection, cmd: DriverCommand) -> Sequence[DriverOutput]:
         match cmd:
             case StartResponse(plan=plan):
                 host, limits = self.host, self.host.limits
+                # The disclosure is spoken word for word, not generated.
+                engines = self.engines
+                if is_disclosure(plan):
+                    engines = replace(engines, llm=SpokenText())
                 runner = ResponseRunner(
                     plan,
-                    self.engines,
+                    engines,
                     host.post,
                     host.media_space,
                     before=self.listener.ready(plan.context),

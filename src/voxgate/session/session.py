@@ -24,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
-from ..audio import AudioFormat, InputConverter
+from ..audio import PCM16, AudioFormat, FormatConverter
 from ..control.budgets import BudgetNotice, BudgetVerdict
 from ..control.identity import Principal
 from ..control.observer import SessionEnd, SessionObserver
@@ -48,6 +49,7 @@ from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from .backlog import Backlog
 from .clock import Clock, SystemClock
+from .disclosure import Disclosure
 from .driver import PLAYOUT_RATE, Driver, DriverHost, DriverOutput, Forward, Progress
 from .engines import EngineSet
 from .fairness import in_slices
@@ -55,10 +57,20 @@ from .inbox import Ended, Inbox
 from .outbox import Outbox
 from .pipeline import PipelineDriver
 from .rate_limits import RateLimitBook
-from .transport import Playout, Transport, TransportClosed, TransportStalled
+from .recording import CallRecorder
+from .transport import (
+    BoundedPlayout,
+    Playout,
+    TappedPlayout,
+    Transport,
+    TransportClosed,
+    TransportStalled,
+)
 
 log = logging.getLogger(__name__)
 __all__ = ["PLAYOUT_RATE", "Session", "SessionLimits"]
+# The keys a DTMF event may carry (RFC 4733 events 0-15).
+DTMF_KEYS = frozenset("0123456789*#ABCD")
 # Server events a sideband client may fall behind by before it is disconnected.
 SIDEBAND_BACKLOG = 4096
 SLOW_CLIENT = "slow_client"
@@ -119,12 +131,18 @@ class Session:
         if playout is not None:
             playout.bind(self._playout_stopped)
         self._sidebands: set[Backlog] = set()
-        # Reply audio → the playout's rate; streaming, so chunks join seamlessly.
-        self._to_playout: InputConverter | None = None
+        # Media-track audio ↔ the formats of the session and its driver, and reply audio →
+        # the playout's format; streaming, so chunks join seamlessly.
+        self._from_track: FormatConverter | None = None
+        self._to_playout: FormatConverter | None = None
         self.observer = observer
         self.rate_limits = RateLimitBook()
         # Bound when the session starts serving (its task group exists then).
         self.driver: Driver = driver or PipelineDriver(engines)
+        # Set before `run` by `disclose` and `record` (admission does, per policy).
+        self.disclosure: Disclosure | None = None
+        self._held: deque[_Frame] = deque()
+        self.recorder: CallRecorder | None = None
 
     @property
     def id(self) -> str:
@@ -145,11 +163,14 @@ class Session:
             writer = tg.create_task(self._write(), name=f"{self.id}:writer")
             watchdog = tg.create_task(self._watch(), name=f"{self.id}:watchdog")
             self._apply(self.driver.start(self.connection))
+            self._begin_disclosure()
             ended = await self._main()
             self.ended = ended
             reader.cancel()
             watchdog.cancel()
             await self._close(ended, writer)
+        if self.recorder is not None:
+            self.recorder.close()
         if self.observer is not None:
             end = SessionEnd(ended.reason, ended.error_code, ended.message)
             try:
@@ -160,9 +181,11 @@ class Session:
 
     async def _main(self) -> Ended:
         while True:
-            msg = await self.inbox.get()
+            msg = await self._next()
             if isinstance(msg, Ended):
                 return msg
+            if isinstance(msg, _Frame) and self._hold(msg):
+                continue
             if isinstance(msg, _Frame):
                 self._last_activity = self.clock.monotonic()
                 outputs = self.driver.receive(self.connection, msg.raw)
@@ -172,6 +195,49 @@ class Session:
                 if i:
                     await asyncio.sleep(0)  # let other sessions run between slices
                 self._apply(group)
+
+    async def _next(self) -> _Frame | Progress | Ended:
+        """Client events held back during the disclosure come first once it is generated."""
+        if self._held and not self._disclosing():
+            return self._held.popleft()
+        return await self.inbox.get()
+
+    def _disclosing(self) -> bool:
+        return self.disclosure is not None and self.disclosure.generating(self.connection)
+
+    def _hold(self, frame: _Frame) -> bool:
+        """Keep a client event until the disclosure is generated (bounded: past the inbox's
+        capacity events go through, and a response.create may be refused as for any
+        response in progress)."""
+        if not self._disclosing() or len(self._held) >= self.limits.inbox_capacity:
+            return False
+        self._held.append(frame)
+        return True
+
+    # -- disclosure and recording ---------------------------------------------------------
+
+    def disclose(self, text: str) -> None:
+        """Speak ``text`` before anything else (see disclosure.py); call before `run`."""
+        self.disclosure = Disclosure(text)
+
+    def record(self, recorder: CallRecorder) -> None:
+        """Record the session (see recording.py); call before `run`."""
+        self.recorder = recorder
+        if isinstance(self.playout, TappedPlayout):
+            fmt = self.playout.format
+            self.playout.tap(lambda audio: recorder.voxgate(audio, fmt))
+
+    def _begin_disclosure(self) -> None:
+        if self.disclosure is None:
+            return
+        if not isinstance(self.driver, PipelineDriver):  # a relay has no local response
+            log.warning("session %s served by %s: disclosure not spoken", self.id, self.driver.name)
+            self.disclosure = None
+            return
+        try:
+            self._apply(self.disclosure.begin(self.connection))
+        except ProtocolError as exc:
+            log.error("session %s could not speak its disclosure: %s", self.id, exc.message)
 
     # -- outputs --------------------------------------------------------------------------
 
@@ -194,7 +260,7 @@ class Session:
             spawn=self._spawn,
             clock=self.clock,
             limits=self.limits,
-            media_space=self.outbox.media_space,
+            media_space=self._media_space,
             response_started=self._response_started,
             touch=self._touch,
             end=self.end,
@@ -226,6 +292,8 @@ class Session:
                     self._apply(self.driver.command(self.connection, out))
                     self.outbox.purge(rid)
                 case InputAudio() | TranscribeItem():
+                    if isinstance(out, InputAudio) and self.recorder is not None:
+                        self.recorder.caller(out.data, AudioFormat.from_type(out.format))
                     self._apply(self.driver.command(self.connection, out))
                 case PlayAudio():
                     self._play(out)
@@ -248,6 +316,8 @@ class Session:
         rid = getattr(event, "response_id", None)
         if isinstance(event, ev.ResponseDelta) and event.type == "response.output_audio.delta":
             self.outbox.put_media(text, rid or "")
+            if self.recorder is not None and not isinstance(self.playout, TappedPlayout):
+                self.recorder.sent(event, self.connection)  # the client plays it
             return
         if rid is None and isinstance(event, ev.ResponseLifecycle):
             rid = event.response.get("id")
@@ -309,24 +379,59 @@ class Session:
     def _play(self, out: PlayAudio) -> None:
         if self.playout is None:
             return
-        if self._to_playout is None or self._to_playout.format.type != out.format:
-            self._to_playout = InputConverter(AudioFormat.from_type(out.format), PLAYOUT_RATE)
-        pcm = self._to_playout.process(out.data)
-        self.playout.play(out.response_id, out.item_id, out.content_index, pcm)
+        src, dst = AudioFormat.from_type(out.format), self.playout.format
+        if self._to_playout is None or (self._to_playout.src, self._to_playout.dst) != (src, dst):
+            self._to_playout = FormatConverter(src, dst)
+        audio = self._to_playout.process(out.data)
+        if self.recorder is not None and not isinstance(self.playout, TappedPlayout):
+            self.recorder.voxgate(audio, dst)  # as queued: this playout cannot say when heard
+        self.playout.play(out.response_id, out.item_id, out.content_index, audio)
+
+    async def _media_space(self) -> None:
+        """Where a response waits before it makes more audio: the outbox's media lane, and
+        a bounded playout's queue."""
+        await self.outbox.media_space()
+        if isinstance(self.playout, BoundedPlayout):
+            await self.playout.room()
 
     async def _playout_stopped(self, response_id: str) -> None:
         await self.inbox.put(lambda c: c.output_audio_stopped(response_id))
 
-    async def track_audio(self, pcm24k: bytes) -> None:
-        """Microphone audio from a media track (24 kHz PCM16 mono): the input buffer, as if
-        appended, in whatever input format the session has. Like appends, it keeps the
-        session from being idle."""
+    async def track_audio(self, audio: bytes, fmt: AudioFormat = PCM16) -> None:
+        """Microphone audio from a media track (24 kHz PCM16 mono unless ``fmt`` says else,
+        e.g. 8 kHz G.711 from a phone line): the input buffer, as if appended, in whatever
+        input format the session has. Like appends, it keeps the session from being idle."""
 
         def append(conn: RealtimeConnection) -> Sequence[DriverOutput]:
             self._last_activity = self.clock.monotonic()
-            return self.driver.track_audio(conn, pcm24k)
+            if self.disclosure is not None and self.disclosure.speaking(conn):
+                if self.recorder is not None:  # recorded, not listened to
+                    self.recorder.caller(audio, fmt)
+                return []
+            if isinstance(self.driver, PipelineDriver):  # takes any format: no 24 kHz hop
+                return self.driver.track_audio(conn, audio, fmt)
+            if self.recorder is not None:  # a relay makes no InputAudio of it
+                self.recorder.caller(audio, fmt)
+            if fmt == PCM16:
+                return self.driver.track_audio(conn, audio)
+            track = self._from_track
+            if track is None or track.src != fmt:
+                track = self._from_track = FormatConverter(fmt, PCM16)
+            return self.driver.track_audio(conn, track.process(audio))
 
         await self.inbox.put(append)
+
+    async def dtmf(self, digit: str) -> None:
+        """A telephone keypad press (``0-9 * # A-D``) on the caller's line: the client and
+        its sidebands see ``input_audio_buffer.dtmf_event_received``."""
+        if digit not in DTMF_KEYS:
+            raise ValueError(f"not a DTMF key: {digit!r}; expected one of 0-9 * # A-D")
+
+        def received(conn: RealtimeConnection) -> list[DriverOutput]:
+            self._last_activity = self.clock.monotonic()
+            return [ev.DtmfEventReceived(event=digit, received_at=int(self.clock.wall()))]
+
+        await self.inbox.put(received)
 
     async def attach(self, transport: Transport) -> None:
         """Serve a sideband client on this session until it leaves or the session ends: it

@@ -23,7 +23,7 @@ from .driver import Driver
 from .engines import EngineSet
 from .inbox import Ended
 from .session import Session, SessionLimits
-from .transport import TransportClosed
+from .transport import Playout, TransportClosed
 
 Event = dict[str, Any]
 # Checks one server event's JSON (e.g. against the openai SDK's union); raises if it is wrong.
@@ -160,6 +160,7 @@ async def running_session(
     validate: Validator | None = None,
     observer: SessionObserver | None = None,
     transport: MemoryTransport | None = None,
+    playout: Playout | None = None,
     driver: Driver | None = None,
 ) -> AsyncIterator[RunningSession]:
     """Run a session on virtual time over a `MemoryTransport`. On exit the session is asked
@@ -173,6 +174,7 @@ async def running_session(
         limits=limits,
         clock=clock,
         observer=observer,
+        playout=playout,
         driver=driver,
     )
     task = asyncio.create_task(session.run(), name=f"test:{session.id}")
