@@ -119,7 +119,10 @@ def of_type(events: list[Any], kind: str) -> list[Any]:
 async def test_a_call_is_answered_in_mulaw_media_with_marks_and_hears_keypresses(
     server: RunningServer,
 ) -> None:
-    async with phone_call(server) as (call, _conn, side):
+    async with phone_call(server) as (call, conn, side):
+        # The app steers the call from the sideband: a short answer.
+        await conn.session.update(session={"type": "realtime", "max_output_tokens": 12})
+        await side.until("session.updated")
         await call.press("7")
         call.say(speech("one two three four five"))
         seen = await side.until("output_audio_buffer.stopped", wait_s=40)
@@ -135,7 +138,8 @@ async def test_a_call_is_answered_in_mulaw_media_with_marks_and_hears_keypresses
     [heard] = of_type(seen, "conversation.item.input_audio_transcription.completed")
     assert {"two", "three", "four"} <= words_of(heard.transcript), heard.transcript
     [done] = of_type(seen, "response.done")
-    assert done.response.status == "completed"
+    # (Cut short by max_output_tokens, a completed answer as far as the caller can tell.)
+    assert done.response.status in ("completed", "incomplete"), done.response
     said = done.response.output[0].content[0].transcript
     # The reply reached the phone as 20 ms μ-law frames, each chunk followed by a mark.
     sent = [m for _, m in call.received]
