@@ -21,7 +21,7 @@ from openai import AsyncOpenAI
 
 from _espeak import speak
 from _realtime import Events
-from _twilio import Webhook, connect_stream, media_stream, post_webhook
+from _twilio import MediaStream, Webhook, connect_stream, media_stream, post_webhook
 from conftest import RunningServer, free_port, words_of
 from voxgate.audio.g711 import pcm16_to_ulaw
 from voxgate.settings import Settings
@@ -74,7 +74,7 @@ async def sideband(client: AsyncOpenAI, call_id: str) -> AsyncIterator[tuple[Any
 
 
 @contextlib.asynccontextmanager
-async def phone_call(server: RunningServer) -> AsyncIterator[tuple[Any, Any, Events]]:
+async def phone_call(server: RunningServer) -> AsyncIterator[tuple[MediaStream, Any, Events]]:
     """A call that Twilio connected: its media stream, and a sideband on its session."""
     webhook = Webhook()
     answer = await post_webhook(voice_url(server), AUTH_TOKEN, webhook)
@@ -189,6 +189,18 @@ async def test_speaking_over_a_reply_clears_it_and_truncates_at_the_last_echoed_
     played = [a.position for a in call.acks if a.played and a.at <= cleared_at]
     assert truncated.audio_end_ms * 8 in played[-2:], (truncated, played[-3:])
     assert 1000 <= truncated.audio_end_ms <= played_at_clear // 8
+
+
+async def test_the_app_can_hang_up_a_twilio_call_by_its_call_sid(server: RunningServer) -> None:
+    async with (
+        phone_call(server) as (call, _conn, side),
+        AsyncOpenAI(base_url=server.base_url, api_key=KEY) as client,
+    ):
+        await client.realtime.calls.hangup(call.webhook.call_sid)
+        await call.wait_for(lambda: call.closed is not None, timeout_s=10)
+        assert call.closed == (1000, "session ended")
+        with pytest.raises(websockets.ConnectionClosed):  # the sideband ends with the session
+            await side.until("never", wait_s=5)
 
 
 async def test_a_webhook_without_twilios_signature_is_refused(server: RunningServer) -> None:

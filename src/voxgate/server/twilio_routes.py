@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 
 from ..audio import PCMU
 from ..session.clock import SystemClock
+from ..session.transport import TransportClosed
 from ..settings import TwilioSetting
 from ..transports.headless import HeadlessTransport
 from ..transports.twilio import TwilioCall
@@ -173,6 +174,8 @@ async def media(ws: WebSocket) -> None:
     call = TwilioCall(ws, clock, send_timeout_s=state.settings.send_timeout_s)
     try:
         start = await call.handshake()
+    except TransportClosed:
+        return  # gone before it said who it was
     except TwilioProtocolError as exc:
         log.warning("refused a Twilio media stream: %s", exc)
         await call.close(CLOSE_REFUSED, "bad_media_stream")
