@@ -190,6 +190,10 @@ class Settings(BaseSettings):
             self.twilio = self.twilio.model_copy(update={"auth_token": token})
         return self
 
+    # -- phone media (docs/telephony.md) --
+    # Where session recordings (policy record_calls) are kept; unset: data_dir/recordings.
+    recordings_dir: Path | None = None
+
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
         if not self.database_url:

@@ -53,6 +53,15 @@ class Policy(BaseModel):
     client_secrets_per_minute: int | None = Field(None, ge=0)
     # 0: store no transcripts; None: keep them forever.
     transcript_retention_days: float | None = Field(None, ge=0)
+    # -- phone media: recording and disclosure (docs/telephony.md) --
+    # Keep a two-channel WAV of each session (caller left, voxgate right), under the
+    # transcripts' retention. Any level that sets true records: a key cannot opt out of a
+    # server or tenant that records.
+    record_calls: bool | None = None
+    # Spoken before anything else in a session. None: phone calls hear the built-in sentence,
+    # other transports nothing; "": nothing anywhere; text: every session on every transport.
+    # The most specific level that sets it wins (a key may reword its tenant's sentence).
+    disclosure: str | None = Field(None, max_length=500)
 
     @classmethod
     def strictest(cls, *policies: Policy | None) -> Policy:
@@ -70,6 +79,12 @@ class Policy(BaseModel):
             for patterns in lists:
                 result = list(patterns) if result is None else _intersect(result, patterns)
             merged[name] = result
+        if any(p.record_calls for p in present):
+            merged["record_calls"] = True
+        elif any(p.record_calls is False for p in present):
+            merged["record_calls"] = False
+        wordings = [p.disclosure for p in present if p.disclosure is not None]
+        merged["disclosure"] = wordings[-1] if wordings else None
         return cls(**merged)
 
     def allows(self, field: str, name: str) -> bool:
