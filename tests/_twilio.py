@@ -145,8 +145,9 @@ class MediaStream:
         self._speech += ulaw
 
     @property
-    def speaking(self) -> bool:
-        return bool(self._speech)
+    def unechoed_marks(self) -> int:
+        """Marks received whose audio has not played yet."""
+        return len(self._pending)
 
     async def press(self, digit: str) -> None:
         await self._send("dtmf", dtmf={"track": "inbound_track", "digit": digit})

@@ -30,6 +30,7 @@ from voxgate.transports.twilio_auth import mint_media_token
 KEY = "sk-twilio-calls"
 AUTH_TOKEN = "twilio-auth-token-for-tests"
 TRANSCRIBED = {"audio": {"input": {"transcription": {"model": "whisper-1"}}}}
+DISCLOSURE = {"voxgate": "disclosure"}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,24 @@ async def phone_call(server: RunningServer) -> AsyncIterator[tuple[MediaStream, 
     ):
         await call.begin()
         async with sideband(client, webhook.call_sid) as (conn, events):
+            # A phone call opens with the disclosure; the caller talks once it has played.
+            await call.wait_for(lambda: call.audio and call.played == len(call.audio))
+            await call.wait_for(lambda: not call.unechoed_marks)
             yield call, conn, events
+
+
+def is_reply(event: Any) -> bool:
+    """A response.done of an answer (not of the disclosure the call opens with)."""
+    return bool(event.type == "response.done" and event.response.metadata != DISCLOSURE)
+
+
+async def reply_played(side: Events) -> list[Any]:
+    """The events up to the end of the next answer's playout."""
+    seen = await side.until(is_reply, wait_s=40)
+    rid = seen[-1].response.id
+    return seen + await side.until(
+        lambda e: e.type == "output_audio_buffer.stopped" and e.response_id == rid
+    )
 
 
 async def transcribe(server: RunningServer, ulaw: bytes) -> str:
@@ -123,9 +141,10 @@ async def test_a_call_is_answered_in_mulaw_media_with_marks_and_hears_keypresses
         # The app steers the call from the sideband: a short answer.
         await conn.session.update(session={"type": "realtime", "max_output_tokens": 12})
         await side.until("session.updated")
+        opening = bytes(call.audio)
         await call.press("7")
         call.say(speech("one two three four five"))
-        seen = await side.until("output_audio_buffer.stopped", wait_s=40)
+        seen = await reply_played(side)
         # "Stopped" is Twilio's word, not ours: the last mark was echoed, all of it played.
         last_mark = call.messages("mark")[-1]["mark"]["name"]
         assert call.acks[-1].name == last_mark and call.acks[-1].played
@@ -137,7 +156,8 @@ async def test_a_call_is_answered_in_mulaw_media_with_marks_and_hears_keypresses
     assert dtmf.event == "7"
     [heard] = of_type(seen, "conversation.item.input_audio_transcription.completed")
     assert {"two", "three", "four"} <= words_of(heard.transcript), heard.transcript
-    [done] = of_type(seen, "response.done")
+    done = seen[-1 - [e.type for e in reversed(seen)].index("response.done")]
+    assert is_reply(done)
     # (Cut short by max_output_tokens, a completed answer as far as the caller can tell.)
     assert done.response.status in ("completed", "incomplete"), done.response
     said = done.response.output[0].content[0].transcript
@@ -150,10 +170,12 @@ async def test_a_call_is_answered_in_mulaw_media_with_marks_and_hears_keypresses
     assert all(len(base64.b64decode(m["media"]["payload"])) == 160 for m in media)
     names = [m["mark"]["name"] for m in call.messages("mark")]
     assert len(set(names)) == len(names) >= len(media) // 10
-    # It is the reply's speech: the server's own recogniser hears most of its words in it.
+    # The caller heard the disclosure first, then the reply's speech: the server's own
+    # recogniser hears them in what reached the phone.
+    assert {"automated", "assistant"} <= words_of(await transcribe(server, opening))
     words = {w for w in words_of(said) if len(w) > 2}
     assert words, said
-    heard_back = words_of(await transcribe(server, bytes(call.audio)))
+    heard_back = words_of(await transcribe(server, bytes(call.audio[len(opening) :])))
     assert len(words & heard_back) >= 0.6 * len(words), (said, heard_back)
     # The call ended with Twilio's stop: the server closed the stream normally.
     assert call.closed is not None and call.closed[0] == 1000
@@ -164,20 +186,26 @@ async def test_speaking_over_a_reply_clears_it_and_truncates_at_the_last_echoed_
     server: RunningServer,
 ) -> None:
     async with phone_call(server) as (call, _conn, side):
+        opening = len(call.audio)  # the disclosure: the reply's audio comes after it
         # The built-in responder's answer to this is long (about 15 s of speech).
         call.say(speech("Tell me everything you know about the weather in Paris."))
-        before = await side.until("output_audio_buffer.started", wait_s=40)
-        rid = before[-1].response_id
-        [item] = [e.item for e in before if e.type == "response.output_item.added"]
+        before = await side.until(
+            lambda e: e.type == "response.created" and e.response.metadata != DISCLOSURE,
+            wait_s=40,
+        )
+        rid = before[-1].response.id
+        before += await side.until("output_audio_buffer.started")
+        [item] = [e.item for e in before if e.type == "response.output_item.added"][-1:]
         # Let the caller hear a second and a half of it, then talk over it.
-        await call.wait_for(lambda: len(call.heard) >= 12000, timeout_s=20)
+        await call.wait_for(lambda: call.played >= opening + 12000, timeout_s=20)
         call.say(speech("one two three four five"))
         events = await side.until("conversation.item.truncated", wait_s=30)
     seen = [e.type for e in events]
     assert "input_audio_buffer.speech_started" in seen
     [cleared] = of_type(events, "output_audio_buffer.cleared")
     assert cleared.response_id == rid
-    assert "output_audio_buffer.stopped" not in [e.type for e in before + events]
+    stopped = [e.response_id for e in before + events if e.type == "output_audio_buffer.stopped"]
+    assert rid not in stopped
     # Twilio was told to drop what it had buffered.
     assert len(call.messages("clear")) == 1 and call.messages("clear")[0]["streamSid"]
     [(cleared_at, played_at_clear)] = call.clears
@@ -186,9 +214,9 @@ async def test_speaking_over_a_reply_clears_it_and_truncates_at_the_last_echoed_
     # the clear on the wire), never beyond what had played.
     truncated = events[-1]
     assert truncated.item_id == item.id
-    played = [a.position for a in call.acks if a.played and a.at <= cleared_at]
+    played = [a.position - opening for a in call.acks if a.played and a.at <= cleared_at]
     assert truncated.audio_end_ms * 8 in played[-2:], (truncated, played[-3:])
-    assert 1000 <= truncated.audio_end_ms <= played_at_clear // 8
+    assert 1000 <= truncated.audio_end_ms <= (played_at_clear - opening) // 8
 
 
 async def test_the_app_can_hang_up_a_twilio_call_by_its_call_sid(server: RunningServer) -> None:
