@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import json
+import tempfile
 import time
+import wave
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import websockets
 from openai import AsyncOpenAI
@@ -24,6 +28,7 @@ from _realtime import Events
 from _twilio import MediaStream, Webhook, connect_stream, media_stream, post_webhook
 from conftest import RunningServer, free_port, words_of
 from voxgate.audio.g711 import pcm16_to_ulaw
+from voxgate.control.policy import Policy
 from voxgate.settings import Settings
 from voxgate.transports.twilio_auth import mint_media_token
 
@@ -35,15 +40,18 @@ DISCLOSURE = {"voxgate": "disclosure"}
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    settings = Settings(
-        port=free_port(),
-        api_keys=[KEY],
-        twilio={"auth_token": AUTH_TOKEN, "key": KEY, "session": TRANSCRIBED},
-    )
-    running = RunningServer(settings, None)
-    running.start()
-    yield running
-    running.stop()
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings(
+            port=free_port(),
+            data_dir=data_dir,
+            api_keys=[KEY],
+            policy=Policy(record_calls=True),
+            twilio={"auth_token": AUTH_TOKEN, "key": KEY, "session": TRANSCRIBED},
+        )
+        running = RunningServer(settings, None)
+        running.start()
+        yield running
+        running.stop()
 
 
 def voice_url(server: RunningServer) -> str:
@@ -89,9 +97,10 @@ async def phone_call(server: RunningServer) -> AsyncIterator[tuple[MediaStream, 
     ):
         await call.begin()
         async with sideband(client, webhook.call_sid) as (conn, events):
-            # A phone call opens with the disclosure; the caller talks once it has played.
-            await call.wait_for(lambda: call.audio and call.played == len(call.audio))
-            await call.wait_for(lambda: not call.unechoed_marks)
+            # A phone call opens with the disclosure; the caller talks once it has played
+            # (the server says so once Twilio has echoed its last mark).
+            await events.until("output_audio_buffer.stopped")
+            assert call.audio and call.played == len(call.audio) and not call.unechoed_marks
             yield call, conn, events
 
 
@@ -127,6 +136,32 @@ async def transcribe(server: RunningServer, ulaw: bytes) -> str:
         await conn.input_audio_buffer.commit()
         done = await events.until("conversation.item.input_audio_transcription.completed")
         return str(done[-1].transcript)
+
+
+async def recording(server: RunningServer, created: Any) -> tuple[int, Any, Any]:
+    """The call's recording (an admin fetch, once the session has closed it): its rate and
+    its two channels."""
+    url = f"{server.base_url}/admin/sessions/{created.session.id}/recording"
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
+        async with asyncio.timeout(20):
+            while (got := await http.get(url)).status_code == 409:
+                assert got.json()["error"]["code"] == "recording_in_progress"
+                await asyncio.sleep(0.1)  # the session closes its recording in the background
+    assert got.status_code == 200, got.text
+    with wave.open(io.BytesIO(got.content)) as wav:
+        assert wav.getnchannels() == 2
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 2)
+        return wav.getframerate(), frames[:, 0], frames[:, 1]
+
+
+def loud_frames(samples: Any, rate: int = 8000) -> list[int]:
+    """Indices of the 20 ms frames with sound in them."""
+    frame = rate // 50
+    return [
+        i // frame
+        for i in range(0, len(samples), frame)
+        if np.abs(samples[i : i + frame].astype(np.int32)).max() > 500
+    ]
 
 
 def of_type(events: list[Any], kind: str) -> list[Any]:
@@ -179,6 +214,13 @@ async def test_a_call_is_answered_in_mulaw_media_with_marks_and_hears_keypresses
     assert len(words & heard_back) >= 0.6 * len(words), (said, heard_back)
     # The call ended with Twilio's stop: the server closed the stream normally.
     assert call.closed is not None and call.closed[0] == 1000
+    # Recorded at the phone's 8 kHz: the caller on the left, voxgate on the right, in the
+    # order the call went: the disclosure, the caller's words, the reply.
+    rate, caller, voxgate = await recording(server, side.all[0])
+    assert rate == 8000
+    spoke, said = loud_frames(caller), loud_frames(voxgate)
+    assert spoke and said
+    assert said[0] < spoke[0] and said[-1] > spoke[-1]
 
 
 @pytest.mark.slow

@@ -99,6 +99,7 @@ class TwilioPlayout:
         self._stopped: Callable[[str], Awaitable[None]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._listener: Callable[[bytes], None] | None = None
 
     # -- Playout --------------------------------------------------------------------------
 
@@ -135,6 +136,11 @@ class TwilioPlayout:
             self._wake.set()
         self._room.set()
         return PlayoutCut(target, reply.item_id, reply.content_index, reply.heard_ms)
+
+    def tap(self, listener: Callable[[bytes], None]) -> None:
+        """``listener`` hears each frame as it goes to Twilio (the call's recording: at most
+        `LEAD_S` ahead of the caller's ear)."""
+        self._listener = listener
 
     async def room(self) -> None:
         """Wait until less than ``max_queued_s`` of audio is queued here."""
@@ -214,6 +220,8 @@ class TwilioPlayout:
             if count >= MARK_EVERY_FRAMES and head not in self._finished:
                 marks.append(self._mark(head, last=False))
         if head is not None:
+            if self._listener is not None:
+                self._listener(audio)
             await self._send(media_message(self.stream_sid, audio))
         await self._send_marks(marks)
 
