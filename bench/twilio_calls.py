@@ -142,18 +142,19 @@ class Call:
     def on_frame(self, now: float) -> None:
         """A phone's playout: a frame plays right after the one before it, or on arrival if
         that one has finished (a stall: the caller hears a gap)."""
-        turn = self.turns[-1] if self.turns else None
-        if turn is None:
-            return
-        if turn.first_frame is None:
+        turn = self.turns[-1] if self.turns else None  # None: the disclosure
+        if turn is not None and turn.first_frame is None:
             turn.first_frame = now
-            self.play_clock = now
-        else:
+        elif turn is not None:
             turn.max_stall = max(turn.max_stall, now - self.play_clock)
-            self.play_clock = max(self.play_clock, now)
-        self.play_clock += FRAME_S
-        turn.frames += 1
+        if turn is not None:
+            turn.frames += 1
+        self.play_clock = max(self.play_clock, now) + FRAME_S
         self.last_audio = now
+
+    def quiet_for(self, seconds: float) -> bool:
+        """Nothing has played or arrived for ``seconds``."""
+        return time.monotonic() - max(self.last_audio, self.play_clock) > seconds
 
     async def echo_marks(self) -> None:
         """Echo each mark once the audio before it has played (by the play clock)."""
@@ -189,6 +190,7 @@ async def place_call(http: httpx.AsyncClient, base: str, speech: list[bytes]) ->
             for work in (call.line(time.monotonic()), call.listen(), call.echo_marks())
         ]
         try:
+            await opening_played(call)
             for ulaw in speech:
                 await talk(call, ulaw)
             await call.send("stop", stop={"callSid": call_sid})
@@ -197,6 +199,16 @@ async def place_call(http: httpx.AsyncClient, base: str, speech: list[bytes]) ->
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     return call
+
+
+async def opening_played(call: Call) -> None:
+    """The call opens with the disclosure; the caller speaks once it has played."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)  # the measuring loop, as in `talk`
+        if call.received and call.quiet_for(1.0):
+            return
+    raise TimeoutError("the call's opening disclosure did not play within 30 s")
 
 
 async def talk(call: Call, ulaw: bytes) -> None:
@@ -208,8 +220,7 @@ async def talk(call: Call, ulaw: bytes) -> None:
     deadline = turn.speech_end + 30
     while time.monotonic() < deadline:
         await asyncio.sleep(0.1)  # the measuring loop: no event marks "the reply is over"
-        now = time.monotonic()
-        if turn.first_frame and now - max(call.last_audio, call.play_clock) > QUIET_AFTER_REPLY_S:
+        if turn.first_frame and call.quiet_for(QUIET_AFTER_REPLY_S):
             return
 
 
