@@ -261,6 +261,7 @@ async def test_speaking_over_a_reply_clears_it_and_truncates_at_the_last_echoed_
     assert 1000 <= truncated.audio_end_ms <= (played_at_clear - opening) // 8
 
 
+@pytest.mark.slow
 async def test_the_app_can_hang_up_a_twilio_call_by_its_call_sid(server: RunningServer) -> None:
     async with (
         phone_call(server) as (call, _conn, side),
@@ -374,3 +375,20 @@ async def test_without_an_auth_token_twilio_calls_are_off(start_server: Any) -> 
     assert answer.status_code == 404
     assert answer.json()["error"]["code"] == "twilio_not_configured"
     assert await open_stream(plain, start_message("CA1")) == (1008, "twilio_not_configured")
+
+
+@pytest.mark.slow
+async def test_the_keys_policy_governs_twilio_calls(start_server: Any) -> None:
+    # One call at a time for this key: a second caller is turned away while the first talks.
+    limited = start_server(
+        api_keys=[KEY],
+        policy=Policy(max_concurrent_sessions=1),
+        twilio={"auth_token": AUTH_TOKEN, "key": KEY},
+    )
+    async with phone_call(limited) as (first, _conn, _side):
+        webhook = Webhook()
+        answer = await post_webhook(voice_url(limited), AUTH_TOKEN, webhook)
+        token = connect_stream(answer.text).parameters["voxgate_token"]
+        start = start_message(webhook.call_sid, voxgate_token=token)
+        assert await open_stream(limited, start) == (1013, "concurrent_sessions_exceeded")
+        assert first.closed is None
