@@ -23,6 +23,7 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
+from _controls import engines as scripted_engines
 from _espeak import speak
 from _realtime import Events
 from _twilio import MediaStream, Webhook, connect_stream, media_stream, post_webhook
@@ -369,7 +370,7 @@ async def test_a_media_stream_needs_the_token_from_a_signed_webhook(
 
 
 async def test_without_an_auth_token_twilio_calls_are_off(start_server: Any) -> None:
-    plain = start_server()
+    plain = start_server(scripted_engines())
     async with httpx.AsyncClient() as http:
         answer = await http.post(f"{plain.base_url}/twilio/voice", data={"CallSid": "CA1"})
     assert answer.status_code == 404
@@ -392,3 +393,12 @@ async def test_the_keys_policy_governs_twilio_calls(start_server: Any) -> None:
         start = start_message(webhook.call_sid, voxgate_token=token)
         assert await open_stream(limited, start) == (1013, "concurrent_sessions_exceeded")
         assert first.closed is None
+
+
+async def test_a_wrong_twilio_key_is_refused_at_the_webhook(start_server: Any) -> None:
+    misconfigured = start_server(
+        scripted_engines(), api_keys=[KEY], twilio={"auth_token": AUTH_TOKEN, "key": "sk-not"}
+    )
+    answer = await post_webhook(voice_url(misconfigured), AUTH_TOKEN, Webhook())
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "invalid_api_key"

@@ -39,6 +39,7 @@ from ..transports.twilio_auth import (
 from ..transports.twilio_messages import TwilioProtocolError
 from . import replicas
 from .admission import admit
+from .auth import require_scope
 from .calls import http_error
 from .refusal import Refused
 from .state import AppState
@@ -131,7 +132,16 @@ async def voice(request: Request) -> Response:
             400, "The webhook has no CallSid parameter.", "missing_required_parameter", "CallSid"
         )
     try:  # the key's policy governs the call: refuse here, where Twilio's debugger shows it
-        await state.controls.auth.authenticate(setting.key, None, use=False)
+        who = await state.controls.auth.authenticate(setting.key, None, use=False)
+        require_scope(who.principal, "realtime")
+        if who.principal.client_secret_id is not None:
+            raise Refused(
+                "invalid_twilio_key",
+                "[twilio] key is a client secret, which admits one session only; name an API "
+                "key with the realtime scope.",
+                500,
+                type_="server_error",
+            )
     except Refused as exc:
         log.error("Twilio call %s refused: [twilio] key: %s", call_sid, exc.message)
         return exc.response()
