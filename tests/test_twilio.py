@@ -382,6 +382,7 @@ async def test_without_an_auth_token_twilio_calls_are_off(start_server: Any) -> 
 async def test_the_keys_policy_governs_twilio_calls(start_server: Any) -> None:
     # One call at a time for this key: a second caller is turned away while the first talks.
     limited = start_server(
+        scripted_engines(),
         api_keys=[KEY],
         policy=Policy(max_concurrent_sessions=1),
         twilio={"auth_token": AUTH_TOKEN, "key": KEY},
