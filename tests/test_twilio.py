@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import websockets
 from openai import AsyncOpenAI
+from twilio.request_validator import RequestValidator
 
 from _controls import engines as scripted_engines
 from _espeak import speak
@@ -284,8 +285,6 @@ async def test_a_webhook_without_twilios_signature_is_refused(server: RunningSer
     # Signed for another URL, or with another account's token.
     other = voice_url(server).replace("/v1/", "/v2/")
     params = webhook.params()
-    from twilio.request_validator import RequestValidator
-
     for token, url in ((AUTH_TOKEN, other), ("someone-elses", voice_url(server))):
         signature = RequestValidator(token).compute_signature(url, params)
         refused = await post_webhook(voice_url(server), AUTH_TOKEN, webhook, signature)
@@ -293,8 +292,6 @@ async def test_a_webhook_without_twilios_signature_is_refused(server: RunningSer
 
 
 async def test_behind_a_proxy_the_signed_url_is_the_public_one(server: RunningServer) -> None:
-    from twilio.request_validator import RequestValidator
-
     webhook = Webhook()
     public = "https://voice.example.com/v1/twilio/voice"
     signature = RequestValidator(AUTH_TOKEN).compute_signature(public, webhook.params())
