@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 from xml.etree import ElementTree
@@ -145,7 +144,7 @@ async def voice(request: Request) -> Response:
     except Refused as exc:
         log.error("Twilio call %s refused: [twilio] key: %s", call_sid, exc.message)
         return exc.response()
-    expires_at = int(time.time() + setting.media_token_ttl_s)
+    expires_at = int(state.controls.clock() + setting.media_token_ttl_s)
     token = mint_media_token(setting.auth_token, call_sid, expires_at)
     log.info("Twilio call %s: connecting its media stream", call_sid)
     return Response(twiml(stream_url(url), token), media_type="text/xml")
@@ -191,8 +190,9 @@ async def media(ws: WebSocket) -> None:
         await call.close(CLOSE_REFUSED, "bad_media_stream")
         return
     token = start.custom_parameters.get(TOKEN_PARAMETER)
-    problem = media_token_problem(setting.auth_token, token, start.call_sid, clock.wall())
-    if problem is None and not _first_use(ws, token or ""):
+    now = state.controls.clock()
+    problem = media_token_problem(setting.auth_token, token, start.call_sid, now)
+    if problem is None and not _first_use(ws, token or "", now):
         problem = f"the '{TOKEN_PARAMETER}' parameter was used already"
     if problem is not None:
         state.controls.audit("twilio_media", code="invalid_media_token", call_sid=start.call_sid)
@@ -254,12 +254,11 @@ def _merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _first_use(ws: WebSocket, token: str) -> bool:
+def _first_use(ws: WebSocket, token: str, now: float) -> bool:
     """Whether this media token has not admitted a stream before (on this replica)."""
     used: dict[str, float] | None = getattr(ws.app.state, "twilio_tokens", None)
     if used is None:
         used = ws.app.state.twilio_tokens = {}
-    now = time.time()
     for old in [t for t, expires in used.items() if expires < now]:
         del used[old]
     if token in used:
