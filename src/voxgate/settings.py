@@ -92,6 +92,42 @@ class UpstreamSetting(BaseModel):
         return {k: expand_env(v, f"upstream header {k}") for k, v in value.items()}
 
 
+# -- Twilio Media Streams ([twilio]) ----------------------------------------------------
+
+
+class TwilioSetting(BaseModel):
+    """``[twilio]``: calls that Twilio connects with ``<Connect><Stream>`` (docs/telephony.md).
+    ``auth_token`` (or ``VOXGATE_TWILIO_AUTH_TOKEN``) turns the routes on."""
+
+    model_config = ConfigDict(extra="forbid")
+    # The account's auth token: it checks X-Twilio-Signature and keys the media tokens.
+    auth_token: str | None = None
+    # The API key whose policy governs Twilio calls (usually "${ENV_VAR}"); unset: development
+    # mode only (no keys configured).
+    key: str | None = None
+    # The public base URL Twilio reaches this server at ("https://voice.example.com"), as
+    # Twilio signs it; unset: rebuilt from the request and its X-Forwarded-* headers.
+    public_url: str | None = None
+    # The session configuration of every Twilio call (the shape of session.update's session).
+    session: dict[str, Any] = Field(default_factory=dict)
+    # How long the media stream has to connect after the webhook answered.
+    media_token_ttl_s: float = Field(60.0, gt=0)
+
+    @field_validator("auth_token", "key", mode="after")
+    @classmethod
+    def _expand(cls, value: str | None, info: Any) -> str | None:
+        if value is None:
+            return None
+        return expand_env(value, f"[twilio] {info.field_name}") or None
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"[twilio] public_url {value!r} must start with https:// or http://")
+        return value.rstrip("/") if value else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOXGATE_", extra="forbid")
 
@@ -183,6 +219,16 @@ class Settings(BaseSettings):
     # The server-wide default policy ([policy] table, or VOXGATE_POLICY as JSON); tenant,
     # key and client-secret policies only tighten it.
     policy: Policy = Field(default_factory=Policy)
+
+    # Twilio Media Streams (docs/telephony.md); VOXGATE_TWILIO_AUTH_TOKEN sets its auth_token.
+    twilio: TwilioSetting = Field(default_factory=TwilioSetting)
+
+    @model_validator(mode="after")
+    def _twilio_token_from_env(self) -> Settings:
+        token = os.environ.get("VOXGATE_TWILIO_AUTH_TOKEN")
+        if token:
+            self.twilio = self.twilio.model_copy(update={"auth_token": token})
+        return self
 
     # -- phone media (docs/telephony.md) --
     # Where session recordings (policy record_calls) are kept; unset: data_dir/recordings.
