@@ -22,6 +22,8 @@ from pydantic_settings import (
 )
 
 from .control.policy import Policy
+from .control.tools import ToolSpec
+from .control.tools.spec import check_unique
 from .control.usage import Price
 
 
@@ -133,6 +135,18 @@ class Settings(BaseSettings):
     # The server-wide default policy ([policy] table, or VOXGATE_POLICY as JSON); tenant,
     # key and client-secret policies only tighten it.
     policy: Policy = Field(default_factory=Policy)
+
+    # -- server tools (docs/tools.md) --
+    # [[tools]] tables (VOXGATE_TOOLS as a JSON list): tools voxgate runs itself, offered
+    # to the model beside the client's own.
+    tools: list[ToolSpec] = Field(default_factory=list)
+    # Key of the HMAC-SHA256 signature (X-Voxgate-Signature) on every HTTP tool call.
+    tools_signing_secret: str | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: list[ToolSpec]) -> list[ToolSpec]:
+        return check_unique(value)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

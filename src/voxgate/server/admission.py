@@ -23,6 +23,7 @@ from ..session.transport import Playout, Transport
 from .auth import require_scope
 from .refusal import Refused, forbidden, too_many
 from .state import AppState
+from .tools import session_tools
 
 log = logging.getLogger(__name__)
 # Codes of a configuration the policy or the binding forbids (403), not a malformed one (400).
@@ -69,6 +70,7 @@ async def admit(
             playout=playout,
             principal=principal,
             observer=ledger.observer(controls, principal, connection, kind) if ledger else None,
+            tools=session_tools(state, principal, connection.session_id),
         )
         await _take_leases(state, principal, session.id)
         try:  # again, with no await between the check and the registration

@@ -40,6 +40,7 @@ from ..protocol.commands import (
     PlayAudio,
     ResponseFinished,
     StartResponse,
+    ToolApproval,
     TranscribeItem,
     UserInput,
 )
@@ -53,6 +54,7 @@ from .inbox import Ended, Inbox
 from .listener import Listener
 from .outbox import Outbox
 from .response import Progress, ResponseRunner
+from .tool_flow import SessionTools
 from .transport import Playout, Transport, TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ class Session:
         playout: Playout | None = None,
         principal: Principal | None = None,
         observer: SessionObserver | None = None,
+        tools: SessionTools | None = None,
     ) -> None:
         self.connection = connection
         # Who opened the session (None: built directly, e.g. in tests); calls check it.
@@ -122,6 +125,10 @@ class Session:
         self._from_track: OutputConverter | None = None
         self._to_playout: InputConverter | None = None
         self.observer = observer
+        # Server tools (None: none configured): calls run here, never on the client.
+        self.tools = tools
+        if tools is not None:
+            tools.bind(self.inbox.put, self.clock)
 
     @property
     def id(self) -> str:
@@ -187,6 +194,8 @@ class Session:
                         billed = out.transcription_model is not None
                         hold = self._observe(self.observer.user_input(out), billed)
                 case StartResponse(plan=plan):
+                    if self.tools is not None:
+                        plan = self.tools.offer(plan)
                     runner = ResponseRunner(
                         plan,
                         self.engines,
@@ -197,12 +206,18 @@ class Session:
                         clock=self.clock,
                         context_tokens=self.limits.llm_context_tokens,
                         max_speech_chars=self.limits.max_speech_chars,
+                        tools=self.tools,
                     )
                     self._start_response(plan.response_id, runner)
                     if self.observer is not None:
                         self._observe(self.observer.before_response(), False)
                 case CancelResponse(response_id=rid):
                     self._cancel_response(rid)
+                    if self.tools is not None:  # a barge-in cancels what it was confirming
+                        self._apply(self.tools.interrupted(self.connection, rid))
+                case ToolApproval():
+                    if self.tools is not None:
+                        self.tools.approval(out)
                 case InputAudio(data=data, format=fmt):
                     self._apply(self.listener.audio(self.connection, data, fmt))
                 case TranscribeItem(item_id=item_id, audio=audio, format=fmt):
@@ -436,6 +451,8 @@ class Session:
 
     async def _close(self, ended: Ended, writer: asyncio.Task[None]) -> None:
         self.listener.close()
+        if self.tools is not None:
+            self.tools.close()
         for task in list(self._responses.values()):
             task.cancel()
         # A response cut short by the close still owes the client its response.done.
