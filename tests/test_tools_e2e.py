@@ -21,7 +21,8 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from _realtime import Events
 from _tool_model import Model
 from _tool_service import ToolService
-from conftest import RunningServer, SlowChatServer, free_port, speech_pcm24k
+from conftest import RunningServer, SlowChatServer, free_port, speech_pcm24k, validated
+from voxgate.control.identity import hash_user
 from voxgate.settings import Settings
 
 ADMIN_KEY = "sk-static-admin-key-for-tool-tests"
@@ -311,8 +312,12 @@ async def test_destructive_tool_runs_once_on_approval_event(
         assert error.error.code == "approval_already_answered"
     calls = service.calls_to("/delete")[before:]
     assert len(calls) == 1 and calls[0].body["arguments"] == {"account_id": "42", "pin": "9876"}
-    decisions = [(e["code"], e["detail"].get("channel")) for e in await audit(server, sid)]
+    entries = await audit(server, sid)
+    decisions = [(e["code"], e["detail"].get("channel")) for e in entries]
     assert decisions == [("awaiting_confirmation", None), ("approved", "event"), ("ran", None)]
+    # The pin is a sensitive argument: no audit entry holds it in clear.
+    assert "9876" not in json.dumps(entries)
+    assert all(e["detail"]["arguments"]["pin"] == "[redacted]" for e in entries)
 
 
 async def test_model_claiming_the_user_confirmed_runs_nothing(
@@ -468,3 +473,87 @@ async def test_barge_in_during_the_readback_cancels_the_action(
     assert len(service.calls_to("/delete")) == before
     codes = [e["code"] for e in await audit(server, sid)]
     assert codes == ["awaiting_confirmation", "interrupted"]
+
+
+# -- what a tool service receives ------------------------------------------------------------
+
+
+async def test_http_tool_verifies_the_signature_and_the_caller(
+    server: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    ) as http:
+        made = await http.post("/admin/keys", json={"name": "acme app", "tenant": "acme"})
+    key = made.json()
+    model.respond = Model({"weather": ("get_weather", {"city": "Rome"})})
+    client = AsyncOpenAI(
+        base_url=server.base_url,
+        api_key=key["key"],
+        default_headers={"OpenAI-Safety-Identifier": "user-7"},
+    )
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        events = Events(conn)
+        sid = (await events.expect("session.created")).session.id
+        await tell(conn, "Weather in Rome?")
+        _, said = await answer(events)
+    assert "Rome" in said
+    received = service.calls_to("/weather")[-1]
+    assert received.signature_ok
+    headers = {k.lower(): v for k, v in received.headers.items()}
+    caller = {"key_id": key["id"], "tenant": "acme", "user": hash_user("user-7"), "session_id": sid}
+    assert received.body["caller"] == caller
+    assert (headers["x-voxgate-key-id"], headers["x-voxgate-tenant"]) == (key["id"], "acme")
+    assert headers["x-voxgate-user"] == hash_user("user-7") != "user-7"
+    assert headers["x-voxgate-session-id"] == sid
+    assert headers["idempotency-key"] == received.body["idempotency_key"]
+    # The same service refuses a call that voxgate did not sign, or whose body was changed.
+    forged = json.dumps({**received.body, "arguments": {"city": "Oslo"}})
+    async with httpx.AsyncClient() as http:
+        unsigned = await http.post(service.url("/weather"), content=forged)
+        tampered = await http.post(
+            service.url("/weather"),
+            content=forged,
+            headers={"X-Voxgate-Signature": headers["x-voxgate-signature"]},
+        )
+    assert unsigned.status_code == tampered.status_code == 401
+
+
+# -- the Agents SDK as the client ------------------------------------------------------------
+
+
+async def test_agents_sdk_client_sees_the_server_tool_run(
+    server: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    from agents.realtime import RealtimeAgent, RealtimeRunner
+
+    model.respond = Model({"weather": ("get_weather", {"city": "Lima"})})
+    before = len(service.calls_to("/weather"))
+    # The agent has no tools of its own: the weather tool is the server's.
+    runner = RealtimeRunner(RealtimeAgent(name="Assistant", instructions="Help."))
+    agent_session = await runner.run(
+        model_config={"url": server.ws_url + "?model=gpt-realtime", "api_key": ADMIN_KEY}
+    )
+    errors: list[Any] = []
+    raw: list[Any] = []
+    async with agent_session:
+        await agent_session.send_message("What is the weather in Lima?")
+        async with asyncio.timeout(30):
+            async for event in agent_session:
+                if event.type == "error":
+                    errors.append(event.error)
+                if event.type == "raw_model_event" and event.data.type == "raw_server_event":
+                    raw.append(event.data.data)
+                    validated(json.dumps(event.data.data))
+                if any(spoke(validated(json.dumps(r))) for r in raw[-1:]):
+                    break
+    assert not errors, errors
+    assert len(service.calls_to("/weather")) == before + 1
+    spoken = [
+        part.transcript
+        for item in agent_session._history
+        if getattr(item, "role", None) == "assistant"
+        for part in item.content
+        if getattr(part, "transcript", None)
+    ]
+    assert any("sunny and 21 degrees in Lima" in text for text in spoken), spoken
