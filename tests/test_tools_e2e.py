@@ -99,8 +99,18 @@ def tools(service: ToolService) -> list[dict[str, Any]]:
             "effect": "write",
         },
         {
+            **http,
+            "name": "slow_note",
+            "description": "Save a note (slowly)",
+            "url": service.url("/slow"),
+            "parameters": CITY,
+            "effect": "write",
+            "confirm": False,
+        },
+        {
             "kind": "python",
             "name": "lookup_order",
+            "max_calls_per_session": 1,
             "target": "_tool_targets:lookup_order",
             "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
         },
@@ -256,6 +266,25 @@ async def test_invalid_arguments_never_reach_the_tool(
     assert (entry["code"], entry["detail"]["guardrail"]) == ("refused", "invalid_arguments")
 
 
+async def test_calls_past_the_session_limit_are_refused(
+    server: RunningServer, model: SlowChatServer
+) -> None:
+    import _tool_targets
+
+    model.respond = Model({"order": ("lookup_order", {"order_id": "A17"})})
+    async with session(server, output_modalities=["text"]) as (conn, events):
+        sid = events.all[0].session.id
+        await tell(conn, "Where is my order?")
+        await answer(events)
+        runs = len(_tool_targets.calls)
+        await tell(conn, "Where is my order now?")
+        _, said = await answer(events)
+    assert "at most 1 times" in said
+    assert len(_tool_targets.calls) == runs
+    codes = [(e["code"], e["detail"].get("guardrail")) for e in await audit(server, sid)]
+    assert codes == [("ran", None), ("refused", "call_limit")]
+
+
 # -- slow tools ------------------------------------------------------------------------------
 
 
@@ -270,6 +299,39 @@ async def test_slow_tool_says_its_filler_then_the_answer(
     assert filler.strip() == "Hold on, I am looking."
     assert any(e.type == "response.output_audio.delta" for e in first)  # spoken, not silent
     assert "sunny and 21 degrees in Oslo" in said
+
+
+async def test_barge_in_cancels_a_read_but_a_write_finishes(
+    server: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    model.respond = Model(
+        {"forecast": ("slow_forecast", {"city": "Oslo"}), "note": ("slow_note", {"city": "Bonn"})}
+    )
+    async with session(server, output_modalities=["text"]) as (conn, events):
+        sid = events.all[0].session.id
+        await tell(conn, "What is the forecast for Oslo?")
+        await events.until("response.output_text.delta")  # the filler: the tool is running
+        await conn.response.cancel()
+        await events.until("response.done")
+        await tell(conn, "Save a note about Bonn.")
+        await events.until("response.output_text.delta")
+        await conn.response.cancel()
+        await events.until("response.done")
+        # The write finishes after the interruption, and what it did joins the conversation.
+        kept = await events.until(
+            lambda e: e.type == "conversation.item.added" and e.item.type == "function_call_output"
+        )
+    assert "Bonn" in kept[-1].item.output
+    calls = [(c.body["tool"], c.body["arguments"]["city"]) for c in service.calls_to("/slow")]
+    assert ("slow_note", "Bonn") in calls
+    names = [
+        e.item.name
+        for e in events.all
+        if e.type == "conversation.item.added" and e.item.type == "function_call"
+    ]
+    assert names == ["slow_note"]  # the cancelled read left no result behind
+    decisions = [(e["detail"]["tool"], e["code"]) for e in await audit(server, sid)]
+    assert decisions == [("slow_forecast", "cancelled"), ("slow_note", "ran")]
 
 
 # -- confirmation ----------------------------------------------------------------------------
