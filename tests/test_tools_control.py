@@ -233,3 +233,30 @@ def test_idempotency_key_is_one_per_action() -> None:
     assert idempotency_key("sess_1", "mcpr_1") == idempotency_key("sess_1", "mcpr_1")
     assert idempotency_key("sess_1", "mcpr_1") != idempotency_key("sess_1", "mcpr_2")
     assert idempotency_key("sess_1", "mcpr_1") != idempotency_key("sess_2", "mcpr_1")
+
+
+# -- the worked example of docs/tools.md, as a config file -----------------------------------
+
+
+def test_the_documented_example_loads(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    from pathlib import Path
+
+    from voxgate.server.tools import server_tools
+    from voxgate.settings import load_settings
+
+    doc = (Path(__file__).parent.parent / "docs" / "tools.md").read_text()
+    toml = re.search(r"```toml\n(.*?)```", doc, re.S)
+    assert toml is not None
+    config = tmp_path / "voxgate.toml"
+    config.write_text(toml.group(1))
+    settings = load_settings(config)
+    names = [t.name for t in settings.tools]
+    assert names == ["get_weather", "delete_account"]
+    assert settings.tools[1].needs_confirmation and settings.tools[1].sensitive_args == ["pin"]
+    monkeypatch.delenv("WEATHER_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="WEATHER_TOKEN is not set"):
+        server_tools(settings)
+    monkeypatch.setenv("WEATHER_TOKEN", "w")
+    registry = server_tools(settings)
+    assert registry is not None and set(registry.specs) == set(names)
