@@ -33,3 +33,7 @@ async def held(n: int) -> int:
         return n
     finally:
         in_flight -= 1
+
+
+def big() -> str:
+    return "x" * 100_000

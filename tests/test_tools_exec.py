@@ -83,3 +83,10 @@ async def test_a_tool_past_its_timeout_gives_the_model_an_error() -> None:
     result = await ToolRegistry([spec]).execute(spec, {"n": 1}, CALLER, "k")
     assert result.status == "timeout"
     assert json.loads(result.output)["error"]["code"] == "tool_timeout"
+
+
+async def test_a_huge_answer_is_cut_for_the_model() -> None:
+    spec = ToolSpec.model_validate({"name": "big", "kind": "python", "target": "_tool_targets:big"})
+    result = await ToolRegistry([spec]).execute(spec, {}, CALLER, "k")
+    assert result.status == "ok" and len(result.output) < 64_100
+    assert result.output.endswith("[cut: the tool answered 100000 characters]")

@@ -70,6 +70,7 @@ class SessionTools:
         self.clock: Clock = SystemClock()
         self._post: Post | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._writes: set[asyncio.Task[Any]] = set()  # runs of tools that change things
         self._continued: set[str] = set()  # responses this flow created
         self._rounds = 0
 
@@ -87,7 +88,9 @@ class SessionTools:
         return self.broker.handles(name)
 
     def offer(self, plan: ResponsePlan) -> ResponsePlan:
-        if plan.response_id not in self._continued:
+        if plan.response_id in self._continued:
+            self._continued.discard(plan.response_id)
+        else:
             self._rounds = 0  # a response the client (or a turn) asked for: a fresh chain
         if plan.tool_choice == "none":
             return plan
@@ -133,6 +136,9 @@ class SessionTools:
 
     async def _execute(self, ready: Ready, say: Say | None, call: ServerCall) -> Outcome:
         task = self._spawn(self.broker.run(ready), f"tool-{ready.spec.name}")
+        if ready.spec.effect != "read":
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
         try:
             if say is not None and not await self._within(task, FILLER_AFTER_S):
                 await say(ready.spec.filler_text)
@@ -276,15 +282,8 @@ class SessionTools:
     def close(self) -> None:
         """The session ends: timers and reads stop; a write that started is left to finish
         (bounded by its timeout) so what it did is still recorded."""
-        for task in list(self._tasks):
-            name = task.get_name()
-            if not name.endswith(("tool-keep", "tool-approval")) and not self._is_write(name):
-                task.cancel()
-
-    def _is_write(self, task_name: str) -> bool:
-        tool = task_name.rpartition(":tool-")[2]
-        spec = self.broker.registry.specs.get(tool)
-        return spec is not None and spec.effect != "read"
+        for task in list(self._tasks - self._writes):
+            task.cancel()
 
 
 def _next_user_words(context: list[Item], after_id: str) -> str | None:
