@@ -55,6 +55,7 @@ from .fairness import in_slices
 from .inbox import Ended, Inbox
 from .outbox import Outbox
 from .pipeline import PipelineDriver
+from .rate_limits import RateLimitBook
 from .tool_flow import SessionTools
 from .transport import Playout, Transport, TransportClosed, TransportStalled
 
@@ -124,12 +125,13 @@ class Session:
         # Reply audio → the playout's rate; streaming, so chunks join seamlessly.
         self._to_playout: InputConverter | None = None
         self.observer = observer
+        self.rate_limits = RateLimitBook()
         # Server tools (None: none configured): their calls run here, never on the client.
         self.tools = tools
         if tools is not None:
             tools.bind(self.inbox.put, self.clock)
+        # Bound when the session starts serving (its task group exists then).
         self.driver: Driver = driver or PipelineDriver(engines, tools=tools)
-        self.driver.bind(self._driver_host())
 
     @property
     def id(self) -> str:
@@ -145,6 +147,7 @@ class Session:
         """Serve the session until it ends; returns why it ended."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            self.driver.bind(self._driver_host())
             reader = tg.create_task(self._read(), name=f"{self.id}:reader")
             writer = tg.create_task(self._write(), name=f"{self.id}:writer")
             watchdog = tg.create_task(self._watch(), name=f"{self.id}:watchdog")
@@ -201,6 +204,8 @@ class Session:
             media_space=self.outbox.media_space,
             response_started=self._response_started,
             touch=self._touch,
+            end=self.end,
+            rate_limits=self.rate_limits,
         )
 
     def _apply(self, outputs: Sequence[DriverOutput]) -> None:
@@ -297,7 +302,8 @@ class Session:
         """What the client must hear about its budgets; a cut-off ends the session."""
         out: list[DriverOutput] = []
         if verdict.rate_limits is not None:
-            out.append(ev.RateLimitsUpdated(rate_limits=verdict.rate_limits))
+            merged = self.rate_limits.from_budget(verdict.rate_limits)
+            out.append(ev.RateLimitsUpdated(rate_limits=merged))
         for notice in verdict.warnings:
             error = ProtocolError(notice.message, code="budget_warning", type="budget_warning")
             out.append(self.connection.error(error))
