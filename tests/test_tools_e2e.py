@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from _realtime import Events
-from _tool_model import Model
+from _tool_model import Model, added, answer, spoke, tell
 from _tool_service import ToolService
 from conftest import RunningServer, SlowChatServer, free_port, speech_pcm24k, validated
 from voxgate.control.identity import hash_user
@@ -149,30 +149,6 @@ async def session(
         await conn.session.update(session={"type": "realtime", **config})
         await events.expect("session.updated")
         yield conn, events
-
-
-async def tell(conn: AsyncRealtimeConnection, text: str) -> None:
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-    await conn.conversation.item.create(item=item)  # type: ignore[arg-type]
-    await conn.response.create()
-
-
-def spoke(event: Any) -> bool:
-    """A response.done whose output holds an assistant message (the model said something)."""
-    return event.type == "response.done" and any(
-        o.type == "message" for o in event.response.output or []
-    )
-
-
-async def answer(events: Events, wait_s: float = 30) -> tuple[list[Any], str]:
-    """Events up to the next response that speaks, and what it said."""
-    seen = await events.until(spoke, wait_s)
-    message = next(o for o in seen[-1].response.output if o.type == "message")
-    return seen, " ".join(part.transcript or part.text or "" for part in message.content)
-
-
-def added(seen: list[Any], kind: str) -> list[Any]:
-    return [e.item for e in seen if e.type == "conversation.item.added" and e.item.type == kind]
 
 
 async def audit(server: RunningServer, session_id: str) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ from ..protocol.items import (
 )
 from ..protocol.tool_items import add_items
 from .clock import Clock, SystemClock
+from .driver import Post, Progress
 from .tools import Outcome, Ready, ToolBroker
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,6 @@ FILLER_AFTER_S = 0.8
 MAX_ROUNDS = 5
 SERVER_LABEL = "voxgate"
 
-Progress = Callable[[RealtimeConnection], list[Output]]
-Post = Callable[[Progress], Awaitable[None]]
 Say = Callable[[str], Awaitable[None]]
 
 
@@ -272,6 +271,10 @@ class SessionTools:
         finally:
             timer.cancel()
         return task.done()
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A task of this session's tool work (closed with it; see `close`)."""
+        return self._spawn(work, name)
 
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(work, name=f"{self.broker.session_id}:{name}")
