@@ -193,6 +193,11 @@ async def test_read_tool_runs_and_its_result_is_spoken(
     [entry] = await audit(server, sid)
     assert entry["code"] == "ran" and entry["detail"]["tool"] == "get_weather"
     assert entry["detail"]["status"] == "ok" and entry["key_id"]
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    ) as http:
+        both = await http.get("/admin/audit", params={"kind": "tool", "action": "admission"})
+    assert both.status_code == 400 and both.json()["error"]["param"] == "kind"
 
 
 async def test_python_tool_runs_in_process(server: RunningServer, model: SlowChatServer) -> None:
