@@ -15,6 +15,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -67,8 +68,6 @@ class ToolRegistry:
         env: Mapping[str, str] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        import os
-
         env = os.environ if env is None else env
         self.specs = {s.name: s for s in specs}
         self.signing_secret = signing_secret

@@ -196,6 +196,8 @@ class SessionTools:
         answers is settled by those words (a clear yes runs it; anything else cancels it),
         and the response sees the outcome."""
         added: list[Item] = []
+        if plan.conversation != "auto":  # an out-of-band response is nobody's answer
+            return plan
         for action in self.broker.confirmations.spoken():
             words = _next_user_words(plan.context, action.request_item_id)
             if words is None:
