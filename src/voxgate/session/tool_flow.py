@@ -281,8 +281,14 @@ class SessionTools:
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(work, name=f"{self.broker.session_id}:{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # A bug in tool work costs that call, never the session; say where it was.
+            log.error("%s failed", task.get_name(), exc_info=exc)
 
     def close(self) -> None:
         """The session ends: timers and reads stop; a write that started is left to finish
