@@ -252,6 +252,8 @@ class Session:
                                 cut.response_id, cut.item_id, cut.content_index, cut.played_ms
                             )
                         )
+                        if self.tools is not None:  # cut while still playing: a barge-in
+                            self._apply(self.tools.interrupted(self.connection, cut.response_id))
                 case _:
                     assert_never(out)
 
