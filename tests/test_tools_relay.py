@@ -127,3 +127,36 @@ async def test_relayed_destructive_tool_waits_for_the_approval_here(
         error = (await events.until("error")).pop()
         assert error.error.code == "approval_already_answered"
     assert len(service.calls_to("/delete")) == before + 1
+
+
+async def test_relayed_interrupted_readback_cancels_the_action(
+    relay: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    scripted = Model({"delete": ("delete_account", {"account_id": "7"})})
+    scripted.readback_pieces = 60  # the question streams for a while: room to interrupt
+    model.respond = scripted
+    before = len(service.calls_to("/delete"))
+    client = AsyncOpenAI(base_url=relay.base_url, api_key=ADMIN_KEY)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        events = Events(conn)
+        await events.expect("session.created")
+        await tell(conn, "Please delete account 7.")
+        seen = await events.until(
+            lambda e: e.type == "conversation.item.added" and e.item.type == "mcp_approval_request"
+        )
+        request = seen[-1].item
+        created = await events.until("response.created")  # the read-back starts upstream
+        await conn.response.cancel(response_id=created[-1].response.id)
+        lapsed = await events.until(
+            lambda e: e.type == "conversation.item.added" and e.item.type == "mcp_approval_response"
+        )
+        assert (lapsed[-1].item.approve, lapsed[-1].item.reason) == (False, "interrupted")
+        approval = {
+            "type": "mcp_approval_response",
+            "approval_request_id": request.id,
+            "approve": True,
+        }
+        await conn.conversation.item.create(item=approval)  # type: ignore[arg-type]
+        error = (await events.until("error")).pop()
+        assert error.error.code == "approval_already_answered"
+    assert len(service.calls_to("/delete")) == before

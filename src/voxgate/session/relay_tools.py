@@ -13,7 +13,8 @@
 - keeps confirmations here: a pending action is shown to the client as a server-made
   ``mcp_approval_request`` item (the upstream never sees it); the client's
   ``mcp_approval_response`` for it is answered here, not forwarded. An approved action runs
-  once and its call and output are added upstream, then a response speaks the result.
+  once and its call and output are added upstream, then a response speaks the result; a
+  read-back response that ends cancelled upstream (barge-in) cancels its action.
 In a relayed session only an ``mcp_approval_response`` approves: a spoken yes does not
 (the upstream answers the user's turn before voxgate could hear it), and there is no filler.
 """
@@ -54,6 +55,8 @@ class ToolRelayDriver(RelayDriver):
         self._tool_client_calls: set[str] = set()  # responses that also called client tools
         self._tool_requests: dict[str, PendingAction] = {}  # approval requests shown
         self._tool_answered: set[str] = set()
+        # Actions whose read-back response has not started upstream yet.
+        self._tool_unread: list[PendingAction] = []
 
     # -- client → upstream ------------------------------------------------------------------
 
@@ -91,9 +94,15 @@ class ToolRelayDriver(RelayDriver):
         kind = data.get("type")
         if kind in _HIDDEN:
             return self._tool_call_event(data)
+        if kind == "response.created" and isinstance(data.get("response"), dict):
+            for action in self._tool_unread:  # this response reads the summary back
+                action.readback_response_id = str(data["response"].get("id"))
+            self._tool_unread.clear()
         if kind == "response.done" and isinstance(data.get("response"), dict):
             response = data["response"]
             rid = str(response.get("id"))
+            if response.get("status") == "cancelled":
+                self.tools.spawn(self.tools.post(self._tool_interrupted(rid)), "relay-barge-in")
             calls = self._tool_calls.pop(rid, [])
             more = rid not in self._tool_client_calls
             self._tool_client_calls.discard(rid)
@@ -150,6 +159,7 @@ class ToolRelayDriver(RelayDriver):
         out += self.send_upstream(conn, {"type": "conversation.item.create", "item": output})
         if (action := outcome.action) is not None:
             self._tool_requests[action.id] = action
+            self._tool_unread.append(action)
             request = {
                 "id": action.id,
                 "type": "mcp_approval_request",
@@ -228,6 +238,28 @@ class ToolRelayDriver(RelayDriver):
             return [*_shown(answer), *self._tool_note(conn, action, outcome.output)]
 
         await self.tools.post(lapse)
+
+    def _tool_interrupted(self, response_id: str) -> Progress:
+        """A barge-in into (or a cancel of) a read-back cancels the action it read back."""
+
+        def lapse(conn: RealtimeConnection) -> Sequence[DriverOutput]:
+            out: list[DriverOutput] = []
+            for action in self.tools.broker.confirmations.all():
+                if action.readback_response_id != response_id:
+                    continue
+                self._tool_answered.add(action.id)
+                outcome = self.tools.broker.lapse(action, "interrupted", "barge_in")
+                answer = {
+                    "id": new_id("item"),
+                    "type": "mcp_approval_response",
+                    "approval_request_id": action.id,
+                    "approve": False,
+                    "reason": "interrupted",
+                }
+                out += [*_shown(answer), *self._tool_note(conn, action, outcome.output)]
+            return out
+
+        return lapse
 
     def _tool_note(
         self, conn: RealtimeConnection, action: PendingAction, text: str
