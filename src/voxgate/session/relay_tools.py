@@ -36,6 +36,7 @@ from .tool_flow import SERVER_LABEL, ServerCall, SessionTools
 from .tools import Outcome, Ready
 
 log = logging.getLogger(__name__)
+_REWRITTEN = ('"session.update"', '"response.create"', '"mcp_approval_response"')
 _HIDDEN = {
     "response.output_item.added",
     "response.output_item.done",
@@ -61,6 +62,9 @@ class ToolRelayDriver(RelayDriver):
     # -- client → upstream ------------------------------------------------------------------
 
     def receive(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
+        # Audio appends (most frames, up to megabytes) pass untouched, parsed once by the relay.
+        if not isinstance(raw, str) or not any(k in raw for k in _REWRITTEN):
+            return super().receive(conn, raw)
         try:
             event = json.loads(raw)
         except ValueError:
