@@ -160,3 +160,29 @@ async def test_relayed_interrupted_readback_cancels_the_action(
         error = (await events.until("error")).pop()
         assert error.error.code == "approval_already_answered"
     assert len(service.calls_to("/delete")) == before
+
+
+async def test_relayed_yes_in_the_users_next_turn_runs_the_action_once(
+    relay: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    # The user's turn reaches voxgate as the upstream reports it: here typed (a spoken turn
+    # arrives as its transcript, when the session transcribes input).
+    model.respond = Model({"delete": ("delete_account", {"account_id": "42"})})
+    before = len(service.calls_to("/delete"))
+    client = AsyncOpenAI(base_url=relay.base_url, api_key=ADMIN_KEY)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        events = Events(conn)
+        await events.expect("session.created")
+        await tell(conn, "Please delete account 42.")
+        _, readback = await answer(events)
+        assert "Shall I go ahead" in readback and len(service.calls_to("/delete")) == before
+        await tell(conn, "Yes please.")
+        said, seen = "", []
+        while "deleted" not in said:  # the upstream's own reply to "yes" is cancelled
+            more, said = await answer(events)
+            seen += more
+    assert "account 42 is deleted" in said
+    assert len(service.calls_to("/delete")) == before + 1
+    [approved] = added(seen, "mcp_approval_response")
+    assert approved.approve is True and approved.reason == "spoken: Yes please."
+    assert not any(e.type == "error" for e in seen), [e for e in seen if e.type == "error"]
