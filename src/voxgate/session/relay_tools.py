@@ -158,6 +158,8 @@ class ToolRelayDriver(RelayDriver):
             call.arguments = str(data.get("arguments") or "")
             call.call_id = str(data.get("call_id") or call.call_id)
             self._tool_calls.setdefault(str(data.get("response_id")), []).append(call)
+        if data.get("type") == "response.output_item.done":
+            self._tool_items.pop(item_id, None)  # its last event
         return []  # a server call: the client must not execute it
 
     # -- running ---------------------------------------------------------------------------
