@@ -23,6 +23,8 @@ from pydantic_settings import (
 )
 
 from .control.policy import Policy
+from .control.tools import ToolSpec
+from .control.tools.spec import check_unique
 from .control.usage import Price
 
 
@@ -259,6 +261,18 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"upstream names must be unique, got {names}")
         return self
+
+    # -- server tools (docs/tools.md) --
+    # [[tools]] tables (VOXGATE_TOOLS as a JSON list): tools voxgate runs itself, offered
+    # to the model beside the client's own.
+    tools: list[ToolSpec] = Field(default_factory=list)
+    # Key of the HMAC-SHA256 signature (X-Voxgate-Signature) on every HTTP tool call.
+    tools_signing_secret: str | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: list[ToolSpec]) -> list[ToolSpec]:
+        return check_unique(value)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

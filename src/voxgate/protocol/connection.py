@@ -48,15 +48,14 @@ from .items import (
     parse_item,
     to_wire,
 )
-from .items import (
-    InputAudio as InputAudioPart,
-)
+from .items import InputAudio as InputAudioPart
 from .limits import ConnectionLimits, ConversationBudget
 from .planning import plan_response
 from .prompts import StoredPrompt
 from .response_params import parse_response_params
 from .responses import ResponseState, Status
 from .session import SessionConfig, new_session
+from .tool_items import check_approval, is_approval
 from .transcription import (
     TranscriptionSessionConfig,
     apply_session_update,
@@ -425,6 +424,7 @@ class RealtimeConnection:
         self.budget.check_new_item(self.conversation, item, len(audio))
         item.id = item.id or new_id("item")
         item.status = item.status or "completed"
+        approval = check_approval(self.conversation, item) if is_approval(item) else None
         previous = self.conversation.insert(item, previous_item_id)
         out: list[Output] = []
         if isinstance(item, UserMessage) and (words := item_text(item)):
@@ -432,6 +432,7 @@ class RealtimeConnection:
         out += [
             ev.ConversationItemAdded(item=to_wire(item), previous_item_id=previous),
             ev.ConversationItemDone(item=to_wire(item), previous_item_id=previous),
+            *([approval] if approval is not None else []),
         ]
         if audio:
             self.conversation.audio[item.id] = bytearray(audio)

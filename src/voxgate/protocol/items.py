@@ -89,8 +89,26 @@ class FunctionCallOutput(_Item):
     output: str
 
 
+class McpApprovalRequest(_Item):
+    """The server asks the user to approve a tool call (made by the server, never a client)."""
+
+    type: Literal["mcp_approval_request"]
+    name: str
+    arguments: str
+    server_label: str
+
+
+class McpApprovalResponse(_Item):
+    """The user's answer to an ``mcp_approval_request`` (the client or a sideband sends it)."""
+
+    type: Literal["mcp_approval_response"]
+    approval_request_id: str
+    approve: bool
+    reason: str | None = None
+
+
 Message = Annotated[SystemMessage | UserMessage | AssistantMessage, Field(discriminator="role")]
-Item = Message | FunctionCall | FunctionCallOutput
+Item = Message | FunctionCall | FunctionCallOutput | McpApprovalRequest | McpApprovalResponse
 
 
 class ItemReference(BaseModel):
@@ -120,6 +138,8 @@ def parse_item(raw: Any, param: str = "item") -> Item:
             return FunctionCall.model_validate(raw)
         if kind == "function_call_output":
             return FunctionCallOutput.model_validate(raw)
+        if kind == "mcp_approval_response":
+            return McpApprovalResponse.model_validate(raw)
     except ValidationError as exc:
         raise from_validation_error(exc, param) from None
     if kind is None:
@@ -128,9 +148,15 @@ def parse_item(raw: Any, param: str = "item") -> Item:
             code="missing_required_parameter",
             param=f"{param}.type",
         )
+    if kind == "mcp_approval_request":
+        raise ProtocolError(
+            "Approval requests are made by the server; answer one with an item of type "
+            "'mcp_approval_response' (approval_request_id, approve).",
+            param=f"{param}.type",
+        )
     raise ProtocolError(
-        f"Invalid value: {kind!r}. Supported item types are 'message', 'function_call' and "
-        "'function_call_output'.",
+        f"Invalid value: {kind!r}. Supported item types are 'message', 'function_call', "
+        "'function_call_output' and 'mcp_approval_response'.",
         param=f"{param}.type",
     )
 

@@ -20,13 +20,16 @@ from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..session import manager as registry
 from ..session.relay import RelayDriver
+from ..session.relay_tools import ToolRelayDriver
 from ..session.session import Session, SessionLimits
+from ..session.tool_flow import SessionTools
 from ..session.transport import Playout, Transport
 from .auth import require_scope
 from .phone_media import apply_media_policy
 from .refusal import Refused, forbidden, too_many
 from .routing import route
 from .state import AppState
+from .tools import session_tools
 
 log = logging.getLogger(__name__)
 # Codes of a configuration the policy or the binding forbids (403), not a malformed one (400).
@@ -64,7 +67,8 @@ async def admit(
         connection, initial = _connection(
             state, principal, model, who.session, session_patch, intent
         )
-        driver = _relay(state, connection, initial, safety_identifier)
+        tools = session_tools(state, principal, connection.session_id)
+        driver = _relay(state, connection, initial, safety_identifier, tools)
         engine = driver.upstream.engine if driver is not None else EMBEDDED_ENGINE
         ledger = state.ledger
         # Where the server plays the reply itself, generation may run further ahead.
@@ -80,6 +84,7 @@ async def admit(
                 ledger.observer(controls, principal, connection, kind, engine) if ledger else None
             ),
             driver=driver,
+            tools=tools,
         )
         await _take_leases(state, principal, session.id)
         try:  # again, with no await between the check and the registration
@@ -180,6 +185,7 @@ def _relay(
     connection: RealtimeConnection,
     initial: dict[str, Any],
     safety_identifier: str | None,
+    tools: SessionTools | None = None,
 ) -> RelayDriver | None:
     """A relay to the upstream that serves the session's model; None: the embedded pipeline
     serves it. Transcription sessions stay embedded."""
@@ -188,12 +194,22 @@ def _relay(
     upstream = route(state.upstreams, connection.config.model)
     if upstream is None:
         return None
+    model, first = connection.config.model, {"type": "realtime", **initial} if initial else None
+    if tools is not None:  # server tools run here for relayed sessions too
+        return ToolRelayDriver(
+            upstream,
+            state.upstream_protocol,
+            tools=tools,
+            model=model,
+            safety_identifier=safety_identifier,
+            initial=first,
+        )
     return RelayDriver(
         upstream,
         state.upstream_protocol,
-        model=connection.config.model,
+        model=model,
         safety_identifier=safety_identifier,
-        initial={"type": "realtime", **initial} if initial else None,
+        initial=first,
     )
 
 

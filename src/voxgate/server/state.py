@@ -14,6 +14,7 @@ from ..session.clock import SystemClock
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
+from ..session.tool_exec import ToolRegistry
 from ..settings import Settings
 from ..storage.recordings import RecordingStore
 from .controls import Controls
@@ -41,6 +42,8 @@ class AppState:
     ledger: Ledger | None = None
     # How other replicas reach this one (the owner recorded for its calls).
     advertise_url: str = ""
+    # The server tools (None: none configured).
+    tools: ToolRegistry | None = None
     metrics: Metrics = field(init=False)
     # How relayed sessions reach their upstream (the Realtime WebSocket protocol).
     upstream_protocol: UpstreamProtocol = field(default_factory=RealtimeWebSocket)

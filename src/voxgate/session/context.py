@@ -15,6 +15,7 @@ from ..protocol.items import (
     InputImage,
     InputText,
     Item,
+    McpApprovalResponse,
     SystemMessage,
     UserMessage,
     item_text,
@@ -70,6 +71,13 @@ def chat_messages(items: list[Item]) -> list[ChatMessage]:
             messages.append({"role": "user", "content": _user_content(item)})
         elif isinstance(item, AssistantMessage):
             messages.append({"role": "assistant", "content": item_text(item)})
+        elif isinstance(item, McpApprovalResponse) and not item.approve:
+            # The model must know the action it asked about did not happen.
+            note = (
+                f"The action awaiting confirmation ({item.approval_request_id}) was not "
+                f"approved ({item.reason or 'declined'}) and was not run."
+            )
+            messages.append({"role": "system", "content": note})
     return messages
 
 

@@ -18,13 +18,16 @@ from .driver import DriverCommand, DriverHost, DriverOutput
 from .engines import EngineSet
 from .listener import Listener
 from .response import ResponseRunner
+from .tool_flow import SessionTools
 
 
 class PipelineDriver:
     name = "pipeline"
 
-    def __init__(self, engines: EngineSet) -> None:
+    def __init__(self, engines: EngineSet, tools: SessionTools | None = None) -> None:
         self.engines = engines
+        # Server tools: offered to the model, and their calls run by the runners.
+        self.tools = tools
         self._host: DriverHost | None = None
         self._listener: Listener | None = None
         self._responses: dict[str, asyncio.Task[None]] = {}
@@ -73,6 +76,8 @@ class PipelineDriver:
                 engines = self.engines
                 if is_disclosure(plan):
                     engines = replace(engines, llm=SpokenText())
+                if self.tools is not None:
+                    plan = self.tools.offer(plan)
                 runner = ResponseRunner(
                     plan,
                     engines,
@@ -83,6 +88,7 @@ class PipelineDriver:
                     clock=host.clock,
                     context_tokens=limits.llm_context_tokens,
                     max_speech_chars=limits.max_speech_chars,
+                    tools=self.tools,
                 )
                 self._start_response(plan.response_id, runner)
                 return []

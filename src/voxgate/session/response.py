@@ -25,6 +25,7 @@ from .clock import Clock, SystemClock
 from .context import chat_request
 from .engines import EngineSet
 from .sentences import SentenceSplitter
+from .tool_flow import ServerCall, SessionTools
 from .truncation import ContextTooLong
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,15 @@ class ResponseRunner:
     # Text one response may hand to speech synthesis (None: no bound); past it the response
     # ends as incomplete with an error that says so.
     max_speech_chars: int | None = None
+    # Server tools: their calls are run here (tool_flow.py), never sent to the client.
+    tools: SessionTools | None = None
     _spoken_chars: int = 0
     _paced_from: float | None = None
     _sent_s: float = 0.0
     _calls: dict[int, _Call] = field(default_factory=dict)
     _open_call: int | None = None
     _spoken_any: bool = False
+    _server_calls: dict[int, ServerCall] = field(default_factory=dict)
 
     @property
     def response_id(self) -> str:
@@ -78,6 +82,8 @@ class ResponseRunner:
         try:
             if self.before is not None:
                 await self.before
+            if self.tools is not None:
+                self.plan = await self.tools.prepare(self.plan, self._say)
             status, details, usage = await self._generate()
         except _SpeechLimit:
             limit = self.max_speech_chars
@@ -107,7 +113,16 @@ class ResponseRunner:
                     None,
                 ),
             )
-        await self.post(lambda c: c.finish_response(rid, status, details, usage))  # type: ignore[arg-type]
+        # Server tools ran and the model has not spoken their results yet: a new response
+        # follows at once, in the same step, so nothing can start in between.
+        more = self.tools is not None and self._server_calls and not self._calls
+        more = more and status == "completed" and self.plan.conversation == "auto"
+
+        def finish(c: RealtimeConnection) -> list[Output]:
+            out = c.finish_response(rid, status, details, usage)  # type: ignore[arg-type]
+            return out + self.tools.continuation(c) if more and self.tools else out
+
+        await self.post(finish)
 
     async def _generate(self) -> tuple[str, dict[str, Any] | None, tuple[int | None, int | None]]:
         splitter = SentenceSplitter()
@@ -124,6 +139,8 @@ class ResponseRunner:
                         done = event
         await self._speak(splitter.flush())
         await self._close_call()
+        if self._server_calls and self.tools is not None:
+            await self.tools.run_calls(list(self._server_calls.values()), self._say)
         usage = (done.input_tokens, done.output_tokens)
         if done.finish_reason == "length":
             return "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}, usage
@@ -135,6 +152,13 @@ class ResponseRunner:
             return
         for sentence in splitter.push(text):
             await self._speak(sentence)
+
+    async def _say(self, text: str) -> None:
+        """Words the server adds to the reply (a tool's filler), spoken or written."""
+        if self.plan.audio:
+            await self._speak(text)
+        else:
+            await self.post(lambda c: c.response_text(self.response_id, text))
 
     async def _speak(self, sentence: str) -> None:
         if not sentence:
@@ -182,6 +206,8 @@ class ResponseRunner:
 
     async def _tool_call(self, splitter: SentenceSplitter, delta: ToolCallDelta) -> None:
         rid = self.response_id
+        if self._server_call(delta):
+            return
         if delta.index not in self._calls:
             await self._speak(splitter.flush())
             await self._close_call()
@@ -192,6 +218,19 @@ class ResponseRunner:
         if delta.arguments:
             item_id, args = self._calls[delta.index].item_id, delta.arguments
             await self.post(lambda c: c.response_call_arguments(rid, item_id, args))
+
+    def _server_call(self, delta: ToolCallDelta) -> bool:
+        """Collect a server tool's call (True) instead of streaming it to the client."""
+        call = self._server_calls.get(delta.index)
+        if call is None:
+            if delta.index in self._calls or self.tools is None:
+                return False
+            if not self.tools.intercepts(delta.name or ""):
+                return False
+            call = ServerCall(delta.call_id or new_id("call"), delta.name or "")
+            self._server_calls[delta.index] = call
+        call.arguments += delta.arguments or ""
+        return True
 
     async def _close_call(self) -> None:
         if self._open_call is None:

@@ -42,6 +42,7 @@ from ..protocol.commands import (
     PlayAudio,
     ResponseFinished,
     StartResponse,
+    ToolApproval,
     TranscribeItem,
     UserInput,
 )
@@ -58,6 +59,7 @@ from .outbox import Outbox
 from .pipeline import PipelineDriver
 from .rate_limits import RateLimitBook
 from .recording import CallRecorder
+from .tool_flow import SessionTools
 from .transport import (
     BoundedPlayout,
     Playout,
@@ -112,6 +114,7 @@ class Session:
         principal: Principal | None = None,
         observer: SessionObserver | None = None,
         driver: Driver | None = None,
+        tools: SessionTools | None = None,
     ) -> None:
         self.connection = connection
         # Who opened the session (None: built directly, e.g. in tests); calls check it.
@@ -137,8 +140,12 @@ class Session:
         self._to_playout: FormatConverter | None = None
         self.observer = observer
         self.rate_limits = RateLimitBook()
+        # Server tools (None: none configured): their calls run here, never on the client.
+        self.tools = tools
+        if tools is not None:
+            tools.bind(self.inbox.put, self.clock)
         # Bound when the session starts serving (its task group exists then).
-        self.driver: Driver = driver or PipelineDriver(engines)
+        self.driver: Driver = driver or PipelineDriver(engines, tools=tools)
         # Set before `run` by `disclose` and `record` (admission does, per policy).
         self.disclosure: Disclosure | None = None
         self._held: deque[_Frame] = deque()
@@ -291,6 +298,11 @@ class Session:
                 case CancelResponse(response_id=rid):
                     self._apply(self.driver.command(self.connection, out))
                     self.outbox.purge(rid)
+                    if self.tools is not None:  # a barge-in cancels what it was confirming
+                        self._apply(self.tools.interrupted(self.connection, rid))
+                case ToolApproval():
+                    if self.tools is not None:
+                        self.tools.approval(out)
                 case InputAudio() | TranscribeItem():
                     if isinstance(out, InputAudio) and self.recorder is not None:
                         self.recorder.caller(out.data, AudioFormat.from_type(out.format))
@@ -308,6 +320,8 @@ class Session:
                                 cut.response_id, cut.item_id, cut.content_index, cut.played_ms
                             )
                         )
+                        if self.tools is not None:  # cut while still playing: a barge-in
+                            self._apply(self.tools.interrupted(self.connection, cut.response_id))
                 case _:
                     assert_never(out)
 
@@ -554,6 +568,8 @@ class Session:
 
     async def _close(self, ended: Ended, writer: asyncio.Task[None]) -> None:
         self.driver.close()
+        if self.tools is not None:
+            self.tools.close()
         # A response cut short by the close still owes the client its response.done; its
         # audio already queued still goes out (its work is stopped by the close above).
         stopped = self.driver.stop_responses(self.connection, {"type": "cancelled"})

@@ -23,6 +23,7 @@ from .driver import Driver
 from .engines import EngineSet
 from .inbox import Ended
 from .session import Session, SessionLimits
+from .tool_flow import SessionTools
 from .transport import Playout, TransportClosed
 
 Event = dict[str, Any]
@@ -162,6 +163,7 @@ async def running_session(
     transport: MemoryTransport | None = None,
     playout: Playout | None = None,
     driver: Driver | None = None,
+    tools: SessionTools | None = None,
 ) -> AsyncIterator[RunningSession]:
     """Run a session on virtual time over a `MemoryTransport`. On exit the session is asked
     to end (if it has not) and must finish cleanly within the transport's timeout."""
@@ -176,6 +178,7 @@ async def running_session(
         observer=observer,
         playout=playout,
         driver=driver,
+        tools=tools,
     )
     task = asyncio.create_task(session.run(), name=f"test:{session.id}")
     running = RunningSession(session, transport, clock, task)
