@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import _tool_targets
+from voxgate.audio import PCM16, AudioFormat
 from voxgate.control.audit import AuditRecord
 from voxgate.control.tools import ToolSpec
 from voxgate.engines.testing import ScriptedLLM, ScriptedTTS, text_script, tool_call_script
@@ -36,10 +37,14 @@ class Playout:
     def __init__(self) -> None:
         self.playing: dict[str, str] = {}  # response id → item id
 
+    @property
+    def format(self) -> AudioFormat:
+        return PCM16
+
     def bind(self, stopped: Any) -> None:
         pass
 
-    def play(self, response_id: str, item_id: str, content_index: int, pcm24k: bytes) -> None:
+    def play(self, response_id: str, item_id: str, content_index: int, audio: bytes) -> None:
         self.playing[response_id] = item_id
 
     def end(self, response_id: str) -> None:
