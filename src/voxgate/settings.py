@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,6 +24,7 @@ from pydantic_settings import (
 
 from .control.policy import Policy
 from .control.usage import Price
+from .protocol.mcp import ApprovalFilter
 
 
 def _default_data_dir() -> Path:
@@ -40,6 +42,46 @@ class PromptSetting(BaseModel):
     model_config = ConfigDict(extra="forbid")
     instructions: str
     version: str = "1"
+
+
+# -- MCP servers for every session ([[mcp_servers]]) -----------------------------------------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str, where: str) -> str:
+    """``${NAME}`` replaced by the environment variable; a missing one is an error naming it
+    (a header silently sent empty would fail far from its cause)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ValueError(f"{where} refers to ${{{name}}}, which is not set in the environment")
+        return os.environ[name]
+
+    return _ENV_REF.sub(one, value)
+
+
+class McpServerSetting(BaseModel):
+    """An MCP server (streamable HTTP) every session may use: ``[[mcp_servers]]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    server_label: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    server_url: str = Field(pattern=r"^https?://")
+    # Values may hold ${ENV} references, expanded at start-up; never shown to clients.
+    headers: dict[str, str] = Field(default_factory=dict)
+    # Tool names offered (None: all); "always", "never" or {"never": {"tool_names": [...]}}.
+    allowed_tools: list[str] | None = None
+    require_approval: Literal["always", "never"] | ApprovalFilter = "always"
+    timeout_s: float = Field(30.0, gt=0)
+    # Argument names redacted in the audit log.
+    sensitive_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _expand(self) -> McpServerSetting:
+        where = f"mcp_servers '{self.server_label}' headers"
+        self.headers = {k: expand_env(v, f"{where}.{k}") for k, v in self.headers.items()}
+        return self
 
 
 class Settings(BaseSettings):
@@ -133,6 +175,11 @@ class Settings(BaseSettings):
     # The server-wide default policy ([policy] table, or VOXGATE_POLICY as JSON); tenant,
     # key and client-secret policies only tighten it.
     policy: Policy = Field(default_factory=Policy)
+
+    # -- MCP ----------------------------------------------------------------------------------
+    # MCP servers every session may use (docs/tools.md); clients add their own in
+    # session.tools, within the policy's allowed_mcp_servers.
+    mcp_servers: list[McpServerSetting] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

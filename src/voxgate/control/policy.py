@@ -28,7 +28,7 @@ _NUMBER_FIELDS = (
     "client_secrets_per_minute",
     "transcript_retention_days",
 )
-_LIST_FIELDS = ("allowed_models", "allowed_voices", "allowed_tools")
+_LIST_FIELDS = ("allowed_models", "allowed_voices", "allowed_tools", "allowed_mcp_servers")
 
 
 class Policy(BaseModel):
@@ -53,6 +53,9 @@ class Policy(BaseModel):
     client_secrets_per_minute: int | None = Field(None, ge=0)
     # 0: store no transcripts; None: keep them forever.
     transcript_retention_days: float | None = Field(None, ge=0)
+    # MCP server URLs (shell-style wildcards: "https://mcp.example.com/*") a client may add
+    # in session.tools; operator-configured servers are not limited by it.
+    allowed_mcp_servers: list[str] | None = None
 
     @classmethod
     def strictest(cls, *policies: Policy | None) -> Policy:

@@ -12,6 +12,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ProtocolError, from_validation_error
+from .mcp_items import (
+    McpApprovalRequest,
+    McpApprovalResponse,
+    McpCall,
+    McpItem,
+    McpListTools,
+)
 
 
 class _Part(BaseModel):
@@ -90,7 +97,13 @@ class FunctionCallOutput(_Item):
 
 
 Message = Annotated[SystemMessage | UserMessage | AssistantMessage, Field(discriminator="role")]
-Item = Message | FunctionCall | FunctionCallOutput
+Item = Message | FunctionCall | FunctionCallOutput | McpItem
+_MCP_ITEMS: dict[str, type[McpItem]] = {
+    "mcp_list_tools": McpListTools,
+    "mcp_call": McpCall,
+    "mcp_approval_request": McpApprovalRequest,
+    "mcp_approval_response": McpApprovalResponse,
+}
 
 
 class ItemReference(BaseModel):
@@ -120,6 +133,8 @@ def parse_item(raw: Any, param: str = "item") -> Item:
             return FunctionCall.model_validate(raw)
         if kind == "function_call_output":
             return FunctionCallOutput.model_validate(raw)
+        if isinstance(kind, str) and kind in _MCP_ITEMS:
+            return _MCP_ITEMS[kind].model_validate(raw)
     except ValidationError as exc:
         raise from_validation_error(exc, param) from None
     if kind is None:
@@ -129,8 +144,8 @@ def parse_item(raw: Any, param: str = "item") -> Item:
             param=f"{param}.type",
         )
     raise ProtocolError(
-        f"Invalid value: {kind!r}. Supported item types are 'message', 'function_call' and "
-        "'function_call_output'.",
+        f"Invalid value: {kind!r}. Supported item types are 'message', 'function_call', "
+        "'function_call_output' and 'mcp_approval_response'.",
         param=f"{param}.type",
     )
 
@@ -161,4 +176,6 @@ def item_text(item: Item) -> str:
         return item.arguments
     if isinstance(item, FunctionCallOutput):
         return item.output
+    if isinstance(item, (McpCall, McpApprovalRequest)):
+        return " ".join(filter(None, [item.arguments, getattr(item, "output", None)]))
     return ""

@@ -20,6 +20,7 @@ from ..protocol.errors import ProtocolError
 from ..session import manager as registry
 from ..session.session import Session, SessionLimits
 from ..session.transport import Playout, Transport
+from . import mcp_setup
 from .auth import require_scope
 from .refusal import Refused, forbidden, too_many
 from .state import AppState
@@ -31,6 +32,7 @@ _FORBIDDEN_CODES = {
     "model_not_allowed",
     "voice_not_allowed",
     "tool_not_allowed",
+    "mcp_server_not_allowed",
 }
 
 
@@ -70,6 +72,7 @@ async def admit(
             principal=principal,
             observer=ledger.observer(controls, principal, connection, kind) if ledger else None,
         )
+        mcp_setup.wire(session, controls, principal)
         await _take_leases(state, principal, session.id)
         try:  # again, with no await between the check and the registration
             _capacity(state)
@@ -129,6 +132,7 @@ def _connection(
         limits=state.connection_limits,
     )
     guard = PolicyGuard(principal.policy, principal.bound)
+    mcp_setup.prepare(connection, state.settings, principal)
     try:
         if bound:
             connection.configure(bound)

@@ -45,12 +45,14 @@ from ..protocol.commands import (
 )
 from ..protocol.connection import Output, RealtimeConnection
 from ..protocol.errors import ProtocolError
+from ..protocol.mcp import ListMcpTools
 from .backlog import Backlog
 from .clock import Clock, SystemClock
 from .engines import EngineSet
 from .fairness import in_slices
 from .inbox import Ended, Inbox
 from .listener import Listener
+from .mcp import SessionMcp
 from .outbox import Outbox
 from .response import Progress, ResponseRunner
 from .transport import Playout, Transport, TransportClosed, TransportStalled
@@ -122,6 +124,8 @@ class Session:
         self._from_track: OutputConverter | None = None
         self._to_playout: InputConverter | None = None
         self.observer = observer
+        # MCP listings and calls; the server sets its audit hook at admission.
+        self.mcp = SessionMcp()
 
     @property
     def id(self) -> str:
@@ -197,6 +201,7 @@ class Session:
                         clock=self.clock,
                         context_tokens=self.limits.llm_context_tokens,
                         max_speech_chars=self.limits.max_speech_chars,
+                        mcp=self.mcp,
                     )
                     self._start_response(plan.response_id, runner)
                     if self.observer is not None:
@@ -207,6 +212,8 @@ class Session:
                     self._apply(self.listener.audio(self.connection, data, fmt))
                 case TranscribeItem(item_id=item_id, audio=audio, format=fmt):
                     self._apply(self.listener.transcribe(self.connection, item_id, audio, fmt))
+                case ListMcpTools():
+                    self.mcp.list_tools(out, self.inbox.put, self._spawn)
                 case PlayAudio():
                     self._play(out)
                 case EndOfAudio(response_id=rid):
@@ -436,6 +443,7 @@ class Session:
 
     async def _close(self, ended: Ended, writer: asyncio.Task[None]) -> None:
         self.listener.close()
+        self.mcp.close()
         for task in list(self._responses.values()):
             task.cancel()
         # A response cut short by the close still owes the client its response.done.

@@ -1,0 +1,276 @@
+"""MCP at run time: listing a server's tools when the connection asks, and running the
+model's calls to MCP tools inside a response, through the guardrails.
+
+The guardrails, in order, for every call the model makes (``McpGuard``):
+- allowlist: a tool the entry's ``allowed_tools`` or the policy does not allow never runs;
+  the model gets an error it can speak about;
+- validation: arguments must be a JSON object valid for the tool's ``input_schema``
+  (``jsonschema``); invalid ones never reach the server, and the model gets the message;
+- approval: a tool that ``require_approval`` covers becomes an ``mcp_approval_request``; it
+  runs only after the user's ``mcp_approval_response`` (approve: true), once, with exactly
+  the arguments the user saw, at the start of the next response;
+- limits: each call is bounded by the server's time-out.
+Every decision is audited (kind "tool"), with sensitive arguments redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from ..engines.mcp import client
+from ..protocol import mcp_flow
+from ..protocol.commands import ResponsePlan
+from ..protocol.connection import Output, RealtimeConnection
+from ..protocol.ids import new_id
+from ..protocol.mcp import ApprovedCall, ListMcpTools, McpFunction
+from ..protocol.mcp_items import McpApprovalRequest, McpCall, McpToolError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[RealtimeConnection], list[Output]]
+Post = Callable[[Progress], Awaitable[None]]
+Spawn = Callable[[Awaitable[None], str], asyncio.Task[None]]
+Audit = Callable[[dict[str, Any]], None]
+# Argument names whose values never reach the audit log in clear, whatever the server says.
+_SENSITIVE = re.compile(r"pass(word)?|secret|token|api[_-]?key|card|cvv|ssn|pin", re.I)
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the guard says of one call: run it, ask the user first, or refuse (with the
+    message the model reads and the guardrail that refused)."""
+
+    verdict: str  # "run" | "approval" | "refused"
+    message: str = ""
+    guardrail: str = ""
+
+
+class McpGuard:
+    """The one place a call to an MCP tool is judged (allowlist, validation, approval)."""
+
+    def decide(self, fn: McpFunction, arguments: str, *, approved: bool = False) -> Decision:
+        label, name = fn.server.label, fn.tool.name
+        if not fn.allowed:
+            return Decision(
+                "refused",
+                f"The tool '{name}' of MCP server '{label}' is not allowed in this session "
+                "(allowed_tools); it was not run. Use one of the tools offered.",
+                "allowlist",
+            )
+        problem = validation_error(fn.tool.input_schema, arguments)
+        if problem is not None:
+            return Decision(
+                "refused",
+                f"The arguments for '{name}' are invalid, so it was not run: {problem}. "
+                "Correct them and call it again.",
+                "validation",
+            )
+        if fn.approval and not approved:
+            return Decision("approval")
+        return Decision("run")
+
+
+def validation_error(schema: dict[str, Any], arguments: str) -> str | None:
+    try:
+        value = json.loads(arguments or "{}")
+    except json.JSONDecodeError as exc:
+        return f"arguments are not valid JSON ({exc.msg})"
+    if not isinstance(value, dict):
+        return "arguments must be a JSON object"
+    try:
+        jsonschema.validate(value, schema or {"type": "object"})
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        return f"{where + ': ' if where else ''}{exc.message}"
+    except jsonschema.SchemaError:
+        return None  # the server's schema is broken; the server judges the arguments
+    return None
+
+
+def redact(arguments: str, sensitive: tuple[str, ...]) -> Any:
+    """The arguments as the audit log may hold them."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {"unparsed_sha256": hashlib.sha256(arguments.encode()).hexdigest()}
+    if not isinstance(value, dict):
+        return REDACTED
+    return {k: REDACTED if k in sensitive or _SENSITIVE.search(k) else v for k, v in value.items()}
+
+
+@dataclass
+class SessionMcp:
+    """A session's MCP work: listings (tasks beside the main loop) and the audit hook."""
+
+    audit: Audit | None = None
+    guard: McpGuard = field(default_factory=McpGuard)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def list_tools(self, command: ListMcpTools, post: Post, spawn: Spawn) -> None:
+        async def run() -> None:
+            try:
+                tools = await client.list_tools(command.server)
+            except client.McpFailure as exc:
+                log.info("listing MCP server %s failed: %s", command.server.label, exc)
+                message = exc.error.message
+                await post(lambda c: mcp_flow.listing_failed(c, command.item_id, message))
+                return
+            await post(lambda c: mcp_flow.tools_listed(c, command.item_id, tools))
+
+        task = spawn(run(), f"mcp-list-{command.server.label}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def record(
+        self, fn_label: str, name: str, arguments: str, sensitive: tuple[str, ...], **detail: Any
+    ) -> None:
+        if self.audit is None:
+            return
+        entry = {"server_label": fn_label, "tool": name, "arguments": redact(arguments, sensitive)}
+        try:
+            self.audit({"kind": "mcp", **entry, **detail})
+        except Exception:  # the audit log must never break a call
+            log.exception("auditing an MCP call failed")
+
+
+@dataclass
+class McpCallRunner:
+    """The MCP calls of one response: judged, asked about, or run; each yields the item the
+    model reads next."""
+
+    plan: ResponsePlan
+    mcp: SessionMcp
+    post: Post
+
+    async def run_approved(self) -> list[McpCall | McpApprovalRequest]:
+        """The calls the user approved since the last response, run before the model."""
+        items: list[McpCall | McpApprovalRequest] = []
+        for call in self.plan.approved:
+            items.append(await self._approved(call))
+        return items
+
+    async def _approved(self, call: ApprovedCall) -> McpCall:
+        fn = next(
+            (
+                f
+                for f in self.plan.mcp.values()
+                if f.server.label == call.server_label and f.tool.name == call.name
+            ),
+            None,
+        )
+        item_id = new_id("item")
+        rid = self.plan.response_id
+        label, name, args, request_id = (
+            call.server_label,
+            call.name,
+            call.arguments,
+            call.request_id,
+        )
+        await self.post(lambda c: mcp_flow.open_call(c, rid, item_id, label, name, request_id))
+        await self.post(lambda c: mcp_flow.call_arguments(c, rid, item_id, args))
+        await self.post(lambda c: mcp_flow.call_arguments_done(c, rid, item_id))
+        item = McpCall(
+            id=item_id,
+            server_label=label,
+            name=name,
+            arguments=args,
+            approval_request_id=request_id,
+        )
+        if fn is None:
+            message = f"MCP server '{label}' or its tool '{name}' is no longer available."
+            return await self._refuse(item, message, "allowlist", ())
+        return await self._decided(
+            fn,
+            item,
+            self.mcp.guard.decide(fn, args, approved=True),
+            approval="mcp_approval_response",
+        )
+
+    async def called(
+        self, fn: McpFunction, item_id: str, arguments: str, *, opened: bool
+    ) -> McpCall | McpApprovalRequest:
+        """The model called ``fn`` (its ``mcp_call`` item streamed if ``opened``; a call
+        that may need approval is held back until the guard has judged it)."""
+        decision = self.mcp.guard.decide(fn, arguments)
+        label, name = fn.server.label, fn.tool.name
+        rid = self.plan.response_id
+        if decision.verdict != "approval" and not opened:
+            await self.post(lambda c: mcp_flow.open_call(c, rid, item_id, label, name))
+            await self.post(lambda c: mcp_flow.call_arguments(c, rid, item_id, arguments))
+            await self.post(lambda c: mcp_flow.call_arguments_done(c, rid, item_id))
+        if decision.verdict == "approval":
+            request = McpApprovalRequest(
+                id=new_id("mcpr"), server_label=label, name=name, arguments=arguments
+            )
+            await self.post(lambda c: mcp_flow.approval_request(c, rid, request))
+            self.mcp.record(
+                label,
+                name,
+                arguments,
+                fn.server.sensitive_args,
+                decision="awaiting_approval",
+                approval_request_id=request.id,
+            )
+            return request
+        item = McpCall(id=item_id, server_label=label, name=name, arguments=arguments)
+        return await self._decided(fn, item, decision)
+
+    async def _decided(
+        self, fn: McpFunction, item: McpCall, decision: Decision, approval: str | None = None
+    ) -> McpCall:
+        if decision.verdict != "run":
+            return await self._refuse(
+                item, decision.message, decision.guardrail, fn.server.sensitive_args
+            )
+        rid, item_id = self.plan.response_id, item.id or ""
+        await self.post(lambda c: mcp_flow.call_running(c, rid, item_id))
+        started = time.monotonic()
+        result = await client.call_tool(fn.server, fn.tool.name, json.loads(item.arguments or "{}"))
+        item.output, item.error = result.output, result.error
+        await self.post(
+            lambda c: mcp_flow.call_finished(c, rid, item_id, result.output, result.error)
+        )
+        self.mcp.record(
+            fn.server.label,
+            fn.tool.name,
+            item.arguments,
+            fn.server.sensitive_args,
+            decision="ran",
+            approved_by=approval,
+            status="failed" if result.error else "completed",
+            error=result.error.type if result.error else None,
+            latency_ms=round((time.monotonic() - started) * 1000),
+        )
+        return item
+
+    async def _refuse(
+        self, item: McpCall, message: str, guardrail: str, sensitive: tuple[str, ...]
+    ) -> McpCall:
+        rid, item_id = self.plan.response_id, item.id or ""
+        error = McpToolError(type="tool_execution_error", message=message)
+        item.error = error
+        await self.post(lambda c: mcp_flow.call_finished(c, rid, item_id, None, error))
+        self.mcp.record(
+            item.server_label,
+            item.name,
+            item.arguments,
+            sensitive,
+            decision="refused",
+            guardrail=guardrail,
+        )
+        return item
