@@ -1,0 +1,72 @@
+"""A real MCP server (the `mcp` SDK's MCPServer over streamable HTTP) on 127.0.0.1, in a
+thread, whose tools record every call they receive, and which records the headers of every
+HTTP request: the tool service of the MCP tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
+
+from conftest import free_port
+
+
+class McpTestServer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.headers: list[dict[str, str]] = []
+        self.port = free_port()
+        mcp = MCPServer("crm")
+
+        @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
+        def get_weather(city: str) -> str:
+            """The weather in a city."""
+            self.calls.append(("get_weather", {"city": city}))
+            return f"Sunny and 21 degrees in {city}"
+
+        @mcp.tool(annotations=ToolAnnotations(destructiveHint=True))
+        def delete_account(account_id: str) -> str:
+            """Delete a customer account for good."""
+            self.calls.append(("delete_account", {"account_id": account_id}))
+            return f"Account {account_id} deleted"
+
+        @mcp.tool()
+        def export_all_customers() -> str:
+            """Export every customer record."""
+            self.calls.append(("export_all_customers", {}))
+            return "everything"
+
+        app = mcp.streamable_http_app()
+
+        async def recording(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+            await app(scope, receive, send)
+
+        config = uvicorn.Config(recording, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="mcp-test-server")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def named(self, tool: str) -> list[dict[str, Any]]:
+        return [args for name, args in self.calls if name == tool]
+
+    def start(self) -> McpTestServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("MCP test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
