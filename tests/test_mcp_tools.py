@@ -97,7 +97,7 @@ async def test_tools_are_listed_called_refused_and_approved(
         client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
         async with client.realtime.connect(model="gpt-realtime") as conn:
             events = Events(conn)
-            await events.expect("session.created")
+            session_id = (await events.expect("session.created")).session.id
             listing = await add_server(conn, events, tool)
             assert types(listing) == [
                 "session.updated",
@@ -199,16 +199,23 @@ async def test_tools_are_listed_called_refused_and_approved(
                     headers={"Authorization": "Bearer sk-test"},
                 )
             ).json()
-        decisions = [(r["detail"]["tool"], r["detail"]["decision"]) for r in audit["data"]]
-        assert sorted(decisions) == sorted(
-            [
-                ("get_weather", "ran"),
-                ("export_all_customers", "refused"),
-                ("delete_account", "awaiting_approval"),
-                ("delete_account", "ran"),
-                ("delete_account", "awaiting_approval"),
-            ]
+        decisions = sorted(
+            (
+                r["detail"]["tool"],
+                r["detail"]["decision"],
+                r["detail"].get("guardrail") or r["detail"].get("approved_by"),
+            )
+            for r in audit["data"]
+            if r["session_id"] == session_id
         )
+        assert decisions == [
+            ("delete_account", "awaiting_approval", None),
+            ("delete_account", "awaiting_approval", None),
+            ("delete_account", "ran", "mcp_approval_response"),
+            ("delete_account", "refused", "approval"),
+            ("export_all_customers", "refused", "allowlist"),
+            ("get_weather", "ran", None),
+        ]
     finally:
         llm.stop()
 
@@ -257,6 +264,7 @@ async def test_operator_servers_serve_every_session(
         "headers": {"Authorization": "Bearer ${CRM_TOKEN}"},
         "allowed_tools": ["get_weather"],
         "require_approval": "never",
+        "sensitive_args": ["city"],
     }
     server = start_server(llm_base_url=llm.url, llm_model="scripted", mcp_servers=[operator])
     try:
@@ -273,5 +281,10 @@ async def test_operator_servers_serve_every_session(
             assert output_text(turn) == "Sunny in Oslo."
         assert mcp_server.named("get_weather") == [{"city": "Oslo"}]
         assert all(h.get("authorization") == "Bearer s3cret-token" for h in mcp_server.headers)
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            got = await http.get("/admin/audit", params={"action": "tool"})
+        (entry,) = [e for e in got.json()["data"] if e["session_id"] == created.session.id]
+        assert entry["detail"]["arguments"] == {"city": "[redacted]"}
+        assert "Oslo" not in json.dumps(entry)
     finally:
         llm.stop()

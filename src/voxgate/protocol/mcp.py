@@ -152,6 +152,11 @@ class McpFunction:
     def approval(self) -> bool:
         return self.server.needs_approval(self.tool)
 
+    @property
+    def read_only(self) -> bool:
+        """The server says the tool changes nothing (its ``readOnlyHint``)."""
+        return bool((self.tool.annotations or {}).get("readOnlyHint", False))
+
     def spec(self, name: str) -> dict[str, Any]:
         return {
             "type": "function",
@@ -171,13 +176,16 @@ class ListMcpTools:
 
 @dataclass(frozen=True, slots=True)
 class ApprovedCall:
-    """A call the user approved (``mcp_approval_response`` with ``approve: true``), to run
-    at the start of the next response, exactly once, with the arguments of the request."""
+    """The user's answer to an approval request, taken by the next response exactly once:
+    approved, the call runs at its start with the arguments of the request; denied, it is
+    only recorded (the model reads that the user declined)."""
 
     request_id: str
     server_label: str
     name: str
     arguments: str
+    approve: bool = True
+    reason: str | None = None
 
 
 @dataclass

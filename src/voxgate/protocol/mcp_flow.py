@@ -160,12 +160,16 @@ def with_mcp(conn: RealtimeConnection, plan: ResponsePlan) -> ResponsePlan:
         if request is None or item.approval_request_id in conn.mcp.answered:
             continue
         conn.mcp.answered.add(item.approval_request_id)
-        if item.approve:
-            approved.append(
-                ApprovedCall(
-                    request.id or "", request.server_label, request.name, request.arguments
-                )
+        approved.append(
+            ApprovedCall(
+                request.id or "",
+                request.server_label,
+                request.name,
+                request.arguments,
+                item.approve,
+                item.reason,
             )
+        )
     if not functions and not approved:
         return plan
     return dataclasses.replace(

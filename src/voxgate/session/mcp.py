@@ -116,6 +116,8 @@ class SessionMcp:
     audit: Audit | None = None
     guard: McpGuard = field(default_factory=McpGuard)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Calls in flight (strong references: a shielded call outlives its response).
+    _calls: set[asyncio.Task[client.CallResult]] = field(default_factory=set)
 
     def list_tools(self, command: ListMcpTools, post: Post, spawn: Spawn) -> None:
         async def run() -> None:
@@ -135,6 +137,39 @@ class SessionMcp:
     def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+    def start_call(
+        self, fn: McpFunction, arguments: str, **detail: Any
+    ) -> asyncio.Task[client.CallResult]:
+        """Run one call in a task of its own, audited when it ends however it ends."""
+        started = time.monotonic()
+        server, name = fn.server, fn.tool.name
+        task = asyncio.ensure_future(client.call_tool(server, name, json.loads(arguments or "{}")))
+        self._calls.add(task)
+
+        def done(task: asyncio.Task[client.CallResult]) -> None:
+            self._calls.discard(task)
+            if task.cancelled():
+                status, error = "cancelled", None
+            else:
+                result = task.result()
+                status = "failed" if result.error else "completed"
+                error = result.error.type if result.error else None
+            latency_ms = round((time.monotonic() - started) * 1000)
+            self.record(
+                server.label,
+                name,
+                arguments,
+                server.sensitive_args,
+                decision="ran",
+                status=status,
+                error=error,
+                latency_ms=latency_ms,
+                **detail,
+            )
+
+        task.add_done_callback(done)
+        return task
 
     def record(
         self, fn_label: str, name: str, arguments: str, sensitive: tuple[str, ...], **detail: Any
@@ -158,10 +193,32 @@ class McpCallRunner:
     post: Post
 
     async def run_approved(self) -> list[McpCall | McpApprovalRequest]:
-        """The calls the user approved since the last response, run before the model."""
+        """The calls the user approved since the last response, run before the model; the
+        denied ones are only recorded."""
         items: list[McpCall | McpApprovalRequest] = []
         for call in self.plan.approved:
-            items.append(await self._approved(call))
+            if call.approve:
+                items.append(await self._approved(call))
+                continue
+            sensitive = next(
+                (
+                    f.server.sensitive_args
+                    for f in self.plan.mcp.values()
+                    if f.server.label == call.server_label
+                ),
+                (),
+            )
+            self.mcp.record(
+                call.server_label,
+                call.name,
+                call.arguments,
+                sensitive,
+                decision="refused",
+                guardrail="approval",
+                approval_request_id=call.request_id,
+                denied_by="mcp_approval_response",
+                reason=call.reason,
+            )
         return items
 
     async def _approved(self, call: ApprovedCall) -> McpCall:
@@ -199,6 +256,7 @@ class McpCallRunner:
             item,
             self.mcp.guard.decide(fn, args, approved=True),
             approval="mcp_approval_response",
+            reason=call.reason,
         )
 
     async def called(
@@ -231,7 +289,12 @@ class McpCallRunner:
         return await self._decided(fn, item, decision)
 
     async def _decided(
-        self, fn: McpFunction, item: McpCall, decision: Decision, approval: str | None = None
+        self,
+        fn: McpFunction,
+        item: McpCall,
+        decision: Decision,
+        approval: str | None = None,
+        reason: str | None = None,
     ) -> McpCall:
         if decision.verdict != "run":
             return await self._refuse(
@@ -239,22 +302,13 @@ class McpCallRunner:
             )
         rid, item_id = self.plan.response_id, item.id or ""
         await self.post(lambda c: mcp_flow.call_running(c, rid, item_id))
-        started = time.monotonic()
-        result = await client.call_tool(fn.server, fn.tool.name, json.loads(item.arguments or "{}"))
+        work = self.mcp.start_call(fn, item.arguments, approved_by=approval, reason=reason)
+        # A barge-in cancels a read tool; one that may change something, once started,
+        # finishes (and is audited) even if the response is cut short.
+        result = await (work if fn.read_only else asyncio.shield(work))
         item.output, item.error = result.output, result.error
         await self.post(
             lambda c: mcp_flow.call_finished(c, rid, item_id, result.output, result.error)
-        )
-        self.mcp.record(
-            fn.server.label,
-            fn.tool.name,
-            item.arguments,
-            fn.server.sensitive_args,
-            decision="ran",
-            approved_by=approval,
-            status="failed" if result.error else "completed",
-            error=result.error.type if result.error else None,
-            latency_ms=round((time.monotonic() - started) * 1000),
         )
         return item
 
