@@ -140,7 +140,8 @@ class SlowChatServer:
     """An OpenAI-compatible Chat Completions endpoint (real HTTP, SSE) that streams a long
     answer slowly: the stand-in for a hosted LLM we cannot reach from tests. ``script``
     replaces the answer with the given chunks (text or tool-call deltas); ``scripts`` gives
-    one answer per request, in order (the last one repeats)."""
+    one answer per request, in order (the last one repeats); ``respond``, when set, makes the
+    answer from the request body (a model that reacts to what it is sent: tool results)."""
 
     def __init__(
         self,
@@ -156,6 +157,7 @@ class SlowChatServer:
         outer = self
         self.closed_early = threading.Event()
         self.requests: list[dict[str, Any]] = []
+        self.respond: Callable[[dict[str, Any]], list[ChatChunk]] | None = None
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -166,6 +168,8 @@ class SlowChatServer:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests.append(json.loads(body))
                 script = scripts[min(len(outer.requests), len(scripts)) - 1] if scripts else None
+                if outer.respond is not None:
+                    script = outer.respond(outer.requests[-1])
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")

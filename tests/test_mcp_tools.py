@@ -171,7 +171,7 @@ async def test_tools_are_listed_called_refused_and_approved(
                 }
             )
             error = (await events.until("error"))[-1]
-            assert error.error.code == "mcp_approval_already_answered"
+            assert error.error.code == "approval_already_answered"
 
             # Denied: the call never reaches the server; the model hears it was declined.
             turn = await ask(conn, events, "Delete account 43.")
@@ -202,17 +202,17 @@ async def test_tools_are_listed_called_refused_and_approved(
         decisions = sorted(
             (
                 r["detail"]["tool"],
-                r["detail"]["decision"],
+                r["code"],
                 r["detail"].get("guardrail") or r["detail"].get("approved_by"),
             )
             for r in audit["data"]
             if r["session_id"] == session_id
         )
         assert decisions == [
-            ("delete_account", "awaiting_approval", None),
-            ("delete_account", "awaiting_approval", None),
+            ("delete_account", "awaiting_confirmation", None),
+            ("delete_account", "awaiting_confirmation", None),
+            ("delete_account", "declined", None),
             ("delete_account", "ran", "mcp_approval_response"),
-            ("delete_account", "refused", "approval"),
             ("export_all_customers", "refused", "allowlist"),
             ("get_weather", "ran", None),
         ]

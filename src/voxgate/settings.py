@@ -23,6 +23,8 @@ from pydantic_settings import (
 )
 
 from .control.policy import Policy
+from .control.tools import ToolSpec
+from .control.tools.spec import check_unique
 from .control.usage import Price
 from .protocol.mcp import ApprovalFilter
 
@@ -66,6 +68,7 @@ class McpServerSetting(BaseModel):
     """An MCP server (streamable HTTP) every session may use: ``[[mcp_servers]]``."""
 
     model_config = ConfigDict(extra="forbid")
+    # Not "voxgate": that label marks approval requests for the server's own [[tools]].
     server_label: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     server_url: str = Field(pattern=r"^https?://")
     # Values may hold ${ENV} references, expanded at start-up; never shown to clients.
@@ -79,6 +82,8 @@ class McpServerSetting(BaseModel):
 
     @model_validator(mode="after")
     def _expand(self) -> McpServerSetting:
+        if self.server_label == "voxgate":
+            raise ValueError("mcp_servers: the server_label 'voxgate' is reserved")
         where = f"mcp_servers '{self.server_label}' headers"
         self.headers = {k: expand_env(v, f"{where}.{k}") for k, v in self.headers.items()}
         return self
@@ -175,6 +180,18 @@ class Settings(BaseSettings):
     # The server-wide default policy ([policy] table, or VOXGATE_POLICY as JSON); tenant,
     # key and client-secret policies only tighten it.
     policy: Policy = Field(default_factory=Policy)
+
+    # -- server tools (docs/tools.md) --
+    # [[tools]] tables (VOXGATE_TOOLS as a JSON list): tools voxgate runs itself, offered
+    # to the model beside the client's own.
+    tools: list[ToolSpec] = Field(default_factory=list)
+    # Key of the HMAC-SHA256 signature (X-Voxgate-Signature) on every HTTP tool call.
+    tools_signing_secret: str | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: list[ToolSpec]) -> list[ToolSpec]:
+        return check_unique(value)
 
     # -- MCP ----------------------------------------------------------------------------------
     # MCP servers every session may use (docs/tools.md); clients add their own in

@@ -146,6 +146,17 @@ class UserInput:
     transcription_model: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ToolApproval:
+    """A client (or sideband) answered an ``mcp_approval_request``: the runtime's tool
+    broker settles the pending action."""
+
+    item_id: str
+    approval_request_id: str
+    approve: bool
+    reason: str | None = None
+
+
 Command = (
     StartResponse
     | CancelResponse
@@ -157,4 +168,5 @@ Command = (
     | ResponseFinished
     | UserInput
     | ListMcpTools
+    | ToolApproval
 )

@@ -49,9 +49,7 @@ from .items import (
     parse_item,
     to_wire,
 )
-from .items import (
-    InputAudio as InputAudioPart,
-)
+from .items import InputAudio as InputAudioPart
 from .limits import ConnectionLimits, ConversationBudget
 from .mcp import McpState
 from .planning import plan_response
@@ -59,6 +57,7 @@ from .prompts import StoredPrompt
 from .response_params import parse_response_params
 from .responses import ResponseState, Status
 from .session import SessionConfig, new_session
+from .tool_items import check_approval, is_approval
 from .transcription import (
     TranscriptionSessionConfig,
     apply_session_update,
@@ -425,6 +424,7 @@ class RealtimeConnection:
     def _item_create(self, raw: dict[str, Any], previous_item_id: str | None) -> list[Output]:
         item = parse_item(raw)
         audio = self._check_new_item(item)
+        approval = check_approval(self.conversation, item) if is_approval(item) else None
         self.budget.check_new_item(self.conversation, item, len(audio))
         item.id = item.id or new_id("item")
         item.status = item.status or "completed"
@@ -435,6 +435,7 @@ class RealtimeConnection:
         out += [
             ev.ConversationItemAdded(item=to_wire(item), previous_item_id=previous),
             ev.ConversationItemDone(item=to_wire(item), previous_item_id=previous),
+            *([approval] if approval is not None else []),
         ]
         if audio:
             self.conversation.audio[item.id] = bytearray(audio)

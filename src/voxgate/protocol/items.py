@@ -12,12 +12,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ProtocolError, from_validation_error
+
+# The approval items are also the server tools' (tool_items.py): re-exported here.
 from .mcp_items import (
-    McpApprovalRequest,
-    McpApprovalResponse,
+    McpApprovalRequest as McpApprovalRequest,
+)
+from .mcp_items import (
+    McpApprovalResponse as McpApprovalResponse,
+)
+from .mcp_items import (
     McpCall,
     McpItem,
-    McpListTools,
 )
 
 
@@ -98,12 +103,8 @@ class FunctionCallOutput(_Item):
 
 Message = Annotated[SystemMessage | UserMessage | AssistantMessage, Field(discriminator="role")]
 Item = Message | FunctionCall | FunctionCallOutput | McpItem
-_MCP_ITEMS: dict[str, type[McpItem]] = {
-    "mcp_list_tools": McpListTools,
-    "mcp_call": McpCall,
-    "mcp_approval_request": McpApprovalRequest,
-    "mcp_approval_response": McpApprovalResponse,
-}
+# MCP items clients may not create: the server lists tools, calls them and asks approval.
+_SERVER_MADE = ("mcp_list_tools", "mcp_call", "mcp_approval_request")
 
 
 class ItemReference(BaseModel):
@@ -133,14 +134,20 @@ def parse_item(raw: Any, param: str = "item") -> Item:
             return FunctionCall.model_validate(raw)
         if kind == "function_call_output":
             return FunctionCallOutput.model_validate(raw)
-        if isinstance(kind, str) and kind in _MCP_ITEMS:
-            return _MCP_ITEMS[kind].model_validate(raw)
+        if kind == "mcp_approval_response":
+            return McpApprovalResponse.model_validate(raw)
     except ValidationError as exc:
         raise from_validation_error(exc, param) from None
     if kind is None:
         raise ProtocolError(
             f"Missing required parameter: '{param}.type'.",
             code="missing_required_parameter",
+            param=f"{param}.type",
+        )
+    if kind in _SERVER_MADE:
+        raise ProtocolError(
+            f"Items of type {kind!r} are made by the server; answer an approval request with "
+            "an item of type 'mcp_approval_response' (approval_request_id, approve).",
             param=f"{param}.type",
         )
     raise ProtocolError(

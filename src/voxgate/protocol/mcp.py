@@ -23,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from .mcp_items import McpListedTool
 
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The label of approval requests for the server's own tools ([[tools]]); no MCP server may
+# take it.
+RESERVED_LABEL = "voxgate"
 # What Chat Completions accepts as a function name.
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -77,6 +80,8 @@ class McpToolEntry(_Strict):
     def _label(cls, value: str) -> str:
         if not _LABEL.match(value):
             raise ValueError("use 1-64 letters, digits, '_' or '-'")
+        if value == RESERVED_LABEL:
+            raise ValueError(f"'{RESERVED_LABEL}' is reserved for the server's own tools")
         return value
 
     @field_validator("server_url")

@@ -19,7 +19,7 @@ from .commands import ResponsePlan
 from .errors import ProtocolError
 from .ids import new_id
 from .items import Item, to_wire
-from .mcp import ApprovedCall, Listing, ListMcpTools
+from .mcp import RESERVED_LABEL, ApprovedCall, Listing, ListMcpTools
 from .mcp_items import (
     McpApprovalRequest,
     McpApprovalResponse,
@@ -114,32 +114,14 @@ def _item_done(conn: RealtimeConnection, item_id: str, tools: list[McpListedTool
 
 
 def check_client_item(conn: RealtimeConnection, item: Item) -> None:
-    """Clients answer approval requests; the other MCP items are the server's to make."""
-    if isinstance(item, (McpListTools, McpCall, McpApprovalRequest)):
+    """An approval answers a request once, even if the first answer was deleted since
+    (that a request exists and has no answer in the conversation is checked by
+    ``tool_items.check_approval``)."""
+    if isinstance(item, McpApprovalResponse) and item.approval_request_id in conn.mcp.answered:
         raise ProtocolError(
-            f"'{item.type}' items are made by the server; a client may create only "
-            "'mcp_approval_response' items among the MCP item types.",
-            param="item.type",
-        )
-    if not isinstance(item, McpApprovalResponse):
-        return
-    request_id = item.approval_request_id
-    request = next((i for i in conn.conversation if i.id == request_id), None)
-    if not isinstance(request, McpApprovalRequest):
-        raise ProtocolError(
-            f"No MCP approval request with id '{request_id}' in the conversation.",
-            code="item_not_found",
-            param="item.approval_request_id",
-        )
-    answered = any(
-        isinstance(i, McpApprovalResponse) and i.approval_request_id == request_id
-        for i in conn.conversation
-    )
-    if answered or request_id in conn.mcp.answered:
-        raise ProtocolError(
-            f"The approval request '{request_id}' has already been answered; one approval "
-            "runs a call once.",
-            code="mcp_approval_already_answered",
+            f"The approval request '{item.approval_request_id}' was answered already; an "
+            "approval is given once.",
+            code="approval_already_answered",
             param="item.approval_request_id",
         )
 
@@ -151,7 +133,12 @@ def with_mcp(conn: RealtimeConnection, plan: ResponsePlan) -> ResponsePlan:
     functions = conn.mcp.functions(reserved)
     offered = [fn.spec(name) for name, fn in functions.items() if fn.allowed]
     # Only requests the server made count: a client cannot approve a call it wrote itself.
-    requests = {i.id: i for i in conn.conversation if isinstance(i, McpApprovalRequest)}
+    # The server's own tools ([[tools]]) settle their approvals themselves (tool_flow.py).
+    requests = {
+        i.id: i
+        for i in conn.conversation
+        if isinstance(i, McpApprovalRequest) and i.server_label != RESERVED_LABEL
+    }
     approved: list[ApprovedCall] = []
     for item in plan.context:
         if not isinstance(item, McpApprovalResponse):

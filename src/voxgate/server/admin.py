@@ -176,6 +176,7 @@ async def audit(
     key_id: str | None = None,
     session_id: str | None = None,
     limit: int = 1000,
+    kind: str | None = None,
 ) -> Response:
     try:
         await admin_principal(request)
@@ -183,6 +184,10 @@ async def audit(
         return exc.response()
     if not 1 <= limit <= 10_000:
         return _error(AdminError("'limit' must be between 1 and 10000.", "invalid_value", "limit"))
+    # ``kind`` names a family of records ("tool": every tool decision); it is the action.
+    if kind is not None and action is not None and kind != action:
+        return _error(AdminError("Give 'kind' or 'action', not both.", "invalid_value", "kind"))
+    action = action or kind
     state = _state(request)
     await state.controls.recorder.flush()
     rows = await state.controls.audit_log.query(

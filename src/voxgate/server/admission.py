@@ -24,6 +24,7 @@ from . import mcp_setup
 from .auth import require_scope
 from .refusal import Refused, forbidden, too_many
 from .state import AppState
+from .tools import session_tools
 
 log = logging.getLogger(__name__)
 # Codes of a configuration the policy or the binding forbids (403), not a malformed one (400).
@@ -71,6 +72,7 @@ async def admit(
             playout=playout,
             principal=principal,
             observer=ledger.observer(controls, principal, connection, kind) if ledger else None,
+            tools=session_tools(state, principal, connection.session_id),
         )
         mcp_setup.wire(session, controls, principal)
         await _take_leases(state, principal, session.id)

@@ -33,6 +33,7 @@ from .ledger import Ledger
 from .memory import MemoryTrimmer
 from .refusal import Refused
 from .state import AppState
+from .tools import server_tools
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -71,12 +72,18 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
                 "accepted. Listening on loopback only. Create a key (voxgate keys create) or "
                 "set VOXGATE_API_KEYS to require keys."
             )
+        try:
+            tools = server_tools(settings)
+        except ValueError:
+            await controls.aclose()
+            raise
         state = AppState(
             settings,
             engines or await start_engines(settings),
             manager,
             controls,
             advertise_url=replicas.advertised_url(settings),
+            tools=tools,
         )
         state.ledger = Ledger.start(settings, controls.engine)
         app.state.voxgate = state
@@ -87,6 +94,8 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         await state.manager.wait_closed()
         await state.ledger.aclose()
         await controls.aclose()
+        if tools is not None:
+            await tools.aclose()
         await trimmer.aclose()
         if engines is None:
             await state.engines.aclose()

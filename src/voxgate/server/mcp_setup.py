@@ -45,6 +45,9 @@ def wire(session: Session, controls: Controls, principal: Principal) -> None:
     session_id = session.id
 
     def audit(detail: dict[str, Any]) -> None:
-        controls.audit("tool", principal, session_id=session_id, **detail)
+        # The decision is the record's code, as for the server's own tools.
+        controls.audit(
+            "tool", principal, code=detail.get("decision"), session_id=session_id, **detail
+        )
 
     session.mcp.audit = audit

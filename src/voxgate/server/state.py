@@ -12,6 +12,7 @@ from ..session.clock import SystemClock
 from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
+from ..session.tool_exec import ToolRegistry
 from ..settings import Settings
 from .controls import Controls
 from .metrics import Metrics
@@ -37,6 +38,8 @@ class AppState:
     ledger: Ledger | None = None
     # How other replicas reach this one (the owner recorded for its calls).
     advertise_url: str = ""
+    # The server tools (None: none configured).
+    tools: ToolRegistry | None = None
     metrics: Metrics = field(init=False)
 
     def __post_init__(self) -> None:

@@ -15,11 +15,13 @@ from ..protocol.items import (
     InputImage,
     InputText,
     Item,
+    McpApprovalResponse,
     SystemMessage,
     UserMessage,
     item_text,
 )
-from ..protocol.mcp_items import McpApprovalRequest, McpApprovalResponse, McpCall
+from ..protocol.mcp import RESERVED_LABEL
+from ..protocol.mcp_items import McpApprovalRequest, McpCall
 from . import truncation
 
 # What the model sees for user audio nobody could transcribe; better than an empty turn.
@@ -63,7 +65,9 @@ def chat_messages(
     for item in items:
         if isinstance(item, FunctionCall):
             _tool_call(messages, item.call_id or item.id or "", item.name, item.arguments)
-        elif isinstance(item, (McpCall, McpApprovalRequest)):
+        elif (
+            isinstance(item, (McpCall, McpApprovalRequest)) and item.server_label != RESERVED_LABEL
+        ):
             answer = answers.get(item.id or "")
             if isinstance(item, McpApprovalRequest) and answer is not None and answer.approve:
                 continue  # the approved call's own mcp_call item tells what happened
@@ -81,6 +85,13 @@ def chat_messages(
             messages.append({"role": "user", "content": _user_content(item)})
         elif isinstance(item, AssistantMessage):
             messages.append({"role": "assistant", "content": item_text(item)})
+        elif isinstance(item, McpApprovalResponse) and not item.approve:
+            # The model must know the action it asked about did not happen.
+            note = (
+                f"The action awaiting confirmation ({item.approval_request_id}) was not "
+                f"approved ({item.reason or 'declined'}) and was not run."
+            )
+            messages.append({"role": "system", "content": note})
     return messages
 
 

@@ -213,8 +213,7 @@ class McpCallRunner:
                 call.name,
                 call.arguments,
                 sensitive,
-                decision="refused",
-                guardrail="approval",
+                decision="declined",
                 approval_request_id=call.request_id,
                 denied_by="mcp_approval_response",
                 reason=call.reason,
@@ -281,7 +280,7 @@ class McpCallRunner:
                 name,
                 arguments,
                 fn.server.sensitive_args,
-                decision="awaiting_approval",
+                decision="awaiting_confirmation",
                 approval_request_id=request.id,
             )
             return request

@@ -17,13 +17,21 @@ from .engines import EngineSet
 from .listener import Listener
 from .mcp import SessionMcp
 from .response import ResponseRunner
+from .tool_flow import SessionTools
 
 
 class PipelineDriver:
     name = "pipeline"
 
-    def __init__(self, engines: EngineSet, mcp: SessionMcp | None = None) -> None:
+    def __init__(
+        self,
+        engines: EngineSet,
+        tools: SessionTools | None = None,
+        mcp: SessionMcp | None = None,
+    ) -> None:
         self.engines = engines
+        # Server tools: offered to the model, and their calls run by the runners.
+        self.tools = tools
         # The session's MCP calls run inside responses (session/mcp.py).
         self.mcp = mcp
         self._host: DriverHost | None = None
@@ -65,6 +73,8 @@ class PipelineDriver:
         match cmd:
             case StartResponse(plan=plan):
                 host, limits = self.host, self.host.limits
+                if self.tools is not None:
+                    plan = self.tools.offer(plan)
                 runner = ResponseRunner(
                     plan,
                     self.engines,
@@ -75,6 +85,7 @@ class PipelineDriver:
                     clock=host.clock,
                     context_tokens=limits.llm_context_tokens,
                     max_speech_chars=limits.max_speech_chars,
+                    tools=self.tools,
                     mcp=self.mcp,
                 )
                 self._start_response(plan.response_id, runner)

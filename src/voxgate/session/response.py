@@ -30,6 +30,7 @@ from .context import chat_request
 from .engines import EngineSet
 from .mcp import McpCallRunner, SessionMcp
 from .sentences import SentenceSplitter
+from .tool_flow import ServerCall, SessionTools
 from .truncation import ContextTooLong
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,15 @@ class ResponseRunner:
     # Text one response may hand to speech synthesis (None: no bound); past it the response
     # ends as incomplete with an error that says so.
     max_speech_chars: int | None = None
+    # Server tools: their calls are run here (tool_flow.py), never sent to the client.
+    tools: SessionTools | None = None
     _spoken_chars: int = 0
     _paced_from: float | None = None
     _sent_s: float = 0.0
     _calls: dict[int, _Call] = field(default_factory=dict)
     _open_call: int | None = None
     _spoken_any: bool = False
+    _server_calls: dict[int, ServerCall] = field(default_factory=dict)
     # MCP calls run inside the response (None: no MCP in this session).
     mcp: SessionMcp | None = None
 
@@ -92,6 +96,8 @@ class ResponseRunner:
         try:
             if self.before is not None:
                 await self.before
+            if self.tools is not None:
+                self.plan = await self.tools.prepare(self.plan, self._say)
             status, details, usage = await self._generate()
         except _SpeechLimit:
             limit = self.max_speech_chars
@@ -121,7 +127,16 @@ class ResponseRunner:
                     None,
                 ),
             )
-        await self.post(lambda c: c.finish_response(rid, status, details, usage))  # type: ignore[arg-type]
+        # Server tools ran and the model has not spoken their results yet: a new response
+        # follows at once, in the same step, so nothing can start in between.
+        more = self.tools is not None and self._server_calls and not self._calls
+        more = more and status == "completed"
+
+        def finish(c: RealtimeConnection) -> list[Output]:
+            out = c.finish_response(rid, status, details, usage)  # type: ignore[arg-type]
+            return out + self.tools.continuation(c) if more and self.tools else out
+
+        await self.post(finish)
 
     async def _generate(self) -> tuple[str, dict[str, Any] | None, tuple[int | None, int | None]]:
         splitter = SentenceSplitter()
@@ -146,13 +161,17 @@ class ResponseRunner:
             await self._close_call()
             tokens_in += done.input_tokens or 0
             tokens_out += done.output_tokens or 0
-            made, self._calls = list(self._calls.values()), {}
+            made = list(self._calls.values())
             results = [
                 await calls.called(c.mcp, c.item_id, c.arguments, opened=c.opened)
                 for c in made
                 if c.mcp is not None
             ]
             context += results
+            if self._server_calls and self.tools is not None:
+                # Server tools: their results are spoken by a continuation response.
+                await self.tools.run_calls(list(self._server_calls.values()), self._say)
+                break
             # The model goes on with what its MCP calls returned; a call the client runs,
             # or one waiting for the user's approval, ends the response as it does hosted.
             if (
@@ -161,6 +180,7 @@ class ResponseRunner:
                 or any(r.type != "mcp_call" for r in results)
             ):
                 break
+            self._calls = {}
         usage = (
             tokens_in if done.input_tokens is not None else None,
             tokens_out if done.output_tokens is not None else None,
@@ -175,6 +195,13 @@ class ResponseRunner:
             return
         for sentence in splitter.push(text):
             await self._speak(sentence)
+
+    async def _say(self, text: str) -> None:
+        """Words the server adds to the reply (a tool's filler), spoken or written."""
+        if self.plan.audio:
+            await self._speak(text)
+        else:
+            await self.post(lambda c: c.response_text(self.response_id, text))
 
     async def _speak(self, sentence: str) -> None:
         if not sentence:
@@ -222,6 +249,8 @@ class ResponseRunner:
 
     async def _tool_call(self, splitter: SentenceSplitter, delta: ToolCallDelta) -> None:
         rid = self.response_id
+        if self._server_call(delta):
+            return
         if delta.index not in self._calls:
             await self._speak(splitter.flush())
             await self._close_call()
@@ -248,6 +277,19 @@ class ResponseRunner:
         else:
             label, name = fn.server.label, fn.tool.name
             await self.post(lambda c: mcp_flow.open_call(c, rid, call.item_id, label, name))
+
+    def _server_call(self, delta: ToolCallDelta) -> bool:
+        """Collect a server tool's call (True) instead of streaming it to the client."""
+        call = self._server_calls.get(delta.index)
+        if call is None:
+            if delta.index in self._calls or self.tools is None:
+                return False
+            if not self.tools.intercepts(delta.name or ""):
+                return False
+            call = ServerCall(delta.call_id or new_id("call"), delta.name or "")
+            self._server_calls[delta.index] = call
+        call.arguments += delta.arguments or ""
+        return True
 
     async def _close_call(self) -> None:
         if self._open_call is None:

@@ -41,6 +41,7 @@ from ..protocol.commands import (
     PlayAudio,
     ResponseFinished,
     StartResponse,
+    ToolApproval,
     TranscribeItem,
     UserInput,
 )
@@ -56,6 +57,7 @@ from .inbox import Ended, Inbox
 from .mcp import SessionMcp
 from .outbox import Outbox
 from .pipeline import PipelineDriver
+from .tool_flow import SessionTools
 from .transport import Playout, Transport, TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ class Session:
         principal: Principal | None = None,
         observer: SessionObserver | None = None,
         driver: Driver | None = None,
+        tools: SessionTools | None = None,
     ) -> None:
         self.connection = connection
         # Who opened the session (None: built directly, e.g. in tests); calls check it.
@@ -123,10 +126,14 @@ class Session:
         # Reply audio → the playout's rate; streaming, so chunks join seamlessly.
         self._to_playout: InputConverter | None = None
         self.observer = observer
+        # Server tools (None: none configured): their calls run here, never on the client.
+        self.tools = tools
+        if tools is not None:
+            tools.bind(self.inbox.put, self.clock)
         # MCP listings and calls; the server sets its audit hook at admission. It belongs
         # to the session, not the driver, so a driver switch keeps it.
         self.mcp = SessionMcp()
-        self.driver: Driver = driver or PipelineDriver(engines, self.mcp)
+        self.driver: Driver = driver or PipelineDriver(engines, tools=tools, mcp=self.mcp)
         self.driver.bind(self._driver_host())
 
     @property
@@ -225,6 +232,11 @@ class Session:
                 case CancelResponse(response_id=rid):
                     self._apply(self.driver.command(self.connection, out))
                     self.outbox.purge(rid)
+                    if self.tools is not None:  # a barge-in cancels what it was confirming
+                        self._apply(self.tools.interrupted(self.connection, rid))
+                case ToolApproval():
+                    if self.tools is not None:
+                        self.tools.approval(out)
                 case InputAudio() | TranscribeItem():
                     self._apply(self.driver.command(self.connection, out))
                 case ListMcpTools():
@@ -451,6 +463,8 @@ class Session:
     async def _close(self, ended: Ended, writer: asyncio.Task[None]) -> None:
         self.mcp.close()
         self.driver.close()
+        if self.tools is not None:
+            self.tools.close()
         # A response cut short by the close still owes the client its response.done; its
         # audio already queued still goes out (its work is stopped by the close above).
         stopped = self.driver.stop_responses(self.connection, {"type": "cancelled"})
