@@ -213,7 +213,7 @@ async def test_tools_are_listed_called_refused_and_approved(
             ("delete_account", "awaiting_confirmation", None),
             ("delete_account", "declined", None),
             ("delete_account", "ran", "mcp_approval_response"),
-            ("export_all_customers", "refused", "allowlist"),
+            ("export_all_customers", "refused", "tool_not_allowed"),
             ("get_weather", "ran", None),
         ]
     finally:
@@ -286,5 +286,38 @@ async def test_operator_servers_serve_every_session(
         (entry,) = [e for e in got.json()["data"] if e["session_id"] == created.session.id]
         assert entry["detail"]["arguments"] == {"city": "[redacted]"}
         assert "Oslo" not in json.dumps(entry)
+    finally:
+        llm.stop()
+
+
+async def test_invalid_arguments_never_reach_the_server(
+    start_server: Any, mcp_server: McpTestServer
+) -> None:
+    llm = SlowChatServer(
+        delay_s=0.0,
+        scripts=[
+            call("get_weather", {"town": "Paris"}),
+            say("Which city?"),
+            call("delete_account", {"account_id": 42}),
+            say("That did not work."),
+        ],
+    )
+    server = start_server(llm_base_url=llm.url, llm_model="scripted")
+    try:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            events = Events(conn)
+            await events.expect("session.created")
+            await add_server(conn, events, entry(mcp_server.url, require_approval="always"))
+            for asked in ("Weather?", "Delete account 42."):
+                turn = await ask(conn, events, asked)
+                failed = next(o for o in turn[-1].response.output if o.type == "mcp_call")
+                assert failed.error is not None and failed.error.type == "tool_execution_error"
+                assert "Invalid arguments" in failed.error.message
+                # Refused before approval: the user is never asked about a call that cannot run.
+                assert not any(o.type == "mcp_approval_request" for o in turn[-1].response.output)
+                assert "Invalid arguments" in tool_messages(llm.requests[-1])[-1]
+        assert mcp_server.calls == []
+        assert "'city' is a required property" in tool_messages(llm.requests[1])[-1]
     finally:
         llm.stop()

@@ -25,8 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
+from ..control.tools.guards import Refusal, check_arguments
 from ..engines.mcp import client
 from ..protocol import mcp_flow
 from ..protocol.commands import ResponsePlan
@@ -57,7 +56,8 @@ class Decision:
 
 
 class McpGuard:
-    """The one place a call to an MCP tool is judged (allowlist, validation, approval)."""
+    """The one place a call to an MCP tool is judged: the server tools' guardrails
+    (``control/tools``: allowlist and JSON Schema, with their audit codes), then approval."""
 
     def decide(self, fn: McpFunction, arguments: str, *, approved: bool = False) -> Decision:
         label, name = fn.server.label, fn.tool.name
@@ -66,36 +66,18 @@ class McpGuard:
                 "refused",
                 f"The tool '{name}' of MCP server '{label}' is not allowed in this session "
                 "(allowed_tools); it was not run. Use one of the tools offered.",
-                "allowlist",
+                "tool_not_allowed",
             )
-        problem = validation_error(fn.tool.input_schema, arguments)
-        if problem is not None:
-            return Decision(
-                "refused",
-                f"The arguments for '{name}' are invalid, so it was not run: {problem}. "
-                "Correct them and call it again.",
-                "validation",
-            )
+        try:
+            checked = check_arguments(name, fn.tool.input_schema, arguments)
+        except Exception:  # a schema the validator cannot use: the server judges the call
+            log.warning("MCP tool %s.%s has an unusable input schema", label, name)
+            checked = {}
+        if isinstance(checked, Refusal):
+            return Decision("refused", checked.message, checked.guardrail)
         if fn.approval and not approved:
             return Decision("approval")
         return Decision("run")
-
-
-def validation_error(schema: dict[str, Any], arguments: str) -> str | None:
-    try:
-        value = json.loads(arguments or "{}")
-    except json.JSONDecodeError as exc:
-        return f"arguments are not valid JSON ({exc.msg})"
-    if not isinstance(value, dict):
-        return "arguments must be a JSON object"
-    try:
-        jsonschema.validate(value, schema or {"type": "object"})
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path)
-        return f"{where + ': ' if where else ''}{exc.message}"
-    except jsonschema.SchemaError:
-        return None  # the server's schema is broken; the server judges the arguments
-    return None
 
 
 def redact(arguments: str, sensitive: tuple[str, ...]) -> Any:
@@ -249,7 +231,7 @@ class McpCallRunner:
         )
         if fn is None:
             message = f"MCP server '{label}' or its tool '{name}' is no longer available."
-            return await self._refuse(item, message, "allowlist", ())
+            return await self._refuse(item, message, "tool_not_allowed", ())
         return await self._decided(
             fn,
             item,
