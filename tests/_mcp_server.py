@@ -4,6 +4,7 @@ HTTP request: the tool service of the MCP tests."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ class McpTestServer:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []
         self.port = free_port()
+        self.slow_s = 1.5
         mcp = MCPServer("crm")
 
         @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
@@ -33,6 +35,13 @@ class McpTestServer:
             """Delete a customer account for good."""
             self.calls.append(("delete_account", {"account_id": account_id}))
             return f"Account {account_id} deleted"
+
+        @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
+        async def slow_lookup(order: str) -> str:
+            """Look up an order in the slow archive."""
+            self.calls.append(("slow_lookup", {"order": order}))
+            await asyncio.sleep(self.slow_s)
+            return f"Order {order} shipped"
 
         @mcp.tool()
         def export_all_customers() -> str:

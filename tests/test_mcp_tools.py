@@ -321,3 +321,30 @@ async def test_invalid_arguments_never_reach_the_server(
         assert "'city' is a required property" in tool_messages(llm.requests[1])[-1]
     finally:
         llm.stop()
+
+
+async def test_a_slow_tool_gets_a_filler_then_the_answer(
+    start_server: Any, mcp_server: McpTestServer
+) -> None:
+    llm = SlowChatServer(
+        delay_s=0.0, scripts=[call("slow_lookup", {"order": "7"}), say("Order 7 has shipped.")]
+    )
+    server = start_server(llm_base_url=llm.url, llm_model="scripted")
+    try:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            events = Events(conn)
+            await events.expect("session.created")
+            await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
+            turn = await ask(conn, events, "Where is order 7?")
+        kinds = [
+            e.type
+            for e in turn
+            if e.type in ("response.mcp_call.completed", "response.output_text.delta")
+        ]
+        # The filler is said while the call runs; the answer comes after its result.
+        assert kinds[0] == "response.output_text.delta"
+        assert "response.mcp_call.completed" in kinds[1:]
+        assert output_text(turn) == "One moment while I check that. Order 7 has shipped."
+    finally:
+        llm.stop()

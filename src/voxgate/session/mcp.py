@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..control.tools.guards import Refusal, check_arguments
+from ..control.tools.spec import DEFAULT_FILLER
 from ..engines.mcp import client
 from ..protocol import mcp_flow
 from ..protocol.commands import ResponsePlan
@@ -33,6 +34,7 @@ from ..protocol.connection import Output, RealtimeConnection
 from ..protocol.ids import new_id
 from ..protocol.mcp import ApprovedCall, ListMcpTools, McpFunction
 from ..protocol.mcp_items import McpApprovalRequest, McpCall, McpToolError
+from .clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,12 @@ Progress = Callable[[RealtimeConnection], list[Output]]
 Post = Callable[[Progress], Awaitable[None]]
 Spawn = Callable[[Awaitable[None], str], asyncio.Task[None]]
 Audit = Callable[[dict[str, Any]], None]
+Say = Callable[[str], Awaitable[None]]
 # Argument names whose values never reach the audit log in clear, whatever the server says.
 _SENSITIVE = re.compile(r"pass(word)?|secret|token|api[_-]?key|card|cvv|ssn|pin", re.I)
 REDACTED = "[redacted]"
+# As for the server's own tools (tool_flow.py): a call this slow gets a filler.
+FILLER_AFTER_S = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +173,15 @@ class SessionMcp:
 @dataclass
 class McpCallRunner:
     """The MCP calls of one response: judged, asked about, or run; each yields the item the
-    model reads next."""
+    model reads next. A call still running after ``FILLER_AFTER_S`` makes the response say
+    a filler (once), so the line is not silent."""
 
     plan: ResponsePlan
     mcp: SessionMcp
     post: Post
+    say: Say | None = None
+    clock: Clock = field(default_factory=SystemClock)
+    _filled: bool = False
 
     async def run_approved(self) -> list[McpCall | McpApprovalRequest]:
         """The calls the user approved since the last response, run before the model; the
@@ -284,14 +293,30 @@ class McpCallRunner:
         rid, item_id = self.plan.response_id, item.id or ""
         await self.post(lambda c: mcp_flow.call_running(c, rid, item_id))
         work = self.mcp.start_call(fn, item.arguments, approved_by=approval, reason=reason)
-        # A barge-in cancels a read tool; one that may change something, once started,
-        # finishes (and is audited) even if the response is cut short.
-        result = await (work if fn.read_only else asyncio.shield(work))
+        try:
+            if self.say is not None and not self._filled and not await self._within(work):
+                self._filled = True
+                await self.say(DEFAULT_FILLER + " ")  # the answer goes on after it
+            result = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # A barge-in cancels a read tool; one that may change something, once started,
+            # finishes (and is audited) even though its response was cut short.
+            if fn.read_only:
+                work.cancel()
+            raise
         item.output, item.error = result.output, result.error
         await self.post(
             lambda c: mcp_flow.call_finished(c, rid, item_id, result.output, result.error)
         )
         return item
+
+    async def _within(self, task: asyncio.Task[client.CallResult]) -> bool:
+        timer = asyncio.create_task(self.clock.sleep(FILLER_AFTER_S), name="mcp-filler-timer")
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        return task.done()
 
     async def _refuse(
         self, item: McpCall, message: str, guardrail: str, sensitive: tuple[str, ...]

@@ -142,7 +142,7 @@ class ResponseRunner:
         splitter = SentenceSplitter()
         done = LLMDone()
         tokens_in = tokens_out = 0
-        calls = McpCallRunner(self.plan, self.mcp or SessionMcp(), self.post)
+        calls = McpCallRunner(self.plan, self.mcp or SessionMcp(), self.post, self._say, self.clock)
         context: list[Item] = [*self.plan.context, *await calls.run_approved()]
         for _ in range(MAX_TOOL_ROUNDS):
             plan = dataclasses.replace(self.plan, context=context)
