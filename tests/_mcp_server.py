@@ -22,6 +22,8 @@ class McpTestServer:
         self.headers: list[dict[str, str]] = []
         self.port = free_port()
         self.slow_s = 1.5
+        # Set when slow_refund has finished its work.
+        self.finished = threading.Event()
         mcp = MCPServer("crm")
 
         @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
@@ -42,6 +44,14 @@ class McpTestServer:
             self.calls.append(("slow_lookup", {"order": order}))
             await asyncio.sleep(self.slow_s)
             return f"Order {order} shipped"
+
+        @mcp.tool(annotations=ToolAnnotations(destructiveHint=True))
+        async def slow_refund(order: str) -> str:
+            """Refund an order (slowly)."""
+            self.calls.append(("slow_refund", {"order": order}))
+            await asyncio.sleep(self.slow_s)
+            self.finished.set()
+            return f"Order {order} refunded"
 
         @mcp.tool()
         def export_all_customers() -> str:

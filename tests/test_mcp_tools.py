@@ -5,6 +5,7 @@ the MCP server. Every server event is validated against the SDK's own types (`Ev
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -346,5 +347,54 @@ async def test_a_slow_tool_gets_a_filler_then_the_answer(
         assert kinds[0] == "response.output_text.delta"
         assert "response.mcp_call.completed" in kinds[1:]
         assert output_text(turn) == "One moment while I check that. Order 7 has shipped."
+    finally:
+        llm.stop()
+
+
+async def tool_audit(server: RunningServer, session_id: str, status: str) -> dict[str, Any]:
+    """The session's audit record of a call that ended with ``status`` (written when the
+    call ends, which may be after the response did)."""
+    async with asyncio.timeout(10), httpx.AsyncClient(base_url=server.base_url) as http:
+        while True:
+            got = await http.get(
+                "/admin/audit", params={"action": "tool", "session_id": session_id}
+            )
+            found = [r for r in got.json()["data"] if r["detail"].get("status") == status]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("tool", "status"), [("slow_refund", "completed"), ("slow_lookup", "cancelled")]
+)
+async def test_a_cancelled_response_stops_a_read_call_but_not_a_write(
+    start_server: Any, mcp_server: McpTestServer, tool: str, status: str
+) -> None:
+    llm = SlowChatServer(delay_s=0.0, scripts=[call(tool, {"order": "9"}), say("Done.")])
+    server = start_server(llm_base_url=llm.url, llm_model="scripted")
+    try:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            events = Events(conn)
+            session_id = (await events.expect("session.created")).session.id
+            await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
+            content = [{"type": "input_text", "text": "Refund order 9."}]
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": content}
+            )
+            await conn.response.create()
+            await events.until("response.mcp_call.in_progress")
+            await conn.response.cancel()
+            done = (await events.until("response.done"))[-1].response
+            assert done.status == "cancelled"
+            cut = next(o for o in done.output if o.type == "mcp_call")
+            assert cut.error is not None and cut.output is None
+            record = await tool_audit(server, session_id, status)
+        assert record["detail"]["tool"] == tool
+        if tool == "slow_refund":  # the write ran to its end on the server, once
+            assert mcp_server.finished.is_set()
+            assert mcp_server.named(tool) == [{"order": "9"}]
+        assert len(llm.requests) == 1  # the model never continued the cancelled response
     finally:
         llm.stop()
