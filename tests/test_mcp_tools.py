@@ -282,6 +282,8 @@ async def test_operator_servers_serve_every_session(
             assert output_text(turn) == "Sunny in Oslo."
         assert mcp_server.named("get_weather") == [{"city": "Oslo"}]
         assert all(h.get("authorization") == "Bearer s3cret-token" for h in mcp_server.headers)
+        # One MCP session for the listing and the call: the connection is held, not redone.
+        assert len({h["mcp-session-id"] for h in mcp_server.headers if "mcp-session-id" in h}) == 1
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             got = await http.get("/admin/audit", params={"action": "tool"})
         (entry,) = [e for e in got.json()["data"] if e["session_id"] == created.session.id]

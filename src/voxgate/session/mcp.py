@@ -32,7 +32,7 @@ from ..protocol import mcp_flow
 from ..protocol.commands import ResponsePlan
 from ..protocol.connection import Output, RealtimeConnection
 from ..protocol.ids import new_id
-from ..protocol.mcp import ApprovedCall, ListMcpTools, McpFunction
+from ..protocol.mcp import ApprovedCall, ListMcpTools, McpFunction, McpServer
 from ..protocol.mcp_items import McpApprovalRequest, McpCall, McpToolError
 from .clock import Clock, SystemClock
 
@@ -105,11 +105,12 @@ class SessionMcp:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # Calls in flight (strong references: a shielded call outlives its response).
     _calls: set[asyncio.Task[client.CallResult]] = field(default_factory=set)
+    _connections: dict[McpServer, client.McpConnection] = field(default_factory=dict)
 
     def list_tools(self, command: ListMcpTools, post: Post, spawn: Spawn) -> None:
         async def run() -> None:
             try:
-                tools = await client.list_tools(command.server)
+                tools = await self.connection(command.server).list_tools()
             except client.McpFailure as exc:
                 log.info("listing MCP server %s failed: %s", command.server.label, exc)
                 message = exc.error.message
@@ -121,9 +122,19 @@ class SessionMcp:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def connection(self, server: McpServer) -> client.McpConnection:
+        """The session's connection to ``server`` (opened when first used)."""
+        held = self._connections.get(server)
+        if held is None:
+            held = self._connections[server] = client.McpConnection(server)
+        return held
+
     def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        for held in self._connections.values():
+            held.close()
+        self._connections.clear()
 
     def start_call(
         self, fn: McpFunction, arguments: str, **detail: Any
@@ -131,7 +142,8 @@ class SessionMcp:
         """Run one call in a task of its own, audited when it ends however it ends."""
         started = time.monotonic()
         server, name = fn.server, fn.tool.name
-        task = asyncio.ensure_future(client.call_tool(server, name, json.loads(arguments or "{}")))
+        work = self.connection(server).call_tool(name, json.loads(arguments or "{}"))
+        task = asyncio.ensure_future(work)
         self._calls.add(task)
 
         def done(task: asyncio.Task[client.CallResult]) -> None:

@@ -1,8 +1,10 @@
 """Listing and calling an MCP server's tools over streamable HTTP (the ``mcp`` SDK).
 
-Each operation opens its own connection (initialize, request, close): a voice session calls
-tools seldom, and a connection held open would have to be owned by one task for the SDK's
-task groups, outlive responses and be revived after the server restarts.
+A session holds one connection per server (`McpConnection`): opened by the listing, kept for
+the calls (a new connection per call costs about ten times the call itself: bench/
+mcp_calls.py), closed with the session. The SDK's task groups must be entered and left by
+one task, so a task of the connection's own holds it open while callers use it; a connection
+that broke (the server restarted) is opened again by the next operation.
 
 Failures come back in the three shapes the hosted API reports on an ``mcp_call``:
 ``http_error`` (the server answered with an HTTP error status), ``protocol_error`` (no
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -53,7 +55,9 @@ class CallResult:
 async def _connect(server: McpServer, refused: list[int]) -> AsyncIterator[Client]:
     """A connected client; HTTP error statuses the server answers with go to ``refused``
     (the SDK reports them as a generic JSON-RPC error, and the status is what helps)."""
-    timeout = httpx2.Timeout(server.timeout_s)
+    # The read timeout is the SDK's (the optional GET stream may be quiet for long); each
+    # operation has its own time-out (McpConnection._guarded).
+    timeout = httpx2.Timeout(server.timeout_s, read=300.0)
     http = create_mcp_http_client(headers=dict(server.headers), timeout=timeout)
 
     async def note(response: httpx2.Response) -> None:
@@ -68,65 +72,97 @@ async def _connect(server: McpServer, refused: list[int]) -> AsyncIterator[Clien
             yield c
 
 
-async def list_tools(server: McpServer) -> list[McpListedTool]:
-    """Every tool the server has (the caller filters what is offered); raises McpFailure."""
+class McpConnection:
+    """One session's connection to one server."""
 
-    refused: list[int] = []
+    def __init__(self, server: McpServer) -> None:
+        self.server = server
+        self._client: asyncio.Future[Client] | None = None
+        self._holder: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
+        # HTTP error statuses answered to this connection's requests (see _connect).
+        self._refused: list[int] = []
 
-    async def run() -> list[McpListedTool]:
-        tools: list[McpListedTool] = []
-        async with _connect(server, refused) as client:
+    async def list_tools(self) -> list[McpListedTool]:
+        """Every tool the server has (the caller filters what is offered); raises McpFailure."""
+
+        async def run(c: Client) -> list[McpListedTool]:
+            tools: list[McpListedTool] = []
             cursor: str | None = None
             for _ in range(MAX_PAGES):
-                page = await client.list_tools(cursor=cursor)
+                page = await c.list_tools(cursor=cursor)
                 tools += [_tool(t.model_dump(mode="json", by_alias=True)) for t in page.tools]
                 cursor = page.next_cursor
                 if not cursor:
                     break
-        return tools
+            return tools
 
-    return await _guarded(server, run(), refused)
+        return await self._guarded(run)
 
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> CallResult:
+        """Run one tool; a failure of any kind is in the result, never raised."""
 
-async def call_tool(server: McpServer, name: str, arguments: dict[str, Any]) -> CallResult:
-    """Run one tool; a failure of any kind is in the result, never raised."""
+        async def run(c: Client) -> CallResult:
+            result = await c.call_tool(name, arguments)
+            text = _text(result.model_dump(mode="json", by_alias=True))
+            if result.is_error:
+                return CallResult(error=McpToolError(type="tool_execution_error", message=text))
+            return CallResult(output=text)
 
-    refused: list[int] = []
+        try:
+            return await self._guarded(run)
+        except McpFailure as exc:
+            return CallResult(error=exc.error)
 
-    async def run() -> CallResult:
-        async with _connect(server, refused) as client:
-            result = await client.call_tool(name, arguments)
-        text = _text(result.model_dump(mode="json", by_alias=True))
-        if result.is_error:
-            return CallResult(error=McpToolError(type="tool_execution_error", message=text))
-        return CallResult(output=text)
+    def close(self) -> None:
+        """Close the connection (idempotent; its task ends the MCP session)."""
+        self._closing.set()
+        self._client = None
 
-    try:
-        return await _guarded(server, run(), refused)
-    except McpFailure as exc:
-        return CallResult(error=exc.error)
+    async def _connected(self) -> Client:
+        holder = self._holder
+        if self._client is None or holder is None or holder.done():
+            self._closing = asyncio.Event()
+            ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
+            self._client = ready
+            self._holder = asyncio.create_task(self._hold(ready), name=f"mcp:{self.server.label}")
+        return await asyncio.shield(self._client)
 
+    async def _hold(self, ready: asyncio.Future[Client]) -> None:
+        try:
+            async with _connect(self.server, self._refused) as c:
+                ready.set_result(c)
+                await self._closing.wait()
+        except Exception as exc:  # reported to whoever waits for the connection, or dropped
+            if not ready.done():
+                ready.set_exception(exc)
+        finally:
+            if not ready.done():  # closed (or cancelled) before it was ever up
+                ready.set_exception(ConnectionError("the connection was closed"))
 
-async def _guarded(server: McpServer, work: Awaitable[T], refused: list[int]) -> T:
-    try:
-        async with asyncio.timeout(server.timeout_s):
-            return await work
-    except TimeoutError:
-        raise McpFailure(
-            McpToolError(
-                type="protocol_error",
-                code=TIMED_OUT,
-                message=f"no answer from {server.url} within {server.timeout_s:g} s",
-            )
-        ) from None
-    except Exception as exc:  # the SDK's task groups wrap what went wrong
-        if refused:
-            status = refused[-1]
-            message = f"{server.url} answered HTTP {status}"
+    async def _guarded(self, work: Callable[[Client], Awaitable[T]]) -> T:
+        server = self.server
+        self._refused.clear()
+        try:
+            async with asyncio.timeout(server.timeout_s):
+                return await work(await self._connected())
+        except TimeoutError:
+            self.close()  # a hung connection is not used again
             raise McpFailure(
-                McpToolError(type="http_error", code=status, message=message)
+                McpToolError(
+                    type="protocol_error",
+                    code=TIMED_OUT,
+                    message=f"no answer from {server.url} within {server.timeout_s:g} s",
+                )
             ) from None
-        raise McpFailure(_classify(_root(exc), server.url)) from None
+        except Exception as exc:
+            self.close()  # the next operation connects again
+            if self._refused:
+                status = self._refused[-1]
+                message = f"{server.url} answered HTTP {status}"
+                error = McpToolError(type="http_error", code=status, message=message)
+                raise McpFailure(error) from None
+            raise McpFailure(_classify(_root(exc), server.url)) from None
 
 
 def _root(exc: BaseException) -> BaseException:
