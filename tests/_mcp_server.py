@@ -17,10 +17,11 @@ from conftest import free_port
 
 
 class McpTestServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None, status: int | None = None) -> None:
+        """``status``: answer every request with this HTTP error instead (a refusing server)."""
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []
-        self.port = free_port()
+        self.port = port or free_port()
         self.slow_s = 1.5
         # Set when slow_refund has finished its work.
         self.finished = threading.Event()
@@ -64,9 +65,20 @@ class McpTestServer:
         async def recording(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "http":
                 self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+                if status is not None:
+                    await send({"type": "http.response.start", "status": status, "headers": []})
+                    await send({"type": "http.response.body", "body": b"no"})
+                    return
             await app(scope, receive, send)
 
-        config = uvicorn.Config(recording, host="127.0.0.1", port=self.port, log_level="warning")
+        # Held streams (voxgate keeps its connection) are cut at once when the server stops.
+        config = uvicorn.Config(
+            recording,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            timeout_graceful_shutdown=0.5,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="mcp-test-server")
 

@@ -193,7 +193,9 @@ def _tool(raw: dict[str, Any]) -> McpListedTool:
         name=raw["name"],
         description=raw.get("description") or None,
         input_schema=raw.get("inputSchema") or {"type": "object", "properties": {}},
-        annotations=raw.get("annotations") or None,
+        # Hints the server left unset are left out, not shown as nulls.
+        annotations={k: v for k, v in (raw.get("annotations") or {}).items() if v is not None}
+        or None,
     )
 
 
