@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from _realtime import Events
 from conftest import ChatChunk
 
 
@@ -90,3 +91,30 @@ class Model:
         if "error" in out:
             return say(f"Sorry: {out['error']['message']}")
         return say(f"Result: {json.dumps(out)}")
+
+
+# -- reading what a client saw ---------------------------------------------------------------
+
+
+async def tell(conn: Any, text: str) -> None:
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    await conn.conversation.item.create(item=item)  # type: ignore[arg-type]
+    await conn.response.create()
+
+
+def spoke(event: Any) -> bool:
+    """A response.done whose output holds an assistant message (the model said something)."""
+    return event.type == "response.done" and any(
+        o.type == "message" for o in event.response.output or []
+    )
+
+
+async def answer(events: Events, wait_s: float = 30) -> tuple[list[Any], str]:
+    """Events up to the next response that speaks, and what it said."""
+    seen = await events.until(spoke, wait_s)
+    message = next(o for o in seen[-1].response.output if o.type == "message")
+    return seen, " ".join(part.transcript or part.text or "" for part in message.content)
+
+
+def added(seen: list[Any], kind: str) -> list[Any]:
+    return [e.item for e in seen if e.type == "conversation.item.added" and e.item.type == kind]

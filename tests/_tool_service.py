@@ -4,6 +4,8 @@ answers per path."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -11,7 +13,15 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from voxgate.control.tools import verify
+
+def verify(secret: str, header: str, body: bytes, now: float, tolerance_s: float = 300) -> bool:
+    """The documented scheme, written out independently of voxgate's own code:
+    ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>." + body>``, within the tolerance."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    if not fields.get("t", "").isdigit() or abs(now - int(fields["t"])) > tolerance_s:
+        return False
+    mac = hmac.new(secret.encode(), fields["t"].encode() + b"." + body, hashlib.sha256)
+    return hmac.compare_digest(mac.hexdigest(), fields.get("v1", ""))
 
 
 @dataclass
@@ -34,6 +44,7 @@ class ToolService:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body in two writes: no 40 ms wait
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers["Content-Length"]))

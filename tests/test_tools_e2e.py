@@ -19,9 +19,10 @@ from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from _realtime import Events
-from _tool_model import Model
+from _tool_model import Model, added, answer, spoke, tell
 from _tool_service import ToolService
-from conftest import RunningServer, SlowChatServer, free_port, speech_pcm24k
+from conftest import RunningServer, SlowChatServer, free_port, speech_pcm24k, validated
+from voxgate.control.identity import hash_user
 from voxgate.settings import Settings
 
 ADMIN_KEY = "sk-static-admin-key-for-tool-tests"
@@ -98,8 +99,18 @@ def tools(service: ToolService) -> list[dict[str, Any]]:
             "effect": "write",
         },
         {
+            **http,
+            "name": "slow_note",
+            "description": "Save a note (slowly)",
+            "url": service.url("/slow"),
+            "parameters": CITY,
+            "effect": "write",
+            "confirm": False,
+        },
+        {
             "kind": "python",
             "name": "lookup_order",
+            "max_calls_per_session": 1,
             "target": "_tool_targets:lookup_order",
             "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
         },
@@ -138,30 +149,6 @@ async def session(
         await conn.session.update(session={"type": "realtime", **config})
         await events.expect("session.updated")
         yield conn, events
-
-
-async def tell(conn: AsyncRealtimeConnection, text: str) -> None:
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-    await conn.conversation.item.create(item=item)  # type: ignore[arg-type]
-    await conn.response.create()
-
-
-def spoke(event: Any) -> bool:
-    """A response.done whose output holds an assistant message (the model said something)."""
-    return event.type == "response.done" and any(
-        o.type == "message" for o in event.response.output or []
-    )
-
-
-async def answer(events: Events, wait_s: float = 30) -> tuple[list[Any], str]:
-    """Events up to the next response that speaks, and what it said."""
-    seen = await events.until(spoke, wait_s)
-    message = next(o for o in seen[-1].response.output if o.type == "message")
-    return seen, " ".join(part.transcript or part.text or "" for part in message.content)
-
-
-def added(seen: list[Any], kind: str) -> list[Any]:
-    return [e.item for e in seen if e.type == "conversation.item.added" and e.item.type == kind]
 
 
 async def audit(server: RunningServer, session_id: str) -> list[dict[str, Any]]:
@@ -206,6 +193,11 @@ async def test_read_tool_runs_and_its_result_is_spoken(
     [entry] = await audit(server, sid)
     assert entry["code"] == "ran" and entry["detail"]["tool"] == "get_weather"
     assert entry["detail"]["status"] == "ok" and entry["key_id"]
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    ) as http:
+        both = await http.get("/admin/audit", params={"kind": "tool", "action": "admission"})
+    assert both.status_code == 400 and both.json()["error"]["param"] == "kind"
 
 
 async def test_python_tool_runs_in_process(server: RunningServer, model: SlowChatServer) -> None:
@@ -255,6 +247,25 @@ async def test_invalid_arguments_never_reach_the_tool(
     assert (entry["code"], entry["detail"]["guardrail"]) == ("refused", "invalid_arguments")
 
 
+async def test_calls_past_the_session_limit_are_refused(
+    server: RunningServer, model: SlowChatServer
+) -> None:
+    import _tool_targets
+
+    model.respond = Model({"order": ("lookup_order", {"order_id": "A17"})})
+    async with session(server, output_modalities=["text"]) as (conn, events):
+        sid = events.all[0].session.id
+        await tell(conn, "Where is my order?")
+        await answer(events)
+        runs = len(_tool_targets.calls)
+        await tell(conn, "Where is my order now?")
+        _, said = await answer(events)
+    assert "at most 1 times" in said
+    assert len(_tool_targets.calls) == runs
+    codes = [(e["code"], e["detail"].get("guardrail")) for e in await audit(server, sid)]
+    assert codes == [("ran", None), ("refused", "call_limit")]
+
+
 # -- slow tools ------------------------------------------------------------------------------
 
 
@@ -269,6 +280,39 @@ async def test_slow_tool_says_its_filler_then_the_answer(
     assert filler.strip() == "Hold on, I am looking."
     assert any(e.type == "response.output_audio.delta" for e in first)  # spoken, not silent
     assert "sunny and 21 degrees in Oslo" in said
+
+
+async def test_barge_in_cancels_a_read_but_a_write_finishes(
+    server: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    model.respond = Model(
+        {"forecast": ("slow_forecast", {"city": "Oslo"}), "note": ("slow_note", {"city": "Bonn"})}
+    )
+    async with session(server, output_modalities=["text"]) as (conn, events):
+        sid = events.all[0].session.id
+        await tell(conn, "What is the forecast for Oslo?")
+        await events.until("response.output_text.delta")  # the filler: the tool is running
+        await conn.response.cancel()
+        await events.until("response.done")
+        await tell(conn, "Save a note about Bonn.")
+        await events.until("response.output_text.delta")
+        await conn.response.cancel()
+        await events.until("response.done")
+        # The write finishes after the interruption, and what it did joins the conversation.
+        kept = await events.until(
+            lambda e: e.type == "conversation.item.added" and e.item.type == "function_call_output"
+        )
+    assert "Bonn" in kept[-1].item.output
+    calls = [(c.body["tool"], c.body["arguments"]["city"]) for c in service.calls_to("/slow")]
+    assert ("slow_note", "Bonn") in calls
+    names = [
+        e.item.name
+        for e in events.all
+        if e.type == "conversation.item.added" and e.item.type == "function_call"
+    ]
+    assert names == ["slow_note"]  # the cancelled read left no result behind
+    decisions = [(e["detail"]["tool"], e["code"]) for e in await audit(server, sid)]
+    assert decisions == [("slow_forecast", "cancelled"), ("slow_note", "ran")]
 
 
 # -- confirmation ----------------------------------------------------------------------------
@@ -311,8 +355,12 @@ async def test_destructive_tool_runs_once_on_approval_event(
         assert error.error.code == "approval_already_answered"
     calls = service.calls_to("/delete")[before:]
     assert len(calls) == 1 and calls[0].body["arguments"] == {"account_id": "42", "pin": "9876"}
-    decisions = [(e["code"], e["detail"].get("channel")) for e in await audit(server, sid)]
+    entries = await audit(server, sid)
+    decisions = [(e["code"], e["detail"].get("channel")) for e in entries]
     assert decisions == [("awaiting_confirmation", None), ("approved", "event"), ("ran", None)]
+    # The pin is a sensitive argument: no audit entry holds it in clear.
+    assert "9876" not in json.dumps(entries)
+    assert all(e["detail"]["arguments"]["pin"] == "[redacted]" for e in entries)
 
 
 async def test_model_claiming_the_user_confirmed_runs_nothing(
@@ -468,3 +516,87 @@ async def test_barge_in_during_the_readback_cancels_the_action(
     assert len(service.calls_to("/delete")) == before
     codes = [e["code"] for e in await audit(server, sid)]
     assert codes == ["awaiting_confirmation", "interrupted"]
+
+
+# -- what a tool service receives ------------------------------------------------------------
+
+
+async def test_http_tool_verifies_the_signature_and_the_caller(
+    server: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    ) as http:
+        made = await http.post("/admin/keys", json={"name": "acme app", "tenant": "acme"})
+    key = made.json()
+    model.respond = Model({"weather": ("get_weather", {"city": "Rome"})})
+    client = AsyncOpenAI(
+        base_url=server.base_url,
+        api_key=key["key"],
+        default_headers={"OpenAI-Safety-Identifier": "user-7"},
+    )
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        events = Events(conn)
+        sid = (await events.expect("session.created")).session.id
+        await tell(conn, "Weather in Rome?")
+        _, said = await answer(events)
+    assert "Rome" in said
+    received = service.calls_to("/weather")[-1]
+    assert received.signature_ok
+    headers = {k.lower(): v for k, v in received.headers.items()}
+    caller = {"key_id": key["id"], "tenant": "acme", "user": hash_user("user-7"), "session_id": sid}
+    assert received.body["caller"] == caller
+    assert (headers["x-voxgate-key-id"], headers["x-voxgate-tenant"]) == (key["id"], "acme")
+    assert headers["x-voxgate-user"] == hash_user("user-7") != "user-7"
+    assert headers["x-voxgate-session-id"] == sid
+    assert headers["idempotency-key"] == received.body["idempotency_key"]
+    # The same service refuses a call that voxgate did not sign, or whose body was changed.
+    forged = json.dumps({**received.body, "arguments": {"city": "Oslo"}})
+    async with httpx.AsyncClient() as http:
+        unsigned = await http.post(service.url("/weather"), content=forged)
+        tampered = await http.post(
+            service.url("/weather"),
+            content=forged,
+            headers={"X-Voxgate-Signature": headers["x-voxgate-signature"]},
+        )
+    assert unsigned.status_code == tampered.status_code == 401
+
+
+# -- the Agents SDK as the client ------------------------------------------------------------
+
+
+async def test_agents_sdk_client_sees_the_server_tool_run(
+    server: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    from agents.realtime import RealtimeAgent, RealtimeRunner
+
+    model.respond = Model({"weather": ("get_weather", {"city": "Lima"})})
+    before = len(service.calls_to("/weather"))
+    # The agent has no tools of its own: the weather tool is the server's.
+    runner = RealtimeRunner(RealtimeAgent(name="Assistant", instructions="Help."))
+    agent_session = await runner.run(
+        model_config={"url": server.ws_url + "?model=gpt-realtime", "api_key": ADMIN_KEY}
+    )
+    errors: list[Any] = []
+    raw: list[Any] = []
+    async with agent_session:
+        await agent_session.send_message("What is the weather in Lima?")
+        async with asyncio.timeout(30):
+            async for event in agent_session:
+                if event.type == "error":
+                    errors.append(event.error)
+                if event.type == "raw_model_event" and event.data.type == "raw_server_event":
+                    raw.append(event.data.data)
+                    validated(json.dumps(event.data.data))
+                if any(spoke(validated(json.dumps(r))) for r in raw[-1:]):
+                    break
+    assert not errors, errors
+    assert len(service.calls_to("/weather")) == before + 1
+    spoken = [
+        part.transcript
+        for item in agent_session._history
+        if getattr(item, "role", None) == "assistant"
+        for part in item.content
+        if getattr(part, "transcript", None)
+    ]
+    assert any("sunny and 21 degrees in Lima" in text for text in spoken), spoken

@@ -424,10 +424,10 @@ class RealtimeConnection:
     def _item_create(self, raw: dict[str, Any], previous_item_id: str | None) -> list[Output]:
         item = parse_item(raw)
         audio = self._check_new_item(item)
-        approval = check_approval(self.conversation, item) if is_approval(item) else None
         self.budget.check_new_item(self.conversation, item, len(audio))
         item.id = item.id or new_id("item")
         item.status = item.status or "completed"
+        approval = check_approval(self.conversation, item) if is_approval(item) else None
         previous = self.conversation.insert(item, previous_item_id)
         out: list[Output] = []
         if isinstance(item, UserMessage) and (words := item_text(item)):

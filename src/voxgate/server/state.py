@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..control.shared import SharedState
+from ..engines.upstream import RealtimeWebSocket, Upstream, UpstreamProtocol
 from ..protocol.limits import MIB, ConnectionLimits
 from ..protocol.prompts import StoredPrompt
 from ..session.clock import SystemClock
@@ -16,6 +17,7 @@ from ..session.tool_exec import ToolRegistry
 from ..settings import Settings
 from .controls import Controls
 from .metrics import Metrics
+from .routing import upstreams
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -41,10 +43,14 @@ class AppState:
     # The server tools (None: none configured).
     tools: ToolRegistry | None = None
     metrics: Metrics = field(init=False)
+    # How relayed sessions reach their upstream (the Realtime WebSocket protocol).
+    upstream_protocol: UpstreamProtocol = field(default_factory=RealtimeWebSocket)
+    upstreams: list[Upstream] = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(lambda: len(self.manager.sessions), SystemClock().monotonic)
         self.engines = self.metrics.meter_engines(self.engines)
+        self.upstreams = upstreams(self.settings)
 
     @property
     def shared(self) -> SharedState:

@@ -130,7 +130,7 @@ class ResponseRunner:
         # Server tools ran and the model has not spoken their results yet: a new response
         # follows at once, in the same step, so nothing can start in between.
         more = self.tools is not None and self._server_calls and not self._calls
-        more = more and status == "completed"
+        more = more and status == "completed" and self.plan.conversation == "auto"
 
         def finish(c: RealtimeConnection) -> list[Output]:
             out = c.finish_response(rid, status, details, usage)  # type: ignore[arg-type]

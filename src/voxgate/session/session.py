@@ -57,6 +57,7 @@ from .inbox import Ended, Inbox
 from .mcp import SessionMcp
 from .outbox import Outbox
 from .pipeline import PipelineDriver
+from .rate_limits import RateLimitBook
 from .tool_flow import SessionTools
 from .transport import Playout, Transport, TransportClosed, TransportStalled
 
@@ -126,6 +127,7 @@ class Session:
         # Reply audio → the playout's rate; streaming, so chunks join seamlessly.
         self._to_playout: InputConverter | None = None
         self.observer = observer
+        self.rate_limits = RateLimitBook()
         # Server tools (None: none configured): their calls run here, never on the client.
         self.tools = tools
         if tools is not None:
@@ -133,8 +135,8 @@ class Session:
         # MCP listings and calls; the server sets its audit hook at admission. It belongs
         # to the session, not the driver, so a driver switch keeps it.
         self.mcp = SessionMcp()
+        # Bound when the session starts serving (its task group exists then).
         self.driver: Driver = driver or PipelineDriver(engines, tools=tools, mcp=self.mcp)
-        self.driver.bind(self._driver_host())
 
     @property
     def id(self) -> str:
@@ -150,6 +152,7 @@ class Session:
         """Serve the session until it ends; returns why it ended."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            self.driver.bind(self._driver_host())
             reader = tg.create_task(self._read(), name=f"{self.id}:reader")
             writer = tg.create_task(self._write(), name=f"{self.id}:writer")
             watchdog = tg.create_task(self._watch(), name=f"{self.id}:watchdog")
@@ -206,6 +209,8 @@ class Session:
             media_space=self.outbox.media_space,
             response_started=self._response_started,
             touch=self._touch,
+            end=self.end,
+            rate_limits=self.rate_limits,
         )
 
     def _apply(self, outputs: Sequence[DriverOutput]) -> None:
@@ -254,6 +259,8 @@ class Session:
                                 cut.response_id, cut.item_id, cut.content_index, cut.played_ms
                             )
                         )
+                        if self.tools is not None:  # cut while still playing: a barge-in
+                            self._apply(self.tools.interrupted(self.connection, cut.response_id))
                 case _:
                     assert_never(out)
 
@@ -304,7 +311,8 @@ class Session:
         """What the client must hear about its budgets; a cut-off ends the session."""
         out: list[DriverOutput] = []
         if verdict.rate_limits is not None:
-            out.append(ev.RateLimitsUpdated(rate_limits=verdict.rate_limits))
+            merged = self.rate_limits.from_budget(verdict.rate_limits)
+            out.append(ev.RateLimitsUpdated(rate_limits=merged))
         for notice in verdict.warnings:
             error = ProtocolError(notice.message, code="budget_warning", type="budget_warning")
             out.append(self.connection.error(error))
@@ -472,7 +480,9 @@ class Session:
         if ended.reason == SLOW_CLIENT:
             self.outbox.discard()  # it will never be read: free it now
         if ended.error_code:
-            err = ProtocolError(ended.message, code=ended.error_code)
+            # 1011 (the server failed, e.g. its upstream) is a server error, not the client's.
+            kind = "server_error" if ended.close_code == 1011 else "invalid_request_error"
+            err = ProtocolError(ended.message, code=ended.error_code, type=kind)
             self._send(self.connection.error(err))
         self.outbox.close()
         # One deadline for flushing and the close frame: a client that reads nothing holds

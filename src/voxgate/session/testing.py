@@ -19,10 +19,12 @@ from typing import Any
 from ..control.observer import SessionObserver
 from ..protocol.connection import RealtimeConnection
 from .clock import VirtualClock
+from .driver import Driver
 from .engines import EngineSet
 from .inbox import Ended
 from .session import Session, SessionLimits
-from .transport import TransportClosed
+from .tool_flow import SessionTools
+from .transport import Playout, TransportClosed
 
 Event = dict[str, Any]
 # Checks one server event's JSON (e.g. against the openai SDK's union); raises if it is wrong.
@@ -159,6 +161,9 @@ async def running_session(
     validate: Validator | None = None,
     observer: SessionObserver | None = None,
     transport: MemoryTransport | None = None,
+    driver: Driver | None = None,
+    tools: SessionTools | None = None,
+    playout: Playout | None = None,
 ) -> AsyncIterator[RunningSession]:
     """Run a session on virtual time over a `MemoryTransport`. On exit the session is asked
     to end (if it has not) and must finish cleanly within the transport's timeout."""
@@ -171,6 +176,9 @@ async def running_session(
         limits=limits,
         clock=clock,
         observer=observer,
+        driver=driver,
+        tools=tools,
+        playout=playout,
     )
     task = asyncio.create_task(session.run(), name=f"test:{session.id}")
     running = RunningSession(session, transport, clock, task)

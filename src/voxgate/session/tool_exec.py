@@ -15,6 +15,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from ..control.tools.signing import HEADER
 
 log = logging.getLogger(__name__)
 Status = Literal["ok", "error", "timeout"]
+# The most of a tool's answer the model reads; more is cut (the context is not a dump).
+MAX_OUTPUT_CHARS = 64_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +68,6 @@ class ToolRegistry:
         env: Mapping[str, str] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        import os
-
         env = os.environ if env is None else env
         self.specs = {s.name: s for s in specs}
         self.signing_secret = signing_secret
@@ -125,12 +126,14 @@ class ToolRegistry:
         if self._http is None:
             self._http = httpx.AsyncClient(follow_redirects=False)
         assert spec.url is not None
-        reply = await self._http.request(spec.method, spec.url, content=body, headers=headers)
+        reply = await self._http.request(
+            spec.method, spec.url, content=body, headers=headers, timeout=spec.timeout_s
+        )
         text = reply.text
         if not reply.is_success:
             message = f"The tool service answered HTTP {reply.status_code}: {text[:300]}"
             return Executed("error", _error("tool_failed", message), reply.status_code)
-        return Executed("ok", _as_output(text, reply.headers.get("content-type", "")), 200)
+        return Executed("ok", _cut(_as_output(text, reply.headers.get("content-type", ""))), 200)
 
     async def _python_call(self, spec: ToolSpec, arguments: dict[str, Any]) -> Executed:
         target = self._targets[spec.name]
@@ -138,7 +141,7 @@ class ToolRegistry:
             result = await target(**arguments)
         else:
             result = await asyncio.to_thread(target, **arguments)
-        return Executed("ok", result if isinstance(result, str) else json.dumps(result))
+        return Executed("ok", _cut(result if isinstance(result, str) else json.dumps(result)))
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -162,6 +165,12 @@ def _as_output(text: str, content_type: str) -> str:
     if "json" in content_type:
         return text
     return json.dumps({"result": text})
+
+
+def _cut(output: str) -> str:
+    if len(output) <= MAX_OUTPUT_CHARS:
+        return output
+    return output[:MAX_OUTPUT_CHARS] + f" … [cut: the tool answered {len(output)} characters]"
 
 
 def _error(code: str, message: str) -> str:

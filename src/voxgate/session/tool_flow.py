@@ -43,6 +43,7 @@ from ..protocol.items import (
 )
 from ..protocol.tool_items import add_items
 from .clock import Clock, SystemClock
+from .driver import Post, Progress
 from .tools import Outcome, Ready, ToolBroker
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,6 @@ FILLER_AFTER_S = 0.8
 MAX_ROUNDS = 5
 SERVER_LABEL = "voxgate"
 
-Progress = Callable[[RealtimeConnection], list[Output]]
-Post = Callable[[Progress], Awaitable[None]]
 Say = Callable[[str], Awaitable[None]]
 
 
@@ -70,6 +69,7 @@ class SessionTools:
         self.clock: Clock = SystemClock()
         self._post: Post | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._writes: set[asyncio.Task[Any]] = set()  # runs of tools that change things
         self._continued: set[str] = set()  # responses this flow created
         self._rounds = 0
 
@@ -87,7 +87,9 @@ class SessionTools:
         return self.broker.handles(name)
 
     def offer(self, plan: ResponsePlan) -> ResponsePlan:
-        if plan.response_id not in self._continued:
+        if plan.response_id in self._continued:
+            self._continued.discard(plan.response_id)
+        else:
             self._rounds = 0  # a response the client (or a turn) asked for: a fresh chain
         if plan.tool_choice == "none":
             return plan
@@ -133,6 +135,9 @@ class SessionTools:
 
     async def _execute(self, ready: Ready, say: Say | None, call: ServerCall) -> Outcome:
         task = self._spawn(self.broker.run(ready), f"tool-{ready.spec.name}")
+        if ready.spec.effect != "read":
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
         try:
             if say is not None and not await self._within(task, FILLER_AFTER_S):
                 await say(ready.spec.filler_text)
@@ -191,6 +196,8 @@ class SessionTools:
         answers is settled by those words (a clear yes runs it; anything else cancels it),
         and the response sees the outcome."""
         added: list[Item] = []
+        if plan.conversation != "auto":  # an out-of-band response is nobody's answer
+            return plan
         for action in self.broker.confirmations.spoken():
             words = _next_user_words(plan.context, action.request_item_id)
             if words is None:
@@ -267,24 +274,27 @@ class SessionTools:
             timer.cancel()
         return task.done()
 
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A task of this session's tool work (closed with it; see `close`)."""
+        return self._spawn(work, name)
+
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(work, name=f"{self.broker.session_id}:{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # A bug in tool work costs that call, never the session; say where it was.
+            log.error("%s failed", task.get_name(), exc_info=exc)
 
     def close(self) -> None:
         """The session ends: timers and reads stop; a write that started is left to finish
         (bounded by its timeout) so what it did is still recorded."""
-        for task in list(self._tasks):
-            name = task.get_name()
-            if not name.endswith(("tool-keep", "tool-approval")) and not self._is_write(name):
-                task.cancel()
-
-    def _is_write(self, task_name: str) -> bool:
-        tool = task_name.rpartition(":tool-")[2]
-        spec = self.broker.registry.specs.get(tool)
-        return spec is not None and spec.effect != "read"
+        for task in list(self._tasks - self._writes):
+            task.cancel()
 
 
 def _next_user_words(context: list[Item], after_id: str) -> str | None:

@@ -1,0 +1,257 @@
+"""Server tools in a relayed session: the upstream's model calls them, voxgate runs them.
+
+`ToolRelayDriver` is a `RelayDriver` that
+- offers the server tools upstream: they join the ``tools`` of the initial configuration, of
+  every client ``session.update`` that sets tools and of every ``response.create`` that
+  overrides them (so in a relayed session the session's ``tools`` shows them too);
+- intercepts (through the relay's upstream-event hook) every call of a server tool: its
+  ``response.output_item.*`` and ``response.function_call_arguments.*`` events are not
+  relayed, so no client executes it (the ``conversation.item.*`` events of the call still
+  are, for interfaces). When the response is done, the broker decides and runs each call,
+  voxgate sends the ``function_call_output`` upstream and, when the response had no client
+  calls, a ``response.create`` — the upstream's answer is relayed as usual;
+- keeps confirmations here: a pending action is shown to the client as a server-made
+  ``mcp_approval_request`` item (the upstream never sees it); the client's
+  ``mcp_approval_response`` for it is answered here, not forwarded. An approved action runs
+  once and its call and output are added upstream, then a response speaks the result.
+In a relayed session only an ``mcp_approval_response`` approves: a spoken yes does not
+(the upstream answers the user's turn before voxgate could hear it), and there is no filler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..control.tools import PendingAction
+from ..protocol.connection import RealtimeConnection
+from ..protocol.errors import ProtocolError
+from ..protocol.ids import new_id
+from .driver import DriverOutput, Forward, Progress
+from .relay import RelayDriver
+from .tool_flow import SERVER_LABEL, ServerCall, SessionTools
+from .tools import Outcome, Ready
+
+log = logging.getLogger(__name__)
+_HIDDEN = {
+    "response.output_item.added",
+    "response.output_item.done",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
+}
+
+
+class ToolRelayDriver(RelayDriver):
+    def __init__(self, *args: Any, tools: SessionTools, **kwargs: Any) -> None:
+        self.tools = tools
+        initial = dict(kwargs.pop("initial", None) or {"type": "realtime"})
+        initial["tools"] = self._with_server_tools(initial.get("tools") or [])
+        super().__init__(*args, initial=initial, hook=_intercept, **kwargs)
+        self._tool_items: dict[str, ServerCall] = {}  # item id → the server call it holds
+        self._tool_calls: dict[str, list[ServerCall]] = {}  # response id → its server calls
+        self._tool_client_calls: set[str] = set()  # responses that also called client tools
+        self._tool_requests: dict[str, PendingAction] = {}  # approval requests shown
+        self._tool_answered: set[str] = set()
+
+    # -- client → upstream ------------------------------------------------------------------
+
+    def receive(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return super().receive(conn, raw)
+        if not isinstance(event, dict):
+            return super().receive(conn, raw)
+        kind, item = event.get("type"), event.get("item")
+        approval = isinstance(item, dict) and item.get("type") == "mcp_approval_response"
+        if kind == "conversation.item.create" and approval:
+            assert isinstance(item, dict)
+            return self._tool_approval(conn, event, item)
+        body = event.get("session") if kind == "session.update" else event.get("response")
+        sets_tools = isinstance(body, dict) and isinstance(body.get("tools"), list)
+        if kind in ("session.update", "response.create") and sets_tools:
+            assert isinstance(body, dict)
+            if body.get("tool_choice") != "none":
+                body["tools"] = self._with_server_tools(body["tools"])
+                raw = json.dumps(event)
+        return super().receive(conn, raw)
+
+    def _with_server_tools(self, tools: list[Any]) -> list[Any]:
+        mine = self.tools.broker.offered()
+        names = {t["name"] for t in mine}
+        return [t for t in tools if not (isinstance(t, dict) and t.get("name") in names)] + mine
+
+    # -- upstream → client: the hook ---------------------------------------------------------
+
+    def intercept(
+        self, conn: RealtimeConnection, data: dict[str, Any]
+    ) -> list[DriverOutput] | None:
+        kind = data.get("type")
+        if kind in _HIDDEN:
+            return self._tool_call_event(data)
+        if kind == "response.done" and isinstance(data.get("response"), dict):
+            response = data["response"]
+            rid = str(response.get("id"))
+            calls = self._tool_calls.pop(rid, [])
+            more = rid not in self._tool_client_calls
+            self._tool_client_calls.discard(rid)
+            if calls and response.get("status") == "completed":
+                self.tools.spawn(self._run_tools(calls, more), "relay-tools")
+        return None
+
+    def _tool_call_event(self, data: dict[str, Any]) -> list[DriverOutput] | None:
+        item = data.get("item") if isinstance(data.get("item"), dict) else None
+        item_id = str((item or {}).get("id") or data.get("item_id") or "")
+        if item is not None and item.get("type") == "function_call":
+            if not self.tools.intercepts(str(item.get("name"))):
+                self._tool_client_calls.add(str(data.get("response_id")))
+                return None
+            self._tool_items.setdefault(item_id, ServerCall(str(item.get("call_id")), item["name"]))
+        call = self._tool_items.get(item_id)
+        if call is None:
+            return None
+        if data.get("type") == "response.function_call_arguments.done":
+            call.arguments = str(data.get("arguments") or "")
+            call.call_id = str(data.get("call_id") or call.call_id)
+            self._tool_calls.setdefault(str(data.get("response_id")), []).append(call)
+        return []  # a server call: the client must not execute it
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def _run_tools(self, calls: list[ServerCall], more: bool) -> None:
+        broker = self.tools.broker
+        for call in calls:
+            decision = broker.check(call.name, call.call_id, call.arguments, new_id("mcpr"))
+            outcome = await broker.run(decision) if isinstance(decision, Ready) else decision
+            await self.tools.post(self._delivered(call, outcome))
+        if more:
+            await self.tools.post(lambda c: self.send_upstream(c, {"type": "response.create"}))
+
+    def _delivered(self, call: ServerCall, outcome: Outcome) -> Progress:
+        return lambda conn: self._tool_output(conn, call, outcome, False)
+
+    def _tool_output(
+        self, conn: RealtimeConnection, call: ServerCall, outcome: Outcome, as_new_call: bool
+    ) -> list[DriverOutput]:
+        """The call's output upstream (after the call itself, when voxgate made the call);
+        an approval request to the client."""
+        out: list[DriverOutput] = []
+        if as_new_call:
+            item = {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            }
+            out += self.send_upstream(conn, {"type": "conversation.item.create", "item": item})
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": outcome.output}
+        out += self.send_upstream(conn, {"type": "conversation.item.create", "item": output})
+        if (action := outcome.action) is not None:
+            self._tool_requests[action.id] = action
+            request = {
+                "id": action.id,
+                "type": "mcp_approval_request",
+                "name": action.tool,
+                "arguments": action.arguments_json,
+                "server_label": SERVER_LABEL,
+            }
+            out += _shown(request)
+            self.tools.spawn(self._tool_expire(action), "relay-tool-expiry")
+        return out
+
+    def _tool_approval(
+        self, conn: RealtimeConnection, event: dict[str, Any], item: dict[str, Any]
+    ) -> list[DriverOutput]:
+        request_id = str(item.get("approval_request_id"))
+        if request_id not in self._tool_requests:
+            return super().receive(conn, json.dumps(event))  # not ours: the upstream's
+        if request_id in self._tool_answered:
+            error = ProtocolError(
+                f"The approval request '{request_id}' was answered already; an approval is "
+                "given once.",
+                code="approval_already_answered",
+                param="item.approval_request_id",
+            )
+            return [conn.error(error, event.get("event_id"))]
+        self._tool_answered.add(request_id)
+        approve = item.get("approve") is True
+        answer = {
+            "id": item.get("id") or new_id("item"),
+            "type": "mcp_approval_response",
+            "approval_request_id": request_id,
+            "approve": approve,
+        }
+        self.tools.spawn(
+            self._tool_settle(request_id, approve, item.get("reason")), "relay-approval"
+        )
+        return _shown(answer)
+
+    async def _tool_settle(self, request_id: str, approve: bool, reason: Any) -> None:
+        broker = self.tools.broker
+        action = self._tool_requests[request_id]
+        result = broker.settle(
+            request_id, approve, "event", reason if isinstance(reason, str) else None
+        )
+        if isinstance(result, Ready):
+            call = ServerCall(new_id("call"), action.tool, action.arguments_json)
+            outcome = await broker.run(result)
+
+            def show(c: RealtimeConnection) -> list[DriverOutput]:
+                out = self._tool_output(c, call, outcome, True)
+                return out + self.send_upstream(c, {"type": "response.create"})
+
+            await self.tools.post(show)
+        elif result is not None:
+            await self.tools.post(lambda c: self._tool_note(c, action, result.output))
+
+    async def _tool_expire(self, action: PendingAction) -> None:
+        clock = self.tools.clock
+        await clock.sleep(action.expires_at - clock.monotonic())
+
+        def lapse(conn: RealtimeConnection) -> Sequence[DriverOutput]:
+            if (
+                action.id in self._tool_answered
+                or self.tools.broker.confirmations.get(action.id) is None
+            ):
+                return []
+            self._tool_answered.add(action.id)
+            outcome = self.tools.broker.lapse(action, "expired", "timer")
+            answer = {
+                "id": new_id("item"),
+                "type": "mcp_approval_response",
+                "approval_request_id": action.id,
+                "approve": False,
+                "reason": "expired",
+            }
+            return [*_shown(answer), *self._tool_note(conn, action, outcome.output)]
+
+        await self.tools.post(lapse)
+
+    def _tool_note(
+        self, conn: RealtimeConnection, action: PendingAction, text: str
+    ) -> list[DriverOutput]:
+        """Tell the upstream's model that the action did not happen."""
+        note = {
+            "type": "message",
+            "role": "system",
+            "content": [{"type": "input_text", "text": f"{action.tool}: {text}"}],
+        }
+        return self.send_upstream(conn, {"type": "conversation.item.create", "item": note})
+
+
+def _intercept(
+    driver: RelayDriver, conn: RealtimeConnection, data: dict[str, Any]
+) -> Sequence[DriverOutput] | None:
+    assert isinstance(driver, ToolRelayDriver)
+    return driver.intercept(conn, data)
+
+
+def _shown(item: dict[str, Any]) -> list[DriverOutput]:
+    """A voxgate-made item as the client sees it join the conversation."""
+    out: list[DriverOutput] = []
+    for kind in ("conversation.item.added", "conversation.item.done"):
+        event = {"type": kind, "event_id": new_id("event"), "previous_item_id": None, "item": item}
+        out.append(Forward(json.dumps(event), kind))
+    return out
