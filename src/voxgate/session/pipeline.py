@@ -86,7 +86,7 @@ class PipelineDriver:
                     context_tokens=limits.llm_context_tokens,
                     max_speech_chars=limits.max_speech_chars,
                     tools=self.tools,
-                    mcp=self.mcp,
+                    mcp=self.mcp or host.mcp,
                 )
                 self._start_response(plan.response_id, runner)
                 return []

@@ -136,7 +136,7 @@ class Session:
         # to the session, not the driver, so a driver switch keeps it.
         self.mcp = SessionMcp()
         # Bound when the session starts serving (its task group exists then).
-        self.driver: Driver = driver or PipelineDriver(engines, tools=tools, mcp=self.mcp)
+        self.driver: Driver = driver or PipelineDriver(engines, tools=tools)
 
     @property
     def id(self) -> str:
@@ -211,6 +211,7 @@ class Session:
             touch=self._touch,
             end=self.end,
             rate_limits=self.rate_limits,
+            mcp=self.mcp,
         )
 
     def _apply(self, outputs: Sequence[DriverOutput]) -> None:
