@@ -3,6 +3,7 @@ and what an entry sends to its server."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from voxgate.protocol import mcp_flow
 from voxgate.protocol.connection import RealtimeConnection
 from voxgate.protocol.mcp import ListMcpTools, McpToolEntry
 from voxgate.protocol.mcp_items import McpApprovalRequest, McpListedTool
+from voxgate.session.mcp import REDACTED, redact
 
 READ = McpListedTool(name="lookup", input_schema={}, annotations={"readOnlyHint": True})
 WRITE = McpListedTool(name="delete", input_schema={}, annotations={"destructiveHint": True})
@@ -182,3 +184,25 @@ def test_a_call_cut_short_fails_with_its_response() -> None:
     call = out[1]["item"]
     assert call["type"] == "mcp_call" and call["error"]["type"] == "tool_execution_error"
     assert out[-1]["response"]["status"] == "cancelled"
+
+
+def test_secret_sounding_arguments_are_redacted_as_whole_words() -> None:
+    raw = {
+        "pin": "1234",
+        "card_number": "4111",
+        "apiKey": "k",
+        "user_token": "t",
+        "account_id": "42",
+        "shipping": "fast",
+        "keyboard": "qwerty",
+    }
+    shown = redact(json.dumps(raw), sensitive=("account_id",))
+    assert shown == {
+        "pin": REDACTED,
+        "card_number": REDACTED,
+        "apiKey": REDACTED,
+        "user_token": REDACTED,
+        "account_id": REDACTED,  # named by the operator's sensitive_args
+        "shipping": "fast",
+        "keyboard": "qwerty",
+    }

@@ -326,8 +326,9 @@ async def test_invalid_arguments_never_reach_the_server(
         llm.stop()
 
 
+@pytest.mark.parametrize("modality", ["text", "audio"])
 async def test_a_slow_tool_gets_a_filler_then_the_answer(
-    start_server: Any, mcp_server: McpTestServer
+    start_server: Any, mcp_server: McpTestServer, modality: str
 ) -> None:
     llm = SlowChatServer(
         delay_s=0.0, scripts=[call("slow_lookup", {"order": "7"}), say("Order 7 has shipped.")]
@@ -338,17 +339,30 @@ async def test_a_slow_tool_gets_a_filler_then_the_answer(
         async with client.realtime.connect(model="gpt-realtime") as conn:
             events = Events(conn)
             await events.expect("session.created")
-            await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
+            tool = entry(mcp_server.url, require_approval="never")
+            session = {"type": "realtime", "output_modalities": [modality], "tools": [tool]}
+            await conn.session.update(session=session)
+            await events.until(
+                lambda e: e.type == "conversation.item.done" and e.item.type == "mcp_list_tools"
+            )
             turn = await ask(conn, events, "Where is order 7?")
-        kinds = [
-            e.type
-            for e in turn
-            if e.type in ("response.mcp_call.completed", "response.output_text.delta")
-        ]
+        words = (
+            "response.output_text.delta"
+            if modality == "text"
+            else "response.output_audio_transcript.delta"
+        )
+        kinds = [e.type for e in turn if e.type in ("response.mcp_call.completed", words)]
         # The filler is said while the call runs; the answer comes after its result.
-        assert kinds[0] == "response.output_text.delta"
+        assert kinds[0] == words
         assert "response.mcp_call.completed" in kinds[1:]
-        assert output_text(turn) == "One moment while I check that. Order 7 has shipped."
+        said = "".join(
+            getattr(e, "text", None) or getattr(e, "transcript", "")
+            for e in turn
+            if e.type in ("response.output_text.done", "response.output_audio_transcript.done")
+        )
+        assert " ".join(said.split()) == "One moment while I check that. Order 7 has shipped."
+        if modality == "audio":
+            assert any(e.type == "response.output_audio.delta" for e in turn)
     finally:
         llm.stop()
 

@@ -44,7 +44,9 @@ Spawn = Callable[[Awaitable[None], str], asyncio.Task[None]]
 Audit = Callable[[dict[str, Any]], None]
 Say = Callable[[str], Awaitable[None]]
 # Argument names whose values never reach the audit log in clear, whatever the server says.
-_SENSITIVE = re.compile(r"pass(word)?|secret|token|api[_-]?key|card|cvv|ssn|pin", re.I)
+_SENSITIVE_WORDS = frozenset(
+    {"password", "passwd", "pass", "secret", "token", "apikey", "key", "card", "cvv", "ssn", "pin"}
+)
 REDACTED = "[redacted]"
 # As for the server's own tools (tool_flow.py): a call this slow gets a filler.
 FILLER_AFTER_S = 0.8
@@ -93,7 +95,16 @@ def redact(arguments: str, sensitive: tuple[str, ...]) -> Any:
         return {"unparsed_sha256": hashlib.sha256(arguments.encode()).hexdigest()}
     if not isinstance(value, dict):
         return REDACTED
-    return {k: REDACTED if k in sensitive or _SENSITIVE.search(k) else v for k, v in value.items()}
+    return {k: REDACTED if k in sensitive or _looks_secret(k) else v for k, v in value.items()}
+
+
+def _looks_secret(name: str) -> bool:
+    """A name with a secret-sounding word in it ("pin", "card_number", "apiKey"), as whole
+    words, so "shipping" or "keyboard" stay in clear."""
+    words = re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)
+    lowered = [w.lower() for w in words]
+    joined = {a + b for a, b in zip(lowered, lowered[1:], strict=False)}
+    return bool(_SENSITIVE_WORDS & (set(lowered) | joined))
 
 
 @dataclass
