@@ -223,9 +223,7 @@ TOOLS: dict[str, tuple[str, Any]] = {
     "tool_choice": H("test_responder.py::test_named_tool_choice_calls_that_function"),
     "tool_choice.type": H("test_responder.py::test_named_tool_choice_calls_that_function"),
     "tool_choice.name": H("test_responder.py::test_named_tool_choice_calls_that_function"),
-    "tool_choice.server_label": R(
-        {"tool_choice": {"type": "mcp", "server_label": "s"}}, "tool_choice.type"
-    ),
+    "tool_choice.server_label": H(MCP_UNIT + "test_an_mcp_tool_choice_forces_that_server_or_tool"),
 }
 
 PROMPT: dict[str, tuple[str, Any]] = {

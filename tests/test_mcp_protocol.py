@@ -206,3 +206,21 @@ def test_secret_sounding_arguments_are_redacted_as_whole_words() -> None:
         "shipping": "fast",
         "keyboard": "qwerty",
     }
+
+
+def test_an_mcp_tool_choice_forces_that_server_or_tool() -> None:
+    conn = started()
+    command = with_server(conn, require_approval="never")
+    mcp_flow.tools_listed(conn, command.item_id, TOOLS)
+    named = {"type": "mcp", "server_label": "crm", "name": "get_weather"}
+    plan = start_response(conn, tool_choice=named)
+    assert plan.tool_choice == {"type": "function", "name": "get_weather"}
+    conn.finish_response(plan.response_id)
+    update(conn, tool_choice={"type": "mcp", "server_label": "crm"})
+    plan = start_response(conn)  # the session's choice: only crm's tools, one must be called
+    assert plan.tool_choice == "required"
+    assert sorted(t["name"] for t in plan.tools) == ["delete_account", "export", "get_weather"]
+    conn.finish_response(plan.response_id)
+    unknown = {"type": "mcp", "server_label": "crm", "name": "launch"}
+    error = the_error(send(conn, "response.create", response={"tool_choice": unknown}))
+    assert error["param"] == "tool_choice" and "launch" in error["message"]

@@ -12,14 +12,14 @@ A call: ``response.output_item.added`` (``mcp_call``), ``response.mcp_call_argum
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from .commands import ResponsePlan
 from .errors import ProtocolError
 from .ids import new_id
 from .items import Item, to_wire
-from .mcp import RESERVED_LABEL, ApprovedCall, Listing, ListMcpTools
+from .mcp import RESERVED_LABEL, ApprovedCall, Listing, ListMcpTools, McpFunction
 from .mcp_items import (
     McpApprovalRequest,
     McpApprovalResponse,
@@ -157,11 +157,37 @@ def with_mcp(conn: RealtimeConnection, plan: ResponsePlan) -> ResponsePlan:
                 item.reason,
             )
         )
+    tools, choice = _mcp_choice(plan.tool_choice, plan.tools + offered, functions)
     if not functions and not approved:
         return plan
     return dataclasses.replace(
-        plan, tools=plan.tools + offered, mcp=functions, approved=tuple(approved)
+        plan, tools=tools, tool_choice=choice, mcp=functions, approved=tuple(approved)
     )
+
+
+def _mcp_choice(
+    choice: str | dict[str, Any], tools: list[dict[str, Any]], functions: dict[str, McpFunction]
+) -> tuple[list[dict[str, Any]], str | dict[str, Any]]:
+    """``tool_choice`` ``{"type": "mcp", "server_label", "name"?}`` as the model takes it:
+    that tool's function, or (no name) only that server's tools, one of which it must call."""
+    if not isinstance(choice, dict) or choice.get("type") != "mcp":
+        return tools, choice
+    label, name = choice.get("server_label"), choice.get("name")
+    mine = {
+        fn_name: fn
+        for fn_name, fn in functions.items()
+        if fn.allowed and fn.server.label == label and (name is None or fn.tool.name == name)
+    }
+    if not mine:
+        what = f"the tool '{name}' of MCP server '{label}'" if name else f"MCP server '{label}'"
+        raise ProtocolError(
+            f"tool_choice names {what}, which offers no such tool (not listed yet, not "
+            "allowed, or not in session.tools).",
+            param="tool_choice",
+        )
+    if name is not None:
+        return tools, {"type": "function", "name": next(iter(mine))}
+    return [fn.spec(fn_name) for fn_name, fn in mine.items()], "required"
 
 
 # -- calls in a response --------------------------------------------------------------------

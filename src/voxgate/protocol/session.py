@@ -117,8 +117,7 @@ def _tool_kind(value: Any) -> str:
     return "mcp" if kind == "mcp" else "function"
 
 
-# MCP servers (mcp.py) are listed and called by the server; an MCP tool choice is refused
-# (unsupported.py).
+# MCP servers (mcp.py) are listed and called by the server.
 Tool = Annotated[
     Annotated[FunctionTool, Tag("function")] | Annotated[McpToolEntry, Tag("mcp")],
     Discriminator(_tool_kind),
@@ -130,7 +129,15 @@ class ToolChoiceFunction(_Strict):
     name: str
 
 
-ToolChoice = Literal["auto", "none", "required"] | ToolChoiceFunction
+class ToolChoiceMcp(_Strict):
+    """Call a tool of this MCP server (``name``: that one); see mcp_flow.with_mcp."""
+
+    type: Literal["mcp"]
+    server_label: str
+    name: str | None = None
+
+
+ToolChoice = Literal["auto", "none", "required"] | ToolChoiceFunction | ToolChoiceMcp
 
 
 class TracingConfig(_Strict):

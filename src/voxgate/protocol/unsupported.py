@@ -4,7 +4,7 @@ deliberately has no effect).
 
 - MCP servers reached through the hosted service (``connector_id``, ``tunnel_id``) or
   given per response (voxgate lists a server's tools once per session, so MCP servers go
-  in ``session.tools``), and ``tool_choice`` ``{"type": "mcp"}``;
+  in ``session.tools``);
 - ``include: ["item.input_audio_transcription.logprobs"]`` when the server's recogniser gives
   no log probabilities (pocketsphinx; Whisper gives them).
 """
@@ -38,9 +38,6 @@ def check(patch: dict[str, Any], prefix: str, *, logprobs: bool = False) -> None
                     f"'{hosted}' needs the hosted service's connectors; give the MCP "
                     "server's own 'server_url' (streamable HTTP) instead.",
                 )
-    choice = patch.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "mcp":
-        raise _refused(f"{prefix}.tool_choice.type", "MCP tool choices are not supported.")
     if not logprobs and LOGPROBS in _list(patch.get("include")):
         raise _refused(
             f"{prefix}.include",
