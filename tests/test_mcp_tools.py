@@ -49,13 +49,18 @@ async def add_server(conn: Any, events: Events, tool: dict[str, Any]) -> list[An
     )
 
 
-async def ask(conn: Any, events: Events, text: str) -> list[Any]:
+async def ask_only(conn: Any, events: Events, text: str) -> None:
+    """A user message, then response.create (its events are left to read)."""
     content = [{"type": "input_text", "text": text}]
     await conn.conversation.item.create(
         item={"type": "message", "role": "user", "content": content}
     )
     await events.until("conversation.item.done")
     await conn.response.create()
+
+
+async def ask(conn: Any, events: Events, text: str) -> list[Any]:
+    await ask_only(conn, events, text)
     return await events.until("response.done")
 
 
@@ -395,11 +400,7 @@ async def test_a_cancelled_response_stops_a_read_call_but_not_a_write(
             events = Events(conn)
             session_id = (await events.expect("session.created")).session.id
             await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
-            content = [{"type": "input_text", "text": "Refund order 9."}]
-            await conn.conversation.item.create(
-                item={"type": "message", "role": "user", "content": content}
-            )
-            await conn.response.create()
+            await ask_only(conn, events, "Refund order 9.")
             await events.until("response.mcp_call.in_progress")
             await conn.response.cancel()
             done = (await events.until("response.done"))[-1].response
@@ -412,5 +413,27 @@ async def test_a_cancelled_response_stops_a_read_call_but_not_a_write(
             assert mcp_server.finished.is_set()
             assert mcp_server.named(tool) == [{"order": "9"}]
         assert len(llm.requests) == 1  # the model never continued the cancelled response
+    finally:
+        llm.stop()
+
+
+async def test_a_write_call_finishes_when_the_client_hangs_up(
+    start_server: Any, mcp_server: McpTestServer
+) -> None:
+    llm = SlowChatServer(delay_s=0.0, scripts=[call("slow_refund", {"order": "5"}), say("Done.")])
+    server = start_server(llm_base_url=llm.url, llm_model="scripted")
+    try:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            events = Events(conn)
+            session_id = (await events.expect("session.created")).session.id
+            await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
+            await ask_only(conn, events, "Refund order 5.")
+            await events.until("response.mcp_call.in_progress")
+        # The session has ended; the refund it started still completes, and is audited.
+        record = await tool_audit(server, session_id, "completed")
+        assert record["detail"]["tool"] == "slow_refund"
+        assert mcp_server.finished.is_set()
+        assert mcp_server.named("slow_refund") == [{"order": "5"}]
     finally:
         llm.stop()

@@ -117,6 +117,7 @@ class SessionMcp:
     # Calls in flight (strong references: a shielded call outlives its response).
     _calls: set[asyncio.Task[client.CallResult]] = field(default_factory=set)
     _connections: dict[McpServer, client.McpConnection] = field(default_factory=dict)
+    _closed: bool = False
 
     def list_tools(self, command: ListMcpTools, post: Post, spawn: Spawn) -> None:
         async def run() -> None:
@@ -141,11 +142,18 @@ class SessionMcp:
         return held
 
     def close(self) -> None:
+        """Stop listings; the connections close once no call runs on them (a write that
+        started finishes even when the session ends)."""
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
-        for held in self._connections.values():
-            held.close()
-        self._connections.clear()
+        self._close_idle()
+
+    def _close_idle(self) -> None:
+        if self._closed and not self._calls:
+            for held in self._connections.values():
+                held.close()
+            self._connections.clear()
 
     def start_call(
         self, fn: McpFunction, arguments: str, **detail: Any
@@ -159,6 +167,7 @@ class SessionMcp:
 
         def done(task: asyncio.Task[client.CallResult]) -> None:
             self._calls.discard(task)
+            self._close_idle()
             if task.cancelled():
                 status, error = "cancelled", None
             else:
