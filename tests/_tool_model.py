@@ -3,11 +3,17 @@ like a real model — a user asking for something calls the tool, a tool result 
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from _realtime import Events
-from conftest import ChatChunk
+from conftest import ChatChunk, speech_pcm24k
 
 
 def say(text: str, pieces: int = 1) -> list[ChatChunk]:
@@ -118,3 +124,41 @@ async def answer(events: Events, wait_s: float = 30) -> tuple[list[Any], str]:
 
 def added(seen: list[Any], kind: str) -> list[Any]:
     return [e.item for e in seen if e.type == "conversation.item.added" and e.item.type == kind]
+
+
+# -- a live microphone -----------------------------------------------------------------------
+
+CHUNK_MS = 20
+CHUNK_BYTES = 24 * 2 * CHUNK_MS
+
+
+class Microphone:
+    """Streams audio in real time, silence whenever nothing is queued, like a live mic."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.queue = bytearray()
+
+    def say(self, text: str) -> None:
+        self.queue += speech_pcm24k(text)
+
+    async def run(self) -> None:
+        start, sent = time.monotonic(), 0
+        while True:
+            chunk = bytes(self.queue[:CHUNK_BYTES]) or bytes(CHUNK_BYTES)
+            del self.queue[:CHUNK_BYTES]
+            await self.conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+            sent += 1
+            await asyncio.sleep(max(0.0, start + sent * CHUNK_MS / 1000 - time.monotonic()))
+
+
+@asynccontextmanager
+async def listening(conn: Any) -> AsyncIterator[Microphone]:
+    mic = Microphone(conn)
+    task = asyncio.create_task(mic.run())
+    try:
+        yield mic
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -5,10 +5,7 @@ server event is validated against the SDK's types (`Events`)."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,9 +16,9 @@ from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from _realtime import Events
-from _tool_model import Model, added, answer, spoke, tell
+from _tool_model import Model, added, answer, listening, spoke, tell
 from _tool_service import ToolService
-from conftest import RunningServer, SlowChatServer, free_port, speech_pcm24k, validated
+from conftest import RunningServer, SlowChatServer, free_port, validated
 from voxgate.control.identity import hash_user
 from voxgate.settings import Settings
 
@@ -417,41 +414,6 @@ async def test_declined_and_expired_actions_stay_unrun(
 
 
 # -- spoken confirmation (speech made by the embedded TTS, heard by VAD and Whisper) ---------
-
-CHUNK_MS = 20
-CHUNK_BYTES = 24 * 2 * CHUNK_MS
-
-
-class Microphone:
-    """Streams audio in real time, silence whenever nothing is queued, like a live mic."""
-
-    def __init__(self, conn: AsyncRealtimeConnection) -> None:
-        self.conn = conn
-        self.queue = bytearray()
-
-    def say(self, text: str) -> None:
-        self.queue += speech_pcm24k(text)
-
-    async def run(self) -> None:
-        start, sent = time.monotonic(), 0
-        while True:
-            chunk = bytes(self.queue[:CHUNK_BYTES]) or bytes(CHUNK_BYTES)
-            del self.queue[:CHUNK_BYTES]
-            await self.conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
-            sent += 1
-            await asyncio.sleep(max(0.0, start + sent * CHUNK_MS / 1000 - time.monotonic()))
-
-
-@asynccontextmanager
-async def listening(conn: AsyncRealtimeConnection) -> AsyncIterator[Microphone]:
-    mic = Microphone(conn)
-    task = asyncio.create_task(mic.run())
-    try:
-        yield mic
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @pytest.mark.slow

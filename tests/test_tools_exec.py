@@ -90,3 +90,24 @@ async def test_a_huge_answer_is_cut_for_the_model() -> None:
     result = await ToolRegistry([spec]).execute(spec, {}, CALLER, "k")
     assert result.status == "ok" and len(result.output) < 64_100
     assert result.output.endswith("[cut: the tool answered 100000 characters]")
+
+
+async def test_a_retried_write_runs_once() -> None:
+    from voxgate.session.clock import SystemClock
+    from voxgate.session.tools import Ready, ToolBroker
+
+    spec = ToolSpec.model_validate(
+        {
+            "name": "note",
+            "kind": "python",
+            "target": "_tool_targets:lookup_order",
+            "effect": "write",
+            "confirm": False,
+        }
+    )
+    broker = ToolBroker(ToolRegistry([spec]), None, "sess_1", SystemClock())
+    ready = broker.check("note", "call_1", '{"order_id": "B2"}', "act_1")
+    assert isinstance(ready, Ready)
+    before = len(_tool_targets.calls)
+    first, again = await broker.run(ready), await broker.run(ready)
+    assert first == again and len(_tool_targets.calls) == before + 1

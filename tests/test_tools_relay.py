@@ -127,3 +127,62 @@ async def test_relayed_destructive_tool_waits_for_the_approval_here(
         error = (await events.until("error")).pop()
         assert error.error.code == "approval_already_answered"
     assert len(service.calls_to("/delete")) == before + 1
+
+
+async def test_relayed_interrupted_readback_cancels_the_action(
+    relay: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    scripted = Model({"delete": ("delete_account", {"account_id": "7"})})
+    scripted.readback_pieces = 60  # the question streams for a while: room to interrupt
+    model.respond = scripted
+    before = len(service.calls_to("/delete"))
+    client = AsyncOpenAI(base_url=relay.base_url, api_key=ADMIN_KEY)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        events = Events(conn)
+        await events.expect("session.created")
+        await tell(conn, "Please delete account 7.")
+        seen = await events.until(
+            lambda e: e.type == "conversation.item.added" and e.item.type == "mcp_approval_request"
+        )
+        request = seen[-1].item
+        created = await events.until("response.created")  # the read-back starts upstream
+        await conn.response.cancel(response_id=created[-1].response.id)
+        lapsed = await events.until(
+            lambda e: e.type == "conversation.item.added" and e.item.type == "mcp_approval_response"
+        )
+        assert (lapsed[-1].item.approve, lapsed[-1].item.reason) == (False, "interrupted")
+        approval = {
+            "type": "mcp_approval_response",
+            "approval_request_id": request.id,
+            "approve": True,
+        }
+        await conn.conversation.item.create(item=approval)  # type: ignore[arg-type]
+        error = (await events.until("error")).pop()
+        assert error.error.code == "approval_already_answered"
+    assert len(service.calls_to("/delete")) == before
+
+
+async def test_relayed_yes_in_the_users_next_turn_runs_the_action_once(
+    relay: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    # The user's turn reaches voxgate as the upstream reports it: here typed (a spoken turn
+    # arrives as its transcript, when the session transcribes input).
+    model.respond = Model({"delete": ("delete_account", {"account_id": "42"})})
+    before = len(service.calls_to("/delete"))
+    client = AsyncOpenAI(base_url=relay.base_url, api_key=ADMIN_KEY)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        events = Events(conn)
+        await events.expect("session.created")
+        await tell(conn, "Please delete account 42.")
+        _, readback = await answer(events)
+        assert "Shall I go ahead" in readback and len(service.calls_to("/delete")) == before
+        await tell(conn, "Yes please.")
+        said, seen = "", []
+        while "deleted" not in said:  # the upstream's own reply to "yes" is cancelled
+            more, said = await answer(events)
+            seen += more
+    assert "account 42 is deleted" in said
+    assert len(service.calls_to("/delete")) == before + 1
+    [approved] = added(seen, "mcp_approval_response")
+    assert approved.approve is True and approved.reason == "spoken: Yes please."
+    assert not any(e.type == "error" for e in seen), [e for e in seen if e.type == "error"]

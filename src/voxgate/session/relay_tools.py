@@ -13,9 +13,12 @@
 - keeps confirmations here: a pending action is shown to the client as a server-made
   ``mcp_approval_request`` item (the upstream never sees it); the client's
   ``mcp_approval_response`` for it is answered here, not forwarded. An approved action runs
-  once and its call and output are added upstream, then a response speaks the result.
-In a relayed session only an ``mcp_approval_response`` approves: a spoken yes does not
-(the upstream answers the user's turn before voxgate could hear it), and there is no filler.
+  once and its call and output are added upstream, then a response speaks the result; a
+  read-back response that ends cancelled upstream (barge-in) cancels its action.
+- hears the user's next turn as the upstream reports it (a typed message, or a spoken
+  turn's transcript): a clear yes cancels the upstream's own answer to it, runs the action
+  and asks for voxgate's answer (marked by its metadata); anything else cancels the action.
+There is no filler in relayed sessions.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ..control.tools import PendingAction
+from ..control.tools import PendingAction, is_clear_yes
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
@@ -35,6 +38,8 @@ from .tool_flow import SERVER_LABEL, ServerCall, SessionTools
 from .tools import Outcome, Ready
 
 log = logging.getLogger(__name__)
+OWN_ANSWER = "tool_result"
+_REWRITTEN = ('"session.update"', '"response.create"', '"mcp_approval_response"')
 _HIDDEN = {
     "response.output_item.added",
     "response.output_item.done",
@@ -54,10 +59,24 @@ class ToolRelayDriver(RelayDriver):
         self._tool_client_calls: set[str] = set()  # responses that also called client tools
         self._tool_requests: dict[str, PendingAction] = {}  # approval requests shown
         self._tool_answered: set[str] = set()
+        # Actions whose read-back response has not started upstream yet.
+        self._tool_unread: list[PendingAction] = []
+        # Spoken approvals being carried out: the upstream's own answer to that turn is
+        # cancelled (voxgate answers once the action ran). The response running upstream.
+        self._tool_settling = 0
+        self._tool_current: str | None = None
+        # voxgate's own response.create, held while the upstream is busy with another.
+        self._tool_deferred: dict[str, Any] | None = None
+        # Event ids of voxgate's own cancels: the upstream's error if one came too late
+        # (the response had just ended) is voxgate's business, not the client's.
+        self._tool_own_events: set[str] = set()
 
     # -- client → upstream ------------------------------------------------------------------
 
     def receive(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
+        # Audio appends (most frames, up to megabytes) pass untouched, parsed once by the relay.
+        if not isinstance(raw, str) or not any(k in raw for k in _REWRITTEN):
+            return super().receive(conn, raw)
         try:
             event = json.loads(raw)
         except ValueError:
@@ -91,9 +110,31 @@ class ToolRelayDriver(RelayDriver):
         kind = data.get("type")
         if kind in _HIDDEN:
             return self._tool_call_event(data)
+        error = data.get("error") if kind == "error" else None
+        if isinstance(error, dict) and error.get("event_id") in self._tool_own_events:
+            self._tool_own_events.discard(error["event_id"])
+            return []
+        if kind == "response.created" and isinstance(data.get("response"), dict):
+            self._tool_current = str(data["response"].get("id"))
+            for action in self._tool_unread:  # this response reads the summary back
+                action.readback_response_id = self._tool_current
+            self._tool_unread.clear()
+            metadata = data["response"].get("metadata") or {}
+            if metadata.get("voxgate") == OWN_ANSWER:
+                self._tool_settling = max(0, self._tool_settling - 1)
+            elif self._tool_settling:
+                self._tool_cancel(self._tool_current)
+        if (words := _user_words(data)) is not None:
+            self._tool_heard(words)
         if kind == "response.done" and isinstance(data.get("response"), dict):
             response = data["response"]
             rid = str(response.get("id"))
+            if rid == self._tool_current:
+                self._tool_current = None
+            if self._tool_deferred is not None:
+                self.tools.spawn(self.tools.post(self._tool_flush), "relay-answer")
+            if response.get("status") == "cancelled":
+                self.tools.spawn(self.tools.post(self._tool_interrupted(rid)), "relay-barge-in")
             calls = self._tool_calls.pop(rid, [])
             more = rid not in self._tool_client_calls
             self._tool_client_calls.discard(rid)
@@ -127,7 +168,7 @@ class ToolRelayDriver(RelayDriver):
             outcome = await broker.run(decision) if isinstance(decision, Ready) else decision
             await self.tools.post(self._delivered(call, outcome))
         if more:
-            await self.tools.post(lambda c: self.send_upstream(c, {"type": "response.create"}))
+            await self.tools.post(lambda c: self._tool_answer(c, {"type": "response.create"}))
 
     def _delivered(self, call: ServerCall, outcome: Outcome) -> Progress:
         return lambda conn: self._tool_output(conn, call, outcome, False)
@@ -150,6 +191,7 @@ class ToolRelayDriver(RelayDriver):
         out += self.send_upstream(conn, {"type": "conversation.item.create", "item": output})
         if (action := outcome.action) is not None:
             self._tool_requests[action.id] = action
+            self._tool_unread.append(action)
             request = {
                 "id": action.id,
                 "type": "mcp_approval_request",
@@ -183,27 +225,80 @@ class ToolRelayDriver(RelayDriver):
             "approval_request_id": request_id,
             "approve": approve,
         }
-        self.tools.spawn(
-            self._tool_settle(request_id, approve, item.get("reason")), "relay-approval"
-        )
+        reason = item.get("reason") if isinstance(item.get("reason"), str) else None
+        self.tools.spawn(self._tool_settle(request_id, approve, "event", reason), "relay-approval")
         return _shown(answer)
 
-    async def _tool_settle(self, request_id: str, approve: bool, reason: Any) -> None:
+    def _tool_heard(self, words: str) -> None:
+        """The user's turn (typed, or its transcript) settles the open actions that a spoken
+        answer may settle: a clear yes runs them, anything else cancels them."""
+        for action in self.tools.broker.confirmations.spoken():
+            if action.id not in self._tool_requests or action.id in self._tool_answered:
+                continue
+            self._tool_answered.add(action.id)
+            yes = is_clear_yes(words)
+            if yes:
+                self._tool_settling += 1
+                if self._tool_current is not None:
+                    self._tool_cancel(self._tool_current)
+            answer = {
+                "id": new_id("item"),
+                "type": "mcp_approval_response",
+                "approval_request_id": action.id,
+                "approve": yes,
+                "reason": f"spoken: {words}",
+            }
+            self.tools.spawn(self.tools.post(_show(answer)), "relay-heard")
+            self.tools.spawn(self._tool_settle(action.id, yes, "spoken", words), "relay-spoken")
+
+    def _tool_answer(self, conn: RealtimeConnection, create: dict[str, Any]) -> list[DriverOutput]:
+        """Ask the upstream for voxgate's response now, or once its current one is done
+        (two at once would be refused)."""
+        if self.busy:
+            self._tool_deferred = create
+            return []
+        return self.send_upstream(conn, create)
+
+    def _tool_flush(self, conn: RealtimeConnection) -> list[DriverOutput]:
+        if self._tool_deferred is None or self.busy:
+            return []
+        create, self._tool_deferred = self._tool_deferred, None
+        return self.send_upstream(conn, create)
+
+    def _tool_cancel(self, response_id: str) -> None:
+        event_id = new_id("event")
+        self._tool_own_events.add(event_id)
+        cancel = {"type": "response.cancel", "response_id": response_id, "event_id": event_id}
+        self.tools.spawn(self.tools.post(lambda c: self.send_upstream(c, cancel)), "relay-cancel")
+
+    async def _tool_settle(
+        self, request_id: str, approve: bool, channel: str, words: str | None
+    ) -> None:
         broker = self.tools.broker
         action = self._tool_requests[request_id]
-        result = broker.settle(
-            request_id, approve, "event", reason if isinstance(reason, str) else None
-        )
+        spoken_yes = channel == "spoken" and approve
+        if channel == "spoken" and not approve:
+            result: Ready | Outcome | None = broker.lapse(action, "not_confirmed", channel, words)
+        else:
+            result = broker.settle(request_id, approve, channel, words)
         if isinstance(result, Ready):
             call = ServerCall(new_id("call"), action.tool, action.arguments_json)
             outcome = await broker.run(result)
+            # After a spoken yes, the answer is marked as voxgate's: answers the upstream
+            # starts before it are cancelled (see `intercept`), this one is not.
+            create: dict[str, Any] = {"type": "response.create"}
+            if spoken_yes:
+                create["response"] = {"metadata": {"voxgate": OWN_ANSWER}}
 
             def show(c: RealtimeConnection) -> list[DriverOutput]:
                 out = self._tool_output(c, call, outcome, True)
-                return out + self.send_upstream(c, {"type": "response.create"})
+                return out + self._tool_answer(c, create)
 
             await self.tools.post(show)
-        elif result is not None:
+            return
+        if spoken_yes:
+            self._tool_settling -= 1
+        if result is not None:
             await self.tools.post(lambda c: self._tool_note(c, action, result.output))
 
     async def _tool_expire(self, action: PendingAction) -> None:
@@ -229,6 +324,28 @@ class ToolRelayDriver(RelayDriver):
 
         await self.tools.post(lapse)
 
+    def _tool_interrupted(self, response_id: str) -> Progress:
+        """A barge-in into (or a cancel of) a read-back cancels the action it read back."""
+
+        def lapse(conn: RealtimeConnection) -> Sequence[DriverOutput]:
+            out: list[DriverOutput] = []
+            for action in self.tools.broker.confirmations.all():
+                if action.readback_response_id != response_id:
+                    continue
+                self._tool_answered.add(action.id)
+                outcome = self.tools.broker.lapse(action, "interrupted", "barge_in")
+                answer = {
+                    "id": new_id("item"),
+                    "type": "mcp_approval_response",
+                    "approval_request_id": action.id,
+                    "approve": False,
+                    "reason": "interrupted",
+                }
+                out += [*_shown(answer), *self._tool_note(conn, action, outcome.output)]
+            return out
+
+        return lapse
+
     def _tool_note(
         self, conn: RealtimeConnection, action: PendingAction, text: str
     ) -> list[DriverOutput]:
@@ -246,6 +363,24 @@ def _intercept(
 ) -> Sequence[DriverOutput] | None:
     assert isinstance(driver, ToolRelayDriver)
     return driver.intercept(conn, data)
+
+
+def _show(item: dict[str, Any]) -> Progress:
+    return lambda conn: _shown(item)
+
+
+def _user_words(data: dict[str, Any]) -> str | None:
+    """The words of a user turn an upstream event reports: a transcript, or a typed message."""
+    if data.get("type") == "conversation.item.input_audio_transcription.completed":
+        return str(data.get("transcript") or "")
+    item = data.get("item")
+    if data.get("type") != "conversation.item.added" or not isinstance(item, dict):
+        return None
+    if item.get("type") != "message" or item.get("role") != "user":
+        return None
+    texts = [p.get("text") for p in item.get("content") or [] if isinstance(p, dict)]
+    words = " ".join(t for t in texts if isinstance(t, str))
+    return words or None
 
 
 def _shown(item: dict[str, Any]) -> list[DriverOutput]:

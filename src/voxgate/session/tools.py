@@ -77,7 +77,7 @@ class ToolBroker:
         self.audit_sink = audit
         self.confirmations = Confirmations()
         self._calls: Counter[str] = Counter()
-        self._done: dict[str, Executed] = {}  # idempotency key → result
+        self._done: dict[str, Executed] = {}  # idempotency key → result (writes only)
         p = principal
         self.caller = Caller(
             p.key_id if p else None, p.tenant if p else None, p.user_hash if p else None, session_id
@@ -180,7 +180,8 @@ class ToolBroker:
         done = self._done.get(key)
         if done is None:
             done = await self.registry.execute(spec, ready.arguments, self.caller, key)
-            self._done[key] = done
+            if spec.effect != "read":  # only what changes things must never run twice
+                self._done[key] = done
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         self._audit(
             spec,
