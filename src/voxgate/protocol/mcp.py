@@ -240,7 +240,3 @@ class McpState:
 
 def _tools_of(listing: Listing) -> list[tuple[McpListedTool, bool]]:
     return [(t, True) for t in listing.tools or []] + [(t, False) for t in listing.hidden]
-
-
-def mcp_entries(tools: list[Any]) -> list[McpToolEntry]:
-    return [t for t in tools if isinstance(t, McpToolEntry)]

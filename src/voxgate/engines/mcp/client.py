@@ -122,17 +122,20 @@ class McpConnection:
     async def _connected(self) -> Client:
         holder = self._holder
         if self._client is None or holder is None or holder.done():
-            self._closing = asyncio.Event()
+            # Each holder has its own event: closing this one never reaches a later one.
+            self._closing = closing = asyncio.Event()
             ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
             self._client = ready
-            self._holder = asyncio.create_task(self._hold(ready), name=f"mcp:{self.server.label}")
+            self._holder = asyncio.create_task(
+                self._hold(ready, closing), name=f"mcp:{self.server.label}"
+            )
         return await asyncio.shield(self._client)
 
-    async def _hold(self, ready: asyncio.Future[Client]) -> None:
+    async def _hold(self, ready: asyncio.Future[Client], closing: asyncio.Event) -> None:
         try:
             async with _connect(self.server, self._refused) as c:
                 ready.set_result(c)
-                await self._closing.wait()
+                await closing.wait()
         except Exception as exc:  # reported to whoever waits for the connection, or dropped
             if not ready.done():
                 ready.set_exception(exc)
