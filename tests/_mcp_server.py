@@ -54,6 +54,12 @@ class McpTestServer:
             self.finished.set()
             return f"Order {order} refunded"
 
+        @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
+        def big_report() -> str:
+            """The whole report."""
+            self.calls.append(("big_report", {}))
+            return "x" * 100_000
+
         @mcp.tool()
         def export_all_customers() -> str:
             """Export every customer record."""

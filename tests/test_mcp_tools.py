@@ -437,3 +437,23 @@ async def test_a_write_call_finishes_when_the_client_hangs_up(
         assert mcp_server.named("slow_refund") == [{"order": "5"}]
     finally:
         llm.stop()
+
+
+async def test_a_huge_answer_is_cut_to_what_the_model_reads(
+    start_server: Any, mcp_server: McpTestServer
+) -> None:
+    llm = SlowChatServer(delay_s=0.0, scripts=[call("big_report", {}), say("It is long.")])
+    server = start_server(llm_base_url=llm.url, llm_model="scripted")
+    try:
+        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            events = Events(conn)
+            await events.expect("session.created")
+            await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
+            turn = await ask(conn, events, "Read me the report.")
+        item = next(o for o in turn[-1].response.output if o.type == "mcp_call")
+        assert item.output is not None and len(item.output) < 64_100
+        assert item.output.endswith("[cut: the tool answered 100000 characters]")
+        assert tool_messages(llm.requests[1]) == [item.output]
+    finally:
+        llm.stop()

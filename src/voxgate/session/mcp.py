@@ -35,6 +35,7 @@ from ..protocol.ids import new_id
 from ..protocol.mcp import ApprovedCall, ListMcpTools, McpFunction, McpServer
 from ..protocol.mcp_items import McpApprovalRequest, McpCall, McpToolError
 from .clock import Clock, SystemClock
+from .tool_exec import MAX_OUTPUT_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,22 @@ class McpGuard:
         if fn.approval and not approved:
             return Decision("approval")
         return Decision("run")
+
+
+def _bounded(result: client.CallResult) -> tuple[str | None, McpToolError | None]:
+    """What the model (and the client's item) gets of a result: as much as a server tool's."""
+    output, error = result.output, result.error
+    if output is not None:
+        output = _cut(output)
+    if error is not None:
+        error = error.model_copy(update={"message": _cut(error.message)})
+    return output, error
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_OUTPUT_CHARS:
+        return text
+    return text[:MAX_OUTPUT_CHARS] + f" … [cut: the tool answered {len(text)} characters]"
 
 
 def redact(arguments: str, sensitive: tuple[str, ...]) -> Any:
@@ -336,10 +353,8 @@ class McpCallRunner:
             if fn.read_only:
                 work.cancel()
             raise
-        item.output, item.error = result.output, result.error
-        await self.post(
-            lambda c: mcp_flow.call_finished(c, rid, item_id, result.output, result.error)
-        )
+        item.output, item.error = _bounded(result)
+        await self.post(lambda c: mcp_flow.call_finished(c, rid, item_id, item.output, item.error))
         return item
 
     async def _within(self, task: asyncio.Task[client.CallResult]) -> bool:
