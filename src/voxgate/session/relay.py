@@ -21,6 +21,10 @@
   default the session ends with an ``upstream_unavailable`` error.
 - ``hook`` sees every upstream event before it is relayed and may replace it (server-side
   tools intercept ``function_call`` items there), using `send_upstream`.
+- A relay switched to mid-session (failover, renewal) passes ``announce=False``: the client
+  sees the new upstream session as a ``session.updated`` (its ``model`` names what serves the
+  session now), not a second ``session.created``. ``replay`` events (a carried-over
+  conversation) go upstream right after the initial configuration, before any client event.
 
 Tasks (in the session's group): one reads the upstream (and connects first), one writes to
 it. Client events that arrive before the upstream session is open wait, in order, in a
@@ -48,7 +52,7 @@ from ..engines.upstream import (
 )
 from ..protocol import events as ev
 from ..protocol.commands import CancelResponse, EndOfAudio, PlayAudio
-from ..protocol.connection import RealtimeConnection
+from ..protocol.connection import MAX_APPEND_BYTES, RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
 from ..protocol.response_params import parse_response_params
@@ -95,6 +99,8 @@ class RelayDriver:
         initial: dict[str, Any] | None = None,
         on_lost: LostHandler | None = None,
         hook: UpstreamHook | None = None,
+        announce: bool = True,
+        replay: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.upstream = upstream
         self.protocol = protocol
@@ -104,6 +110,8 @@ class RelayDriver:
         self.initial = initial
         self.on_lost = on_lost
         self.hook = hook
+        self.announce = announce
+        self.replay = list(replay)
         # The upstream's session object as last reported, and its id.
         self.session: dict[str, Any] | None = None
         self.upstream_session_id: str | None = None
@@ -115,6 +123,9 @@ class RelayDriver:
         # Responses in progress upstream (the response object of their response.created),
         # and response.create events sent that the upstream has not answered yet.
         self._active: dict[str, dict[str, Any]] = {}
+        # Responses voxgate ended itself (budget, close): what the upstream still says about
+        # them is dropped, so the client sees one response.done each.
+        self._ended_here: set[str] = set()
         self._requested = 0
         self._stall: asyncio.Timeout | None = None
         self._done = False  # closed or lost: nothing more goes upstream
@@ -141,7 +152,7 @@ class RelayDriver:
             assert error is not None
             return [conn.error(error, client_event_id)]
         try:
-            _check(conn, event)
+            _check(conn, event, len(raw))
         except ProtocolError as exc:
             return [conn.error(exc, event.event_id)]
         if isinstance(event, ev.ResponseCreate):
@@ -204,6 +215,8 @@ class RelayDriver:
             return replaced
         kind = str(data.get("type"))
         rid = records.response_id_of(data)
+        if rid is not None and rid in self._ended_here:
+            return []
         forward = Forward(text, kind, rid)
         match kind:
             case "response.output_audio.delta":
@@ -254,6 +267,7 @@ class RelayDriver:
 
     def _ended(self, rid: str, status: str, details: dict[str, Any]) -> Forward:
         """A ``response.done`` voxgate writes for a response the upstream will not finish."""
+        self._ended_here.add(rid)
         response = {**self._active.pop(rid, {"id": rid, "object": "realtime.response"})}
         response.update(status=status, status_details=details)
         done = {"type": "response.done", "event_id": new_id("event"), "response": response}
@@ -270,7 +284,15 @@ class RelayDriver:
             self.upstream.name,
             self.upstream_session_id,
         )
-        out: list[DriverOutput] = [Forward(json.dumps(created), "session.created")]
+        if self.announce:
+            out: list[DriverOutput] = [Forward(json.dumps(created), "session.created")]
+        else:
+            updated = {
+                "type": "session.updated",
+                "event_id": new_id("event"),
+                "session": self.session,
+            }
+            out = [Forward(json.dumps(updated), "session.updated")]
         for text, data in early:
             out += self._event(conn, text, data)
         return out
@@ -336,6 +358,8 @@ class RelayDriver:
                 self.upstream, self.model, safety_identifier=self.safety_identifier
             )
             created, early = await self._handshake(link)
+            for event in self.replay:
+                await link.send(json.dumps(event))
             phase = "session"
             await host.post(lambda conn: self._opened(conn, created, early))
             self._tasks.append(host.spawn(self._write(link), f"upstream:{self.upstream.name}:w"))
@@ -426,11 +450,29 @@ class RelayDriver:
             return  # the reader sees the same close and reports it
 
 
-def _check(conn: RealtimeConnection, event: ev.ClientEvent) -> None:
+def _check(conn: RealtimeConnection, event: ev.ClientEvent, size: int) -> None:
     """What the pipeline would refuse (beyond the shape): the policy, the client secret's
-    binding, Live API models (all in the connection's guard). ``session.update`` also
-    moves the mirror configuration."""
+    binding, Live API models (all in the connection's guard), appends and items over the
+    pipeline's size limits (an item's audio counted as base64). ``session.update`` also moves
+    the mirror configuration."""
     match event:
+        case ev.InputAudioBufferAppend(audio=audio) if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
+            raise ProtocolError(
+                f"Audio chunk too large: at most {MAX_APPEND_BYTES // (1024 * 1024)} MiB of audio "
+                "per input_audio_buffer.append; split it into smaller appends.",
+                code="input_audio_buffer_append_too_large",
+                param="audio",
+            )
+        case ev.ConversationItemCreate() if (
+            size > (most := conn.budget.limits.max_item_bytes) * 4 // 3
+        ):
+            raise ProtocolError(
+                f"The item is {size} bytes of JSON; an item may have at most {most} bytes (text "
+                f"and audio together: {most * 4 // 3} as JSON with base64 audio). Split it into "
+                "several items.",
+                code="item_too_large",
+                param="item",
+            )
         case ev.SessionUpdate(session=patch):
             conn.configure(patch)
         case ev.ResponseCreate(response=raw):

@@ -70,6 +70,8 @@ class ToolRelayDriver(RelayDriver):
         # Event ids of voxgate's own cancels: the upstream's error if one came too late
         # (the response had just ended) is voxgate's business, not the client's.
         self._tool_own_events: set[str] = set()
+        # User items that joined while actions were open: item id → those actions.
+        self._tool_turns: dict[str, set[str]] = {}
 
     # -- client → upstream ------------------------------------------------------------------
 
@@ -124,8 +126,7 @@ class ToolRelayDriver(RelayDriver):
                 self._tool_settling = max(0, self._tool_settling - 1)
             elif self._tool_settling:
                 self._tool_cancel(self._tool_current)
-        if (words := _user_words(data)) is not None:
-            self._tool_heard(words)
+        self._tool_user_turn(data)
         if kind == "response.done" and isinstance(data.get("response"), dict):
             response = data["response"]
             rid = str(response.get("id"))
@@ -157,6 +158,8 @@ class ToolRelayDriver(RelayDriver):
             call.arguments = str(data.get("arguments") or "")
             call.call_id = str(data.get("call_id") or call.call_id)
             self._tool_calls.setdefault(str(data.get("response_id")), []).append(call)
+        if data.get("type") == "response.output_item.done":
+            self._tool_items.pop(item_id, None)  # its last event
         return []  # a server call: the client must not execute it
 
     # -- running ---------------------------------------------------------------------------
@@ -229,11 +232,28 @@ class ToolRelayDriver(RelayDriver):
         self.tools.spawn(self._tool_settle(request_id, approve, "event", reason), "relay-approval")
         return _shown(answer)
 
-    def _tool_heard(self, words: str) -> None:
-        """The user's turn (typed, or its transcript) settles the open actions that a spoken
-        answer may settle: a clear yes runs them, anything else cancels them."""
+    def _tool_user_turn(self, data: dict[str, Any]) -> None:
+        """A user item joins upstream: the actions open now are the ones it answers, once
+        its words are known (a typed message at once, a spoken turn with its transcript —
+        which may come late, so a turn from before the request never answers it)."""
+        item = data.get("item") if isinstance(data.get("item"), dict) else None
+        user = item is not None and (item.get("type"), item.get("role")) == ("message", "user")
+        if user and data.get("type") == "conversation.item.added":
+            open_now = {a.id for a in self.tools.broker.confirmations.spoken()}
+            if open_now:
+                self._tool_turns[str(item.get("id") if item else "")] = open_now
+        item_id = str(item.get("id") if item is not None else data.get("item_id"))
+        words = _user_words(data)
+        if words is not None and item_id in self._tool_turns:
+            self._tool_heard(words, self._tool_turns.pop(item_id))
+
+    def _tool_heard(self, words: str, answers: set[str]) -> None:
+        """The user's turn settles the open actions it answers (and a spoken answer may
+        settle): a clear yes runs them, anything else cancels them."""
         for action in self.tools.broker.confirmations.spoken():
-            if action.id not in self._tool_requests or action.id in self._tool_answered:
+            if action.id not in answers or action.id not in self._tool_requests:
+                continue
+            if action.id in self._tool_answered:
                 continue
             self._tool_answered.add(action.id)
             yes = is_clear_yes(words)
