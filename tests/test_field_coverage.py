@@ -105,8 +105,32 @@ HINTS = "test_transcription_hints.py::test_detected_and_committed_turns_carry_th
 
 
 def mcp_tool(field: str) -> tuple[str, Any]:
+    """Per response, MCP servers are refused (they are listed once, in session.tools)."""
     tool = {"type": "mcp", "server_label": "s", "server_url": "https://x", field: "x"}
     return R({"tools": [tool]}, "tools[0].type")
+
+
+MCP = "test_mcp_tools.py::test_tools_are_listed_called_refused_and_approved"
+MCP_UNIT = "test_mcp_protocol.py::"
+
+
+def mcp_session(field: str) -> tuple[str, Any]:
+    """In session.tools: what each MCP field does."""
+    top = field.split(".")[0]
+    if top in ("connector_id", "tunnel_id", "defer_loading"):
+        tool = {"type": "mcp", "server_label": "s", "server_url": "https://x", top: "x"}
+        return R({"tools": [tool]}, f"tools[0].{top}")
+    if top in ("server_description", "allowed_callers"):
+        value: Any = "about" if top == "server_description" else ["direct"]
+        tool = {"type": "mcp", "server_label": "s", "server_url": "https://x", top: value}
+        return I({"tools": [tool]})
+    if field in ("headers", "authorization"):
+        return H(MCP_UNIT + "test_headers_and_authorization_reach_the_server")
+    if "read_only" in field or field.startswith("allowed_tools"):
+        return H(MCP_UNIT + "test_filters_by_name_and_read_only_hint")
+    if field.startswith("require_approval"):
+        return H(MCP_UNIT + "test_approval_rules")
+    return H(MCP)
 
 
 def prompt_variable(value: Any) -> tuple[str, Any]:
@@ -196,13 +220,10 @@ TOOLS: dict[str, tuple[str, Any]] = {
     "tools.name": H("test_conformance_sdk.py::test_function_call_round_trip"),
     "tools.description": H("test_llm_openai_chat.py::test_streams_a_tool_call_split_over_chunks"),
     "tools.parameters": H("test_conformance_sdk.py::test_function_call_round_trip"),
-    **{f"tools.{field}": mcp_tool(field) for field in MCP_ONLY},
     "tool_choice": H("test_responder.py::test_named_tool_choice_calls_that_function"),
     "tool_choice.type": H("test_responder.py::test_named_tool_choice_calls_that_function"),
     "tool_choice.name": H("test_responder.py::test_named_tool_choice_calls_that_function"),
-    "tool_choice.server_label": R(
-        {"tool_choice": {"type": "mcp", "server_label": "s"}}, "tool_choice.type"
-    ),
+    "tool_choice.server_label": H(MCP_UNIT + "test_an_mcp_tool_choice_forces_that_server_or_tool"),
 }
 
 PROMPT: dict[str, tuple[str, Any]] = {
@@ -282,6 +303,7 @@ TABLE: dict[str, dict[str, tuple[str, Any]]] = {
         **OUTPUT,
         "audio.output.speed": H(PLAN),
         **TOOLS,
+        **{f"tools.{field}": mcp_session(field) for field in MCP_ONLY},
         **PROMPT,
         "include": R({"include": ["item.input_audio_transcription.logprobs"]}, "include"),
         "instructions": H("test_session_turns.py::test_text_turn_end_to_end"),
@@ -349,6 +371,7 @@ TABLE: dict[str, dict[str, tuple[str, Any]]] = {
         "reasoning": H(PASS_THROUGH),
         "reasoning.effort": H(PASS_THROUGH),
         **TOOLS,
+        **{f"tools.{field}": mcp_tool(field) for field in MCP_ONLY},
         "tool_choice": H(OVERRIDES),
         **PROMPT,
         "prompt": H("test_prompts.py::test_response_prompt_and_instructions_take_precedence"),

@@ -26,6 +26,7 @@ from .control.policy import Policy
 from .control.tools import ToolSpec
 from .control.tools.spec import check_unique
 from .control.usage import Price
+from .protocol.mcp import ApprovalFilter
 
 
 def _default_data_dir() -> Path:
@@ -128,6 +129,34 @@ class TwilioSetting(BaseModel):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"[twilio] public_url {value!r} must start with https:// or http://")
         return value.rstrip("/") if value else None
+
+
+# -- MCP servers for every session ([[mcp_servers]]) -----------------------------------------
+
+
+class McpServerSetting(BaseModel):
+    """An MCP server (streamable HTTP) every session may use: ``[[mcp_servers]]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Not "voxgate": that label marks approval requests for the server's own [[tools]].
+    server_label: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    server_url: str = Field(pattern=r"^https?://")
+    # Values may hold ${ENV} references, expanded at start-up; never shown to clients.
+    headers: dict[str, str] = Field(default_factory=dict)
+    # Tool names offered (None: all); "always", "never" or {"never": {"tool_names": [...]}}.
+    allowed_tools: list[str] | None = None
+    require_approval: Literal["always", "never"] | ApprovalFilter = "always"
+    timeout_s: float = Field(30.0, gt=0)
+    # Argument names redacted in the audit log.
+    sensitive_args: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _expand(self) -> McpServerSetting:
+        if self.server_label == "voxgate":
+            raise ValueError("mcp_servers: the server_label 'voxgate' is reserved")
+        where = f"mcp_servers '{self.server_label}' headers"
+        self.headers = {k: expand_env(v, f"{where}.{k}") for k, v in self.headers.items()}
+        return self
 
 
 class Settings(BaseSettings):
@@ -273,6 +302,11 @@ class Settings(BaseSettings):
     @classmethod
     def _unique_tools(cls, value: list[ToolSpec]) -> list[ToolSpec]:
         return check_unique(value)
+
+    # -- MCP ----------------------------------------------------------------------------------
+    # MCP servers every session may use (docs/tools.md); clients add their own in
+    # session.tools, within the policy's allowed_mcp_servers.
+    mcp_servers: list[McpServerSetting] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -116,6 +116,10 @@ class PolicyGuard:
 
     def _check_tools(self, tools: list[Any], where: str) -> None:
         for i, name in _tool_names(tools):
+            if getattr(tools[i], "type", None) == "mcp":
+                # An MCP server's tools are checked by name when they are listed and called.
+                self._check_mcp_server(tools[i].server_url or "", f"{where}[{i}].server_url")
+                continue
             if not self.policy.allows("allowed_tools", name):
                 raise ProtocolError(
                     f"Tool '{name}' is not allowed by this credential's policy (allowed_tools: "
@@ -123,6 +127,16 @@ class PolicyGuard:
                     code="tool_not_allowed",
                     param=f"{where}[{i}]",
                 )
+
+    def _check_mcp_server(self, url: str, param: str) -> None:
+        if not self.policy.allows("allowed_mcp_servers", url):
+            raise ProtocolError(
+                f"The MCP server '{url}' is not allowed by this credential's policy "
+                f"(allowed_mcp_servers: {self.policy.allowed_mcp_servers}). Use a server it "
+                "lists or ask for a key that allows this one.",
+                code="mcp_server_not_allowed",
+                param=param,
+            )
 
 
 def not_allowed(what: str, name: str, param: str) -> ProtocolError:

@@ -28,7 +28,7 @@ _NUMBER_FIELDS = (
     "client_secrets_per_minute",
     "transcript_retention_days",
 )
-_LIST_FIELDS = ("allowed_models", "allowed_voices", "allowed_tools")
+_LIST_FIELDS = ("allowed_models", "allowed_voices", "allowed_tools", "allowed_mcp_servers")
 # What a relayed session does when its upstream fails, strictest first: end it, move to the
 # next upstream, or go on on the embedded pipeline (docs/relay.md).
 Fallback = Literal["local", "next", "none"]
@@ -68,6 +68,9 @@ class Policy(BaseModel):
     # other transports nothing; "": nothing anywhere; text: every session on every transport.
     # The most specific level that sets it wins (a key may reword its tenant's sentence).
     disclosure: str | None = Field(None, max_length=500)
+    # MCP server URLs (shell-style wildcards: "https://mcp.example.com/*") a client may add
+    # in session.tools; operator-configured servers are not limited by it.
+    allowed_mcp_servers: list[str] | None = None
 
     @classmethod
     def strictest(cls, *policies: Policy | None) -> Policy:

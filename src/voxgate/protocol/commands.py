@@ -3,10 +3,12 @@ it returns these beside the server events and the session carries them out."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .items import Item
+from .mcp import ApprovedCall, ListMcpTools, McpFunction
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,10 @@ class ResponsePlan:
     truncation: str | dict[str, Any] = "auto"
     parallel_tool_calls: bool | None = None
     reasoning_effort: str | None = None
+    # MCP tools offered as functions, by the function name the model sees (mcp.py), and
+    # the calls the user approved, to run before the model speaks.
+    mcp: Mapping[str, McpFunction] = field(default_factory=dict)
+    approved: tuple[ApprovedCall, ...] = ()
 
     @property
     def audio(self) -> bool:
@@ -161,5 +167,6 @@ Command = (
     | EndOfAudio
     | ResponseFinished
     | UserInput
+    | ListMcpTools
     | ToolApproval
 )

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, assert_never
 
 from . import events as ev
+from . import mcp_flow
 from .audio_items import needs_transcript, take_audio, take_inline_audio
 from .audio_math import bytes_to_ms, ms_to_bytes
 from .commands import (
@@ -50,6 +51,7 @@ from .items import (
 )
 from .items import InputAudio as InputAudioPart
 from .limits import ConnectionLimits, ConversationBudget
+from .mcp import McpState
 from .planning import plan_response
 from .prompts import StoredPrompt
 from .response_params import parse_response_params
@@ -99,6 +101,7 @@ class RealtimeConnection:
         self.expires_at = expires_at
         # Vetoes session and response configuration (policies, client-secret bindings).
         self.guard: ConfigGuard | None = None
+        self.mcp = McpState()  # MCP servers and their tool listings (mcp_flow.py)
         self.conversation = Conversation(id=new_id("conv"))
         self.budget = ConversationBudget(limits or ConnectionLimits())
         self.responses: dict[str, ResponseState] = {}
@@ -122,7 +125,7 @@ class RealtimeConnection:
     # -- client side ----------------------------------------------------------------------
 
     def start(self) -> list[Output]:
-        return [self.session_created()]
+        return [self.session_created(), *mcp_flow.sync(self)]
 
     def session_created(self) -> ev.SessionCreated:
         """The first event of every client connection, sideband ones included."""
@@ -198,7 +201,7 @@ class RealtimeConnection:
 
     def _session_update(self, patch: dict[str, Any]) -> list[Output]:
         self.configure(patch)
-        return [ev.SessionUpdated(session=self._session_wire())]
+        return [ev.SessionUpdated(session=self._session_wire()), *mcp_flow.sync(self)]
 
     # -- input audio ----------------------------------------------------------------------
 
@@ -457,6 +460,7 @@ class RealtimeConnection:
                 f"Tool call ID '{item.call_id}' not found in conversation.",
                 param="item.call_id",
             )
+        mcp_flow.check_client_item(self, item)
         return take_audio(item, "item")
 
     def _item_with_audio(self, item_id: str) -> dict[str, Any]:
@@ -527,6 +531,7 @@ class RealtimeConnection:
             audio_produced=self.audio_produced,
             prompts=self.prompts,
         )
+        plan = mcp_flow.with_mcp(self, plan)
         inline = self._transcribe_inline(plan.context)
         state = ResponseState(plan, self.conversation, self._count_tokens, self.input_format)
         self.responses[plan.response_id] = state

@@ -13,6 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import ProtocolError, from_validation_error
 
+# The approval items are also the server tools' (tool_items.py): re-exported here.
+from .mcp_items import (
+    McpApprovalRequest as McpApprovalRequest,
+)
+from .mcp_items import (
+    McpApprovalResponse as McpApprovalResponse,
+)
+from .mcp_items import (
+    McpCall,
+    McpItem,
+)
+
 
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -89,26 +101,10 @@ class FunctionCallOutput(_Item):
     output: str
 
 
-class McpApprovalRequest(_Item):
-    """The server asks the user to approve a tool call (made by the server, never a client)."""
-
-    type: Literal["mcp_approval_request"]
-    name: str
-    arguments: str
-    server_label: str
-
-
-class McpApprovalResponse(_Item):
-    """The user's answer to an ``mcp_approval_request`` (the client or a sideband sends it)."""
-
-    type: Literal["mcp_approval_response"]
-    approval_request_id: str
-    approve: bool
-    reason: str | None = None
-
-
 Message = Annotated[SystemMessage | UserMessage | AssistantMessage, Field(discriminator="role")]
-Item = Message | FunctionCall | FunctionCallOutput | McpApprovalRequest | McpApprovalResponse
+Item = Message | FunctionCall | FunctionCallOutput | McpItem
+# MCP items clients may not create: the server lists tools, calls them and asks approval.
+_SERVER_MADE = ("mcp_list_tools", "mcp_call", "mcp_approval_request")
 
 
 class ItemReference(BaseModel):
@@ -148,10 +144,10 @@ def parse_item(raw: Any, param: str = "item") -> Item:
             code="missing_required_parameter",
             param=f"{param}.type",
         )
-    if kind == "mcp_approval_request":
+    if kind in _SERVER_MADE:
         raise ProtocolError(
-            "Approval requests are made by the server; answer one with an item of type "
-            "'mcp_approval_response' (approval_request_id, approve).",
+            f"Items of type {kind!r} are made by the server; answer an approval request with "
+            "an item of type 'mcp_approval_response' (approval_request_id, approve).",
             param=f"{param}.type",
         )
     raise ProtocolError(
@@ -187,4 +183,6 @@ def item_text(item: Item) -> str:
         return item.arguments
     if isinstance(item, FunctionCallOutput):
         return item.output
+    if isinstance(item, (McpCall, McpApprovalRequest)):
+        return " ".join(filter(None, [item.arguments, getattr(item, "output", None)]))
     return ""

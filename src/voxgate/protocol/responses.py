@@ -18,6 +18,7 @@ from .commands import ResponseFinished, ResponsePlan, Usage
 from .conversation import Conversation
 from .items import AssistantMessage, FunctionCall, Item, OutputAudio, OutputText, to_wire
 from .items import item_text as words_of
+from .mcp_items import McpCall, McpCallStatus, McpToolError
 
 Status = Literal["completed", "cancelled", "incomplete", "failed"]
 # Tokens per second of audio, the way the hosted API bills it (PROTOCOL.md §10.3).
@@ -41,6 +42,8 @@ class ResponseState:
     output: list[Item] = field(default_factory=list)
     message: _OpenMessage | None = None
     calls: dict[str, tuple[FunctionCall, int]] = field(default_factory=dict)
+    # Open MCP calls (mcp_flow.py), by item id.
+    mcp_calls: dict[str, tuple[McpCall, int]] = field(default_factory=dict)
     text_out: list[str] = field(default_factory=list)
     audio_out_ms: float = 0.0
     llm_usage: tuple[int | None, int | None] = (None, None)
@@ -67,6 +70,8 @@ class ResponseState:
         out += self.close_message(incomplete=status != "completed")
         for item_id in list(self.calls):
             out += self.close_call(item_id, incomplete=status != "completed")
+        for item_id in list(self.mcp_calls):  # cut short: the call's result is unknown
+            out += self._close_mcp_call(item_id)
         counts = self.counts()
         out.append(ResponseFinished(self.id, status, model, counts, self.messages()))
         done = self.wire(status, details, usage=counts)
@@ -240,6 +245,14 @@ class ResponseState:
             )
         ]
         return out + self._item_done(item, index)
+
+    def _close_mcp_call(self, item_id: str) -> list[ev.ServerEvent]:
+        item, index = self.mcp_calls.pop(item_id)
+        item.error = McpToolError(
+            type="tool_execution_error", message="the response ended before the call finished"
+        )
+        failed = McpCallStatus(type="response.mcp_call.failed", item_id=item_id, output_index=index)
+        return [failed, *self._item_done(item, index)]
 
     # -- the response object --------------------------------------------------------------
 

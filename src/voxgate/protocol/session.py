@@ -16,10 +16,11 @@ from __future__ import annotations
 import copy
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from . import unsupported
 from .errors import ProtocolError, from_validation_error
+from .mcp import McpToolEntry
 
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_VOICE = "alloy"
@@ -111,9 +112,16 @@ class FunctionTool(_Strict):
     parameters: dict[str, Any] | None = None
 
 
-# MCP tools and tool choices are refused before validation (unsupported.py): there is no
-# MCP client.
-Tool = FunctionTool
+def _tool_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "mcp" if kind == "mcp" else "function"
+
+
+# MCP servers (mcp.py) are listed and called by the server.
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("function")] | Annotated[McpToolEntry, Tag("mcp")],
+    Discriminator(_tool_kind),
+]
 
 
 class ToolChoiceFunction(_Strict):
@@ -121,7 +129,15 @@ class ToolChoiceFunction(_Strict):
     name: str
 
 
-ToolChoice = Literal["auto", "none", "required"] | ToolChoiceFunction
+class ToolChoiceMcp(_Strict):
+    """Call a tool of this MCP server (``name``: that one); see mcp_flow.with_mcp."""
+
+    type: Literal["mcp"]
+    server_label: str
+    name: str | None = None
+
+
+ToolChoice = Literal["auto", "none", "required"] | ToolChoiceFunction | ToolChoiceMcp
 
 
 class TracingConfig(_Strict):

@@ -2,7 +2,9 @@
 never accepted and echoed as if they worked (docs/protocol.md lists what is accepted and
 deliberately has no effect).
 
-- ``tools`` of type ``mcp`` and ``tool_choice`` ``{"type": "mcp"}``: there is no MCP client;
+- MCP servers reached through the hosted service (``connector_id``, ``tunnel_id``) or
+  given per response (voxgate lists a server's tools once per session, so MCP servers go
+  in ``session.tools``);
 - ``include: ["item.input_audio_transcription.logprobs"]`` when the server's recogniser gives
   no log probabilities (pocketsphinx; Whisper gives them).
 """
@@ -21,15 +23,21 @@ def check(patch: dict[str, Any], prefix: str, *, logprobs: bool = False) -> None
     patch (``prefix`` is "session" or "response"). ``logprobs``: whether the recogniser
     gives token log probabilities."""
     for i, tool in enumerate(_list(patch.get("tools"))):
-        if isinstance(tool, dict) and tool.get("type") == "mcp":
+        if not isinstance(tool, dict) or tool.get("type") != "mcp":
+            continue
+        if prefix == "response":
             raise _refused(
                 f"{prefix}.tools[{i}].type",
-                "MCP tools are not supported: this server has no MCP client. Define the "
-                "tools as functions (type 'function') and call the MCP server yourself.",
+                "MCP servers cannot be given per response; add them to session.tools "
+                "(session.update), where their tools are listed once.",
             )
-    choice = patch.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "mcp":
-        raise _refused(f"{prefix}.tool_choice.type", "MCP tool choices are not supported.")
+        for hosted in ("connector_id", "tunnel_id"):
+            if tool.get(hosted) is not None:
+                raise _refused(
+                    f"{prefix}.tools[{i}].{hosted}",
+                    f"'{hosted}' needs the hosted service's connectors; give the MCP "
+                    "server's own 'server_url' (streamable HTTP) instead.",
+                )
     if not logprobs and LOGPROBS in _list(patch.get("include")):
         raise _refused(
             f"{prefix}.include",

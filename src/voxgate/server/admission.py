@@ -24,6 +24,7 @@ from ..session.relay_tools import ToolRelayDriver
 from ..session.session import Session, SessionLimits
 from ..session.tool_flow import SessionTools
 from ..session.transport import Playout, Transport
+from . import mcp_setup
 from .auth import require_scope
 from .phone_media import apply_media_policy
 from .refusal import Refused, forbidden, too_many
@@ -38,6 +39,7 @@ _FORBIDDEN_CODES = {
     "model_not_allowed",
     "voice_not_allowed",
     "tool_not_allowed",
+    "mcp_server_not_allowed",
 }
 
 
@@ -86,6 +88,7 @@ async def admit(
             driver=driver,
             tools=tools,
         )
+        mcp_setup.wire(session, controls, principal)
         await _take_leases(state, principal, session.id)
         try:  # again, with no await between the check and the registration
             _capacity(state)
@@ -149,6 +152,7 @@ def _connection(
         limits=state.connection_limits,
     )
     guard = PolicyGuard(principal.policy, principal.bound)
+    mcp_setup.prepare(connection, state.settings, principal)
     initial: dict[str, Any] = {}
     try:
         if bound:

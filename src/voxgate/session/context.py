@@ -20,10 +20,15 @@ from ..protocol.items import (
     UserMessage,
     item_text,
 )
+from ..protocol.mcp import RESERVED_LABEL
+from ..protocol.mcp_items import McpApprovalRequest, McpCall
 from . import truncation
 
 # What the model sees for user audio nobody could transcribe; better than an empty turn.
 UNTRANSCRIBED = "(the user spoke, but no transcript of the audio is available)"
+# What the model reads for an MCP call that is waiting for, or was refused, approval.
+AWAITING_APPROVAL = "Not run yet: waiting for the user to approve this call."
+DECLINED = "Not run: the user declined this call."
 
 
 def chat_request(plan: ResponsePlan, context_tokens: int | None = None) -> ChatRequest:
@@ -39,7 +44,9 @@ def chat_request(plan: ResponsePlan, context_tokens: int | None = None) -> ChatR
     )
     return ChatRequest(
         instructions=plan.instructions,
-        messages=chat_messages(items),
+        messages=chat_messages(
+            items, {(f.server.label, f.tool.name): name for name, f in plan.mcp.items()}
+        ),
         tools=[_tool(t) for t in plan.tools],
         tool_choice=_tool_choice(plan.tool_choice),
         max_output_tokens=plan.max_output_tokens,
@@ -48,21 +55,28 @@ def chat_request(plan: ResponsePlan, context_tokens: int | None = None) -> ChatR
     )
 
 
-def chat_messages(items: list[Item]) -> list[ChatMessage]:
+def chat_messages(
+    items: list[Item], mcp_names: dict[tuple[str, str], str] | None = None
+) -> list[ChatMessage]:
+    """``mcp_names``: the function name the model knows each MCP tool by (server label,
+    tool name); MCP calls and approvals read as that function's calls and results."""
     messages: list[ChatMessage] = []
+    answers = {i.approval_request_id: i for i in items if isinstance(i, McpApprovalResponse)}
     for item in items:
         if isinstance(item, FunctionCall):
-            call = {
-                "id": item.call_id or item.id,
-                "type": "function",
-                "function": {"name": item.name, "arguments": item.arguments or "{}"},
-            }
-            last = messages[-1] if messages else None
-            # Chat Completions wants a turn's tool calls on the assistant message before them.
-            if last is not None and last["role"] == "assistant":
-                last.setdefault("tool_calls", []).append(call)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            _tool_call(messages, item.call_id or item.id or "", item.name, item.arguments)
+        elif (
+            isinstance(item, (McpCall, McpApprovalRequest)) and item.server_label != RESERVED_LABEL
+        ):
+            answer = answers.get(item.id or "")
+            if isinstance(item, McpApprovalRequest) and answer is not None and answer.approve:
+                continue  # the approved call's own mcp_call item tells what happened
+            key = (item.server_label, item.name)
+            name = (mcp_names or {}).get(key, f"{item.server_label}__{item.name}")
+            _tool_call(messages, item.id or "", name, item.arguments)
+            messages.append(
+                {"role": "tool", "tool_call_id": item.id, "content": _mcp_result(item, answer)}
+            )
         elif isinstance(item, FunctionCallOutput):
             messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
         elif isinstance(item, SystemMessage):
@@ -79,6 +93,28 @@ def chat_messages(items: list[Item]) -> list[ChatMessage]:
             )
             messages.append({"role": "system", "content": note})
     return messages
+
+
+def _tool_call(messages: list[ChatMessage], call_id: str, name: str, arguments: str) -> None:
+    call = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments or "{}"},
+    }
+    last = messages[-1] if messages else None
+    # Chat Completions wants a turn's tool calls on the assistant message before them.
+    if last is not None and last["role"] == "assistant":
+        last.setdefault("tool_calls", []).append(call)
+    else:
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+def _mcp_result(item: McpCall | McpApprovalRequest, answer: McpApprovalResponse | None) -> str:
+    if isinstance(item, McpApprovalRequest):
+        return AWAITING_APPROVAL if answer is None else DECLINED
+    if item.error is not None:
+        return f"Error ({item.error.type}): {item.error.message}"
+    return item.output or ""
 
 
 def _user_content(item: UserMessage) -> str | list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from .clock import Clock
 from .rate_limits import RateLimitBook
 
 if TYPE_CHECKING:
+    from .mcp import SessionMcp
     from .session import SessionLimits
 
 
@@ -74,6 +75,9 @@ class DriverHost:
     end: Callable[[str, str | None, str, int], None]
     # The client's rate limits: the upstream's merged with the budgets'.
     rate_limits: RateLimitBook
+    # The session's MCP work (listings, connections, audit): a pipeline driver switched to
+    # mid-session runs MCP calls with it. None: a session built without one.
+    mcp: SessionMcp | None = None
 
 
 class Driver(Protocol):

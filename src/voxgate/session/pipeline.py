@@ -17,6 +17,7 @@ from .disclosure import SpokenText, is_disclosure
 from .driver import DriverCommand, DriverHost, DriverOutput
 from .engines import EngineSet
 from .listener import Listener
+from .mcp import SessionMcp
 from .response import ResponseRunner
 from .tool_flow import SessionTools
 
@@ -24,10 +25,17 @@ from .tool_flow import SessionTools
 class PipelineDriver:
     name = "pipeline"
 
-    def __init__(self, engines: EngineSet, tools: SessionTools | None = None) -> None:
+    def __init__(
+        self,
+        engines: EngineSet,
+        tools: SessionTools | None = None,
+        mcp: SessionMcp | None = None,
+    ) -> None:
         self.engines = engines
         # Server tools: offered to the model, and their calls run by the runners.
         self.tools = tools
+        # The session's MCP calls run inside responses (session/mcp.py).
+        self.mcp = mcp
         self._host: DriverHost | None = None
         self._listener: Listener | None = None
         self._responses: dict[str, asyncio.Task[None]] = {}
@@ -89,6 +97,7 @@ class PipelineDriver:
                     context_tokens=limits.llm_context_tokens,
                     max_speech_chars=limits.max_speech_chars,
                     tools=self.tools,
+                    mcp=self.mcp or host.mcp,
                 )
                 self._start_response(plan.response_id, runner)
                 return []

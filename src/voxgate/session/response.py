@@ -8,6 +8,7 @@ stream and the speech synthesis at once (both are async generators closed by `ac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -17,13 +18,17 @@ from typing import Any
 from ..audio import AudioFormat, OutputConverter
 from ..engines.base import LLMDone, TextDelta, ToolCallDelta
 from ..engines.errors import EngineError
+from ..protocol import mcp_flow
 from ..protocol.commands import ResponsePlan
 from ..protocol.connection import Output, RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
+from ..protocol.items import Item
+from ..protocol.mcp import McpFunction
 from .clock import Clock, SystemClock
 from .context import chat_request
 from .engines import EngineSet
+from .mcp import McpCallRunner, SessionMcp
 from .sentences import SentenceSplitter
 from .tool_flow import ServerCall, SessionTools
 from .truncation import ContextTooLong
@@ -32,6 +37,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[RealtimeConnection], list[Output]]
 Post = Callable[[Progress], Awaitable[None]]
+# Rounds of model → MCP calls → model within one response, at most.
+MAX_TOOL_ROUNDS = 4
 
 
 @dataclass
@@ -39,6 +46,11 @@ class _Call:
     item_id: str
     call_id: str
     name: str
+    # Set for a call to an MCP tool: it runs on the server as an `mcp_call` item.
+    mcp: McpFunction | None = None
+    arguments: str = ""
+    # Whether its `mcp_call` item is on the wire yet (not while approval may be asked).
+    opened: bool = True
 
 
 @dataclass
@@ -70,6 +82,8 @@ class ResponseRunner:
     _open_call: int | None = None
     _spoken_any: bool = False
     _server_calls: dict[int, ServerCall] = field(default_factory=dict)
+    # MCP calls run inside the response (None: no MCP in this session).
+    mcp: SessionMcp | None = None
 
     @property
     def response_id(self) -> str:
@@ -127,21 +141,50 @@ class ResponseRunner:
     async def _generate(self) -> tuple[str, dict[str, Any] | None, tuple[int | None, int | None]]:
         splitter = SentenceSplitter()
         done = LLMDone()
-        request = chat_request(self.plan, self.context_tokens)
-        async with aclosing(self.engines.llm.stream(request)) as stream:
-            async for event in stream:
-                match event:
-                    case TextDelta(text=text):
-                        await self._text(splitter, text)
-                    case ToolCallDelta():
-                        await self._tool_call(splitter, event)
-                    case LLMDone():
-                        done = event
-        await self._speak(splitter.flush())
-        await self._close_call()
-        if self._server_calls and self.tools is not None:
-            await self.tools.run_calls(list(self._server_calls.values()), self._say)
-        usage = (done.input_tokens, done.output_tokens)
+        tokens_in = tokens_out = 0
+        calls = McpCallRunner(self.plan, self.mcp or SessionMcp(), self.post, self._say, self.clock)
+        context: list[Item] = [*self.plan.context, *await calls.run_approved()]
+        for _ in range(MAX_TOOL_ROUNDS):
+            plan = dataclasses.replace(self.plan, context=context)
+            async with aclosing(
+                self.engines.llm.stream(chat_request(plan, self.context_tokens))
+            ) as stream:
+                async for event in stream:
+                    match event:
+                        case TextDelta(text=text):
+                            await self._text(splitter, text)
+                        case ToolCallDelta():
+                            await self._tool_call(splitter, event)
+                        case LLMDone():
+                            done = event
+            await self._speak(splitter.flush())
+            await self._close_call()
+            tokens_in += done.input_tokens or 0
+            tokens_out += done.output_tokens or 0
+            made = list(self._calls.values())
+            results = [
+                await calls.called(c.mcp, c.item_id, c.arguments, opened=c.opened)
+                for c in made
+                if c.mcp is not None
+            ]
+            context += results
+            if self._server_calls and self.tools is not None:
+                # Server tools: their results are spoken by a continuation response.
+                await self.tools.run_calls(list(self._server_calls.values()), self._say)
+                break
+            # The model goes on with what its MCP calls returned; a call the client runs,
+            # or one waiting for the user's approval, ends the response as it does hosted.
+            if (
+                not results
+                or len(results) < len(made)
+                or any(r.type != "mcp_call" for r in results)
+            ):
+                break
+            self._calls = {}
+        usage = (
+            tokens_in if done.input_tokens is not None else None,
+            tokens_out if done.output_tokens is not None else None,
+        )
         if done.finish_reason == "length":
             return "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}, usage
         return "completed", None, usage
@@ -212,12 +255,28 @@ class ResponseRunner:
             await self._speak(splitter.flush())
             await self._close_call()
             call = _Call(new_id("item"), delta.call_id or new_id("call"), delta.name or "")
+            call.mcp = self.plan.mcp.get(call.name)
             self._calls[delta.index] = call
             self._open_call = delta.index
-            await self.post(lambda c: c.response_call(rid, call.item_id, call.call_id, call.name))
+            await self._open(call)
+        call = self._calls[delta.index]
         if delta.arguments:
-            item_id, args = self._calls[delta.index].item_id, delta.arguments
-            await self.post(lambda c: c.response_call_arguments(rid, item_id, args))
+            item_id, args = call.item_id, delta.arguments
+            call.arguments += args
+            if call.mcp is None:
+                await self.post(lambda c: c.response_call_arguments(rid, item_id, args))
+            elif call.opened:
+                await self.post(lambda c: mcp_flow.call_arguments(c, rid, item_id, args))
+
+    async def _open(self, call: _Call) -> None:
+        rid, fn = self.response_id, call.mcp
+        if fn is None:
+            await self.post(lambda c: c.response_call(rid, call.item_id, call.call_id, call.name))
+        elif fn.allowed and fn.approval:
+            call.opened = False  # an approval request may take its place
+        else:
+            label, name = fn.server.label, fn.tool.name
+            await self.post(lambda c: mcp_flow.open_call(c, rid, call.item_id, label, name))
 
     def _server_call(self, delta: ToolCallDelta) -> bool:
         """Collect a server tool's call (True) instead of streaming it to the client."""
@@ -235,9 +294,13 @@ class ResponseRunner:
     async def _close_call(self) -> None:
         if self._open_call is None:
             return
-        item_id = self._calls[self._open_call].item_id
+        call = self._calls[self._open_call]
+        item_id, rid = call.item_id, self.response_id
         self._open_call = None
-        await self.post(lambda c: c.response_call_done(self.response_id, item_id))
+        if call.mcp is None:
+            await self.post(lambda c: c.response_call_done(rid, item_id))
+        elif call.opened:
+            await self.post(lambda c: mcp_flow.call_arguments_done(c, rid, item_id))
 
 
 class _SpeechLimit(Exception):

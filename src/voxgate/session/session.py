@@ -48,6 +48,7 @@ from ..protocol.commands import (
 )
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
+from ..protocol.mcp import ListMcpTools
 from .backlog import Backlog
 from .clock import Clock, SystemClock
 from .disclosure import Disclosure
@@ -55,6 +56,7 @@ from .driver import PLAYOUT_RATE, Driver, DriverHost, DriverOutput, Forward, Pro
 from .engines import EngineSet
 from .fairness import in_slices
 from .inbox import Ended, Inbox
+from .mcp import SessionMcp
 from .outbox import Outbox
 from .pipeline import PipelineDriver
 from .rate_limits import RateLimitBook
@@ -144,6 +146,9 @@ class Session:
         self.tools = tools
         if tools is not None:
             tools.bind(self.inbox.put, self.clock)
+        # MCP listings and calls; the server sets its audit hook at admission. It belongs
+        # to the session, not the driver, so a driver switch keeps it.
+        self.mcp = SessionMcp()
         # Bound when the session starts serving (its task group exists then).
         self.driver: Driver = driver or PipelineDriver(engines, tools=tools)
         # Set before `run` by `disclose` and `record` (admission does, per policy).
@@ -272,6 +277,7 @@ class Session:
             touch=self._touch,
             end=self.end,
             rate_limits=self.rate_limits,
+            mcp=self.mcp,
         )
 
     def _apply(self, outputs: Sequence[DriverOutput]) -> None:
@@ -307,6 +313,8 @@ class Session:
                     if isinstance(out, InputAudio) and self.recorder is not None:
                         self.recorder.caller(out.data, AudioFormat.from_type(out.format))
                     self._apply(self.driver.command(self.connection, out))
+                case ListMcpTools():
+                    self.mcp.list_tools(out, self.inbox.put, self._spawn)
                 case PlayAudio():
                     self._play(out)
                 case EndOfAudio(response_id=rid):
@@ -567,6 +575,7 @@ class Session:
         return task.done()
 
     async def _close(self, ended: Ended, writer: asyncio.Task[None]) -> None:
+        self.mcp.close()
         self.driver.close()
         if self.tools is not None:
             self.tools.close()

@@ -56,19 +56,24 @@ def not_allowed(name: str) -> Refusal:
 def parse_arguments(spec: ToolSpec, raw: str) -> dict[str, Any] | Refusal:
     """The call's arguments, checked against the tool's JSON Schema; a Refusal carrying the
     validation message when they do not fit (the tool never sees them)."""
+    return check_arguments(spec.name, spec.parameters, raw)
+
+
+def check_arguments(name: str, schema: dict[str, Any], raw: str) -> dict[str, Any] | Refusal:
+    """``parse_arguments`` for any tool with a JSON Schema (MCP tools too)."""
     try:
         arguments = json.loads(raw or "{}")
     except json.JSONDecodeError as exc:
         return Refusal("invalid_arguments", f"The arguments are not valid JSON ({exc.msg}).")
     if not isinstance(arguments, dict):
         return Refusal("invalid_arguments", "The arguments must be a JSON object.")
-    errors = sorted(Draft202012Validator(spec.parameters).iter_errors(arguments), key=str)
+    errors = sorted(Draft202012Validator(schema).iter_errors(arguments), key=str)
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(the arguments)"
         return Refusal(
             "invalid_arguments",
-            f"Invalid arguments for '{spec.name}' at {where}: {first.message}. Correct them "
+            f"Invalid arguments for '{name}' at {where}: {first.message}. Correct them "
             "and call the tool again.",
         )
     return arguments
