@@ -27,6 +27,7 @@ _NUMBER_FIELDS = (
     "client_secret_max_ttl_seconds",
     "client_secrets_per_minute",
     "transcript_retention_days",
+    "outbound_calls_per_minute",
 )
 _LIST_FIELDS = ("allowed_models", "allowed_voices", "allowed_tools")
 
@@ -53,6 +54,10 @@ class Policy(BaseModel):
     client_secrets_per_minute: int | None = Field(None, ge=0)
     # 0: store no transcripts; None: keep them forever.
     transcript_retention_days: float | None = Field(None, ge=0)
+    # Outbound phone calls (POST /v1/realtime/calls/outbound): numbers starting with one of
+    # these prefixes ("+1555", "+44"); None allows any, [] none. And a per-key rate.
+    allowed_outbound_prefixes: list[str] | None = None
+    outbound_calls_per_minute: int | None = Field(None, ge=0)
 
     @classmethod
     def strictest(cls, *policies: Policy | None) -> Policy:
@@ -70,6 +75,8 @@ class Policy(BaseModel):
             for patterns in lists:
                 result = list(patterns) if result is None else _intersect(result, patterns)
             merged[name] = result
+        prefixes = [p.allowed_outbound_prefixes for p in present]
+        merged["allowed_outbound_prefixes"] = _narrowest_prefixes(prefixes)
         return cls(**merged)
 
     def allows(self, field: str, name: str) -> bool:
@@ -95,3 +102,20 @@ def _intersect(a: list[str], b: list[str]) -> list[str]:
         if allowed(other, pattern) and pattern not in out:
             out.append(pattern)
     return out
+
+
+def _narrowest_prefixes(lists: list[list[str] | None]) -> list[str] | None:
+    """Number prefixes every list allows: a prefix is kept when some prefix of each other
+    list is a prefix of it (so ["+1"] and ["+1555", "+44"] give ["+1555"])."""
+    result: list[str] | None = None
+    for prefixes in lists:
+        if prefixes is None:
+            continue
+        if result is None:
+            result = list(prefixes)
+            continue
+        a, b = result, prefixes
+        both = [p for p in a if any(p.startswith(q) for q in b)]
+        both += [q for q in b if any(q.startswith(p) for p in a) and q not in both]
+        result = both
+    return result

@@ -20,7 +20,7 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import admin, calls, http_errors, ledger_routes, redact, replicas
+from . import admin, calls, http_errors, ledger_routes, redact, replicas, sip_routes
 from .admission import admit
 from .auth import require_scope
 from .calls import check_owner
@@ -80,11 +80,17 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         )
         state.ledger = Ledger.start(settings, controls.engine)
         app.state.voxgate = state
+        if settings.sip.listen is not None:
+            from .sip_calls import start_sip  # the RTP and SIP stack only when SIP is on
+
+            state.sip = await start_sip(state, settings.sip)
         # Load the tokenizer off the event loop, so no session's first count waits for it.
         log.info(tokens.describe(await asyncio.to_thread(tokens.load)))
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
         await state.manager.wait_closed()
+        if state.sip is not None:
+            await state.sip.aclose()
         await state.ledger.aclose()
         await controls.aclose()
         await trimmer.aclose()
@@ -112,6 +118,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
     )
     app.include_router(admin.router)
     app.include_router(ledger_routes.router)
+    app.include_router(sip_routes.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

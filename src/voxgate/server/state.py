@@ -18,6 +18,7 @@ from .metrics import Metrics
 
 if TYPE_CHECKING:
     from .ledger import Ledger
+    from .sip_calls import SipService
 
 # Generation is not paced to playout: over WebSocket reply audio goes out as fast as it is
 # made and the client buffers it, as with the hosted API. Where the server plays the reply
@@ -37,6 +38,8 @@ class AppState:
     ledger: Ledger | None = None
     # How other replicas reach this one (the owner recorded for its calls).
     advertise_url: str = ""
+    # The SIP endpoint and its calls (None unless [sip] listen is set).
+    sip: SipService | None = None
     metrics: Metrics = field(init=False)
 
     def __post_init__(self) -> None:

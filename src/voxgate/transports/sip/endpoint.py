@@ -1,0 +1,119 @@
+"""The asyncio UDP endpoint around the sans-IO `UserAgent`: datagrams in, the user agent's
+datagrams out, its timers on the event loop's clock, and its call events handed to the
+application's callback. Nothing a peer sends can raise out of here: the user agent answers
+bad messages itself, and a failing callback is logged, not propagated into the transport."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from .useragent import Addr, Call, Output, Send, UserAgent
+
+log = logging.getLogger(__name__)
+CallEvent = Callable[[Output], None]
+
+
+class SipEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, ua: UserAgent, on_event: CallEvent) -> None:
+        self.ua = ua
+        self._on_event = on_event
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+
+    @classmethod
+    async def open(cls, host: str, port: int, public_host: str, on_event: CallEvent) -> SipEndpoint:
+        """Listen on ``host:port`` (port 0: any free one, written back into the user agent)."""
+        loop = asyncio.get_running_loop()
+        endpoint = cls(UserAgent(public_host, port), on_event)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: endpoint, local_addr=(host, port)
+        )
+        endpoint.ua.port = transport.get_extra_info("sockname")[1]
+        return endpoint
+
+    @property
+    def port(self) -> int:
+        return self.ua.port
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    # -- asyncio.DatagramProtocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self._transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        source = (str(addr[0]), int(str(addr[1])))
+        self.run(self.ua.receive(data, source, self.now()))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the retransmission timers cover the loss.
+        log.debug("SIP socket error: %s", exc)
+
+    # -- driving the user agent ------------------------------------------------------------
+
+    def run(self, outputs: list[Output]) -> None:
+        """Send what the user agent wrote, hand over its call events, re-arm its timer."""
+        for out in outputs:
+            if isinstance(out, Send):
+                if self._transport is not None and not self._transport.is_closing():
+                    self._transport.sendto(out.data, out.addr)
+                continue
+            try:
+                self._on_event(out)
+            except Exception:
+                log.exception("handling SIP event %s failed", type(out).__name__)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.ua.next_deadline()
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.run(self.ua.tick(self.now()))
+
+    def ring(self, call: Call) -> None:
+        self.run(self.ua.ring(call))
+
+    def answer(self, call: Call, body: bytes, local_media: Addr) -> None:
+        self.run(self.ua.answer(call, body, local_media, self.now()))
+
+    def reject(self, call: Call, status: int, reason: str = "") -> None:
+        self.run(self.ua.reject(call, status, self.now(), reason))
+
+    def hangup(self, call: Call) -> None:
+        self.run(self.ua.hangup(call, self.now()))
+
+    def refer(self, call: Call, target_uri: str) -> None:
+        self.run(self.ua.refer(call, target_uri, self.now()))
+
+    def invite(
+        self, *, to_uri: str, from_uri: str, target: Addr, body: bytes, local_media: Addr
+    ) -> Call:
+        call, outputs = self.ua.invite(
+            to_uri=to_uri,
+            from_uri=from_uri,
+            target=target,
+            body=body,
+            local_media=local_media,
+            now=self.now(),
+        )
+        self.run(outputs)
+        return call
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.close()
