@@ -4,7 +4,13 @@ Nothing here imports the rest of voxgate or touches asyncio; everything is plain
 and small stateful stream objects over ``bytes`` of 16-bit little-endian mono PCM.
 """
 
-from .convert import InputConverter, OutputConverter, decode_to_pcm16, encode_from_pcm16
+from .convert import (
+    FormatConverter,
+    InputConverter,
+    OutputConverter,
+    decode_to_pcm16,
+    encode_from_pcm16,
+)
 from .formats import PCM16, PCMA, PCMU, AudioFormat, FormatType
 from .g711 import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw_to_pcm16
 from .resample import Resampler, resample
@@ -14,6 +20,7 @@ __all__ = [
     "PCMA",
     "PCMU",
     "AudioFormat",
+    "FormatConverter",
     "FormatType",
     "InputConverter",
     "OutputConverter",

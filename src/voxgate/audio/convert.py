@@ -56,6 +56,22 @@ class InputConverter:
         return self._resampler.flush()
 
 
+class FormatConverter:
+    """Audio in ``src`` → audio in ``dst`` (decode, resample, encode), chunk by chunk. The
+    same format both ways passes through untouched (G.711 in, the same G.711 out)."""
+
+    def __init__(self, src: AudioFormat, dst: AudioFormat) -> None:
+        self.src = src
+        self.dst = dst
+        self._same = src == dst
+        self._decoder = InputConverter(src, dst.rate)
+
+    def process(self, data: bytes) -> bytes:
+        if self._same:
+            return data
+        return encode_from_pcm16(self.dst, self._decoder.process(data))
+
+
 def _identity(data: bytes) -> bytes:
     return data
 

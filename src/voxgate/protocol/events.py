@@ -385,3 +385,13 @@ class FunctionCallArgumentsDone(ServerEvent):
 class RateLimitsUpdated(ServerEvent):
     type: Literal["rate_limits.updated"] = "rate_limits.updated"
     rate_limits: list[dict[str, Any]]
+
+
+class DtmfEventReceived(ServerEvent):
+    """A keypad press on a phone line (SIP, Twilio)."""
+
+    type: Literal["input_audio_buffer.dtmf_event_received"] = (
+        "input_audio_buffer.dtmf_event_received"
+    )
+    event: str
+    received_at: int

@@ -27,7 +27,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import assert_never
 
-from ..audio import AudioFormat, InputConverter, OutputConverter
+from ..audio import PCM16, AudioFormat, FormatConverter
 from ..control.budgets import BudgetNotice, BudgetVerdict
 from ..control.identity import Principal
 from ..control.observer import SessionEnd, SessionObserver
@@ -53,10 +53,11 @@ from .inbox import Ended, Inbox
 from .listener import Listener
 from .outbox import Outbox
 from .response import Progress, ResponseRunner
-from .transport import Playout, Transport, TransportClosed, TransportStalled
+from .transport import BoundedPlayout, Playout, Transport, TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
-PLAYOUT_RATE = 24000  # what a Playout takes: 24 kHz PCM16 mono
+# The keys a DTMF event may carry (RFC 4733 events 0-15).
+DTMF_KEYS = frozenset("0123456789*#ABCD")
 # Server events a sideband client may fall behind by before it is disconnected.
 SIDEBAND_BACKLOG = 4096
 SLOW_CLIENT = "slow_client"
@@ -119,8 +120,8 @@ class Session:
             playout.bind(self._playout_stopped)
         self._sidebands: set[Backlog] = set()
         # Media-track audio ↔ the session's formats; streaming, so chunks join seamlessly.
-        self._from_track: OutputConverter | None = None
-        self._to_playout: InputConverter | None = None
+        self._from_track: FormatConverter | None = None
+        self._to_playout: FormatConverter | None = None
         self.observer = observer
 
     @property
@@ -191,7 +192,7 @@ class Session:
                         plan,
                         self.engines,
                         self.inbox.put,
-                        self.outbox.media_space,
+                        self._media_space,
                         before=self.listener.ready(plan.context),
                         lead_s=self.limits.audio_lead_s,
                         clock=self.clock,
@@ -282,27 +283,48 @@ class Session:
     def _play(self, out: PlayAudio) -> None:
         if self.playout is None:
             return
-        if self._to_playout is None or self._to_playout.format.type != out.format:
-            self._to_playout = InputConverter(AudioFormat.from_type(out.format), PLAYOUT_RATE)
-        pcm = self._to_playout.process(out.data)
-        self.playout.play(out.response_id, out.item_id, out.content_index, pcm)
+        src, dst = AudioFormat.from_type(out.format), self.playout.format
+        if self._to_playout is None or (self._to_playout.src, self._to_playout.dst) != (src, dst):
+            self._to_playout = FormatConverter(src, dst)
+        audio = self._to_playout.process(out.data)
+        self.playout.play(out.response_id, out.item_id, out.content_index, audio)
+
+    async def _media_space(self) -> None:
+        """Where a response waits before it makes more audio: the outbox's media lane, and
+        a bounded playout's queue."""
+        await self.outbox.media_space()
+        if isinstance(self.playout, BoundedPlayout):
+            await self.playout.room()
 
     async def _playout_stopped(self, response_id: str) -> None:
         await self.inbox.put(lambda c: c.output_audio_stopped(response_id))
 
-    async def track_audio(self, pcm24k: bytes) -> None:
-        """Microphone audio from a media track (24 kHz PCM16 mono): the input buffer, as if
-        appended, in whatever input format the session has. Like appends, it keeps the
-        session from being idle."""
+    async def track_audio(self, audio: bytes, fmt: AudioFormat = PCM16) -> None:
+        """Microphone audio from a media track (24 kHz PCM16 mono unless ``fmt`` says else,
+        e.g. 8 kHz G.711 from a phone line): the input buffer, as if appended, in whatever
+        input format the session has. Like appends, it keeps the session from being idle."""
 
         def append(conn: RealtimeConnection) -> list[Output]:
             self._last_activity = self.clock.monotonic()
-            if self._from_track is None or self._from_track.format.type != conn.input_format:
-                fmt = AudioFormat.from_type(conn.input_format)
-                self._from_track = OutputConverter(PLAYOUT_RATE, fmt)
-            return conn.append_track_audio(self._from_track.process(pcm24k))
+            dst = AudioFormat.from_type(conn.input_format)
+            track = self._from_track
+            if track is None or (track.src, track.dst) != (fmt, dst):
+                track = self._from_track = FormatConverter(fmt, dst)
+            return conn.append_track_audio(track.process(audio))
 
         await self.inbox.put(append)
+
+    async def dtmf(self, digit: str) -> None:
+        """A telephone keypad press (``0-9 * # A-D``) on the caller's line: the client and
+        its sidebands see ``input_audio_buffer.dtmf_event_received``."""
+        if digit not in DTMF_KEYS:
+            raise ValueError(f"not a DTMF key: {digit!r}; expected one of 0-9 * # A-D")
+
+        def received(conn: RealtimeConnection) -> list[Output]:
+            self._last_activity = self.clock.monotonic()
+            return [ev.DtmfEventReceived(event=digit, received_at=int(self.clock.wall()))]
+
+        await self.inbox.put(received)
 
     async def attach(self, transport: Transport) -> None:
         """Serve a sideband client on this session until it leaves or the session ends: it

@@ -22,7 +22,7 @@ from .clock import VirtualClock
 from .engines import EngineSet
 from .inbox import Ended
 from .session import Session, SessionLimits
-from .transport import TransportClosed
+from .transport import Playout, TransportClosed
 
 Event = dict[str, Any]
 # Checks one server event's JSON (e.g. against the openai SDK's union); raises if it is wrong.
@@ -159,6 +159,7 @@ async def running_session(
     validate: Validator | None = None,
     observer: SessionObserver | None = None,
     transport: MemoryTransport | None = None,
+    playout: Playout | None = None,
 ) -> AsyncIterator[RunningSession]:
     """Run a session on virtual time over a `MemoryTransport`. On exit the session is asked
     to end (if it has not) and must finish cleanly within the transport's timeout."""
@@ -171,6 +172,7 @@ async def running_session(
         limits=limits,
         clock=clock,
         observer=observer,
+        playout=playout,
     )
     task = asyncio.create_task(session.run(), name=f"test:{session.id}")
     running = RunningSession(session, transport, clock, task)

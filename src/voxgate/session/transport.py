@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from ..audio import AudioFormat
 
 
 class TransportClosed(Exception):
@@ -40,15 +42,21 @@ class PlayoutCut:
 
 
 class Playout(Protocol):
-    """Server-side playout of reply audio (WebRTC, SIP): the transport owns the clock that
-    plays the audio, so it knows how much of it the user heard."""
+    """Server-side playout of reply audio (WebRTC, SIP, Twilio): the transport owns the clock
+    that plays the audio, so it knows how much of it the user heard. It declares the audio
+    ``format`` it plays (24 kHz PCM16 for WebRTC, 8 kHz G.711 for a phone leg); the session
+    converts reply audio to that format before `play`."""
+
+    # Not settable by the session: a property or a plain attribute both fit.
+    @property
+    def format(self) -> AudioFormat: ...
 
     def bind(self, stopped: Callable[[str], Awaitable[None]]) -> None:
         """``stopped(response_id)`` is awaited once a finished response has fully played."""
         ...
 
-    def play(self, response_id: str, item_id: str, content_index: int, pcm24k: bytes) -> None:
-        """Queue 24 kHz PCM16 mono audio of a response behind what is queued."""
+    def play(self, response_id: str, item_id: str, content_index: int, audio: bytes) -> None:
+        """Queue audio (in ``format``) of a response behind what is queued."""
         ...
 
     def end(self, response_id: str) -> None:
@@ -58,3 +66,11 @@ class Playout(Protocol):
     def clear(self, response_id: str | None) -> PlayoutCut | None:
         """Drop the queued audio (of ``response_id``, or whatever plays); None if nothing was."""
         ...
+
+
+@runtime_checkable
+class BoundedPlayout(Playout, Protocol):
+    """A playout whose queue is bounded: a response waits in `room` before it queues more
+    audio (see `session/playout.py`)."""
+
+    async def room(self) -> None: ...

@@ -18,9 +18,7 @@ import fractions
 import json
 import logging
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -35,6 +33,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from ..protocol.ids import new_id
+from ..session.clock import Clock, SystemClock
+from ..session.playout import PCM16_24K, FramePacer, PlayoutFormat, ServerPlayout
 from ..session.transport import PlayoutCut, TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,6 @@ EVENTS_LABEL = "oai-events"
 RATE = 24000  # what the session plays and hears: 24 kHz PCM16 mono
 FRAME_S = 0.02
 FRAME_SAMPLES = int(RATE * FRAME_S)
-FRAME_BYTES = 2 * FRAME_SAMPLES
-# A loop stall longer than this is skipped over rather than sent as a burst of late frames.
-MAX_LATE_S = 0.2
 # Client events queued on the data channel before the session has read them.
 MAX_PENDING_EVENTS = 1024
 # Unsent bytes the events channel may hold before sends wait for the peer to read.
@@ -174,110 +171,55 @@ async def _first(*waits: Awaitable[Any]) -> None:
             task.cancel()
 
 
-@dataclass(slots=True)
-class _Chunk:
-    response_id: str
-    item_id: str
-    content_index: int
-    pcm: bytes
-    offset: int = 0
-
-
 class PlayoutTrack(MediaStreamTrack):
-    """The reply audio track: a `Playout` that plays queued audio in real time."""
+    """The reply audio track: a thin framer over the session's `ServerPlayout`. Every 20 ms
+    of the clock it takes a frame of 24 kHz PCM16 (silence when nothing plays), with
+    increasing timestamps."""
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         super().__init__()
-        self._queue: deque[_Chunk] = deque()
-        # Responses whose audio started and has neither stopped nor been cleared, with the
-        # item and part that is playing; samples played per item.
-        self._active: dict[str, tuple[str, int]] = {}
-        self._played: dict[str, int] = {}
-        self._ended: set[str] = set()
-        self._stopped: Callable[[str], Awaitable[None]] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._start: float | None = None
-        self._frames = 0
+        self.playout = ServerPlayout(PCM16_24K)
+        self._pacer = FramePacer(clock or SystemClock(), FRAME_S)
 
     # -- Playout --------------------------------------------------------------------------
 
-    def bind(self, stopped: Callable[[str], Awaitable[None]]) -> None:
-        self._stopped = stopped
+    @property
+    def format(self) -> PlayoutFormat:
+        return self.playout.format
 
-    def play(self, response_id: str, item_id: str, content_index: int, pcm24k: bytes) -> None:
-        if not pcm24k:
-            return
-        self._active.setdefault(response_id, (item_id, content_index))
-        self._queue.append(_Chunk(response_id, item_id, content_index, pcm24k))
+    def bind(self, stopped: Callable[[str], Awaitable[None]]) -> None:
+        self.playout.bind(stopped)
+
+    def play(self, response_id: str, item_id: str, content_index: int, audio: bytes) -> None:
+        self.playout.play(response_id, item_id, content_index, audio)
 
     def end(self, response_id: str) -> None:
-        self._ended.add(response_id)
-        if not any(c.response_id == response_id for c in self._queue):
-            self._finish(response_id)
+        self.playout.end(response_id)
 
     def clear(self, response_id: str | None) -> PlayoutCut | None:
-        target = response_id
-        if target is None:
-            # Whatever the user hears now: the head of the queue, else the latest reply.
-            target = (
-                self._queue[0].response_id if self._queue else next(reversed(self._active), None)
-            )
-        if target is None or target not in self._active:
-            return None
-        item_id, content_index = self._active.pop(target)
-        self._ended.discard(target)
-        self._queue = deque(c for c in self._queue if c.response_id != target)
-        played_ms = self._played.pop(item_id, 0) * 1000 // RATE
-        return PlayoutCut(target, item_id, content_index, played_ms)
+        return self.playout.clear(response_id)
+
+    async def room(self) -> None:
+        await self.playout.room()
 
     # -- MediaStreamTrack -----------------------------------------------------------------
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._start is None:
-            self._start = now
-        else:
-            due = self._start + self._frames * FRAME_S
-            if due > now:
-                await asyncio.sleep(due - now)
-            elif now - due > MAX_LATE_S:
-                self._frames = int((now - self._start) / FRAME_S)
+        index = await self._pacer.next_frame()
         frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
-        frame.planes[0].update(self._take(FRAME_BYTES))
-        frame.pts = self._frames * FRAME_SAMPLES
+        frame.planes[0].update(self.playout.take(FRAME_SAMPLES))
+        frame.pts = index * FRAME_SAMPLES
         frame.sample_rate = RATE
         frame.time_base = fractions.Fraction(1, RATE)
-        self._frames += 1
         return frame
 
-    def _take(self, size: int) -> bytes:
-        out = bytearray()
-        while self._queue and len(out) < size:
-            chunk = self._queue[0]
-            piece = chunk.pcm[chunk.offset : chunk.offset + size - len(out)]
-            out += piece
-            chunk.offset += len(piece)
-            self._active[chunk.response_id] = (chunk.item_id, chunk.content_index)
-            self._played[chunk.item_id] = self._played.get(chunk.item_id, 0) + len(piece) // 2
-            if chunk.offset >= len(chunk.pcm):
-                self._queue.popleft()
-                rid = chunk.response_id
-                if rid in self._ended and not any(c.response_id == rid for c in self._queue):
-                    self._finish(rid)
-        return bytes(out) + bytes(size - len(out))
-
-    def _finish(self, response_id: str) -> None:
-        self._ended.discard(response_id)
-        if self._active.pop(response_id, None) is None or self._stopped is None:
-            return
-        task = asyncio.ensure_future(self._stopped(response_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def stop(self) -> None:
+        super().stop()
+        self.playout.close()
 
 
 def ice_configuration(servers: list[dict[str, Any]]) -> RTCConfiguration:
