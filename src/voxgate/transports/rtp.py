@@ -1,0 +1,273 @@
+"""One call's media over RTP (RFC 3550) with G.711 both ways and RFC 4733 DTMF.
+
+`RtpStream` is the session's `Playout` for a phone leg and the source of its microphone audio:
+- out: every 20 ms of the injected clock it takes 160 samples of G.711 from the playout core
+  and sends them as one packet (sequence numbers +1, timestamps +160, jumping with the clock
+  over a stall), silence when nothing plays, nothing while the call is on hold;
+- in: packets go through a jitter buffer (`jitter.py`) read every 20 ms; a lost packet
+  becomes 20 ms of silence, and the audio goes to ``on_audio`` in the stream's G.711 format
+  (``stream.format``; `Session.track_audio(audio, stream.format)` takes it as it is);
+  telephone events go to ``on_dtmf`` once per key press;
+- symmetric RTP: packets are sent to the address the caller's packets come from (the first
+  one latches it), so a caller behind NAT hears the reply; ``set_remote`` (from SDP) is used
+  until then, and resets the latch;
+- RTCP is ignored: nothing listens on the odd port, and RTCP muxed onto this one is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from ..session.clock import Clock, SystemClock
+from ..session.playout import (
+    G711_ALAW,
+    G711_ULAW,
+    FramePacer,
+    PlayoutFormat,
+    ServerPlayout,
+    silence,
+)
+from ..session.transport import PlayoutCut
+from .jitter import JitterBuffer
+from .rtp_wire import DtmfReceiver, NotRtp, RtpPacket, parse_rtp
+
+log = logging.getLogger(__name__)
+
+Codec = Literal["PCMU", "PCMA"]
+Address = tuple[str, int]
+CODECS: dict[str, PlayoutFormat] = {"PCMU": G711_ULAW, "PCMA": G711_ALAW}
+RATE = 8000
+FRAME_S = 0.02
+FRAME_SAMPLES = int(RATE * FRAME_S)
+
+
+@dataclass
+class RtpStats:
+    sent: int = 0
+    received: int = 0
+    ignored: int = 0  # not RTP, RTCP, an unknown payload type, or from a stranger
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, stream: RtpStream) -> None:
+        self.stream = stream
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.stream.datagram(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the peer is not listening (yet).
+        log.debug("RTP socket error: %s", exc)
+
+
+class RtpStream:
+    """A G.711 RTP stream on one local UDP port: see the module docstring."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        payload_type: int,
+        dtmf_payload_type: int | None,
+        clock: Clock,
+    ) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"unsupported codec {codec!r}; expected PCMU or PCMA")
+        self.codec = codec
+        self.payload_type = payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+        self.clock = clock
+        self.playout = ServerPlayout(CODECS[codec])
+        self.stats = RtpStats()
+        self.jitter = JitterBuffer()
+        self.local_port = 0
+        # Set by whoever serves the call: the caller's audio (in ``format``) and keys.
+        self.on_audio: Callable[[bytes], Awaitable[None]] | None = None
+        self.on_dtmf: Callable[[str], Awaitable[None]] | None = None
+        self._remote: Address | None = None
+        self._latched = False
+        self._held = False
+        self._transport: asyncio.DatagramTransport | None = None
+        self._ssrc = secrets.randbits(32)
+        self._sequence = secrets.randbits(16)
+        self._timestamp0 = secrets.randbits(32)
+        self._marker = True
+        self._dtmf = DtmfReceiver()
+        self._keys: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        self._heard_any = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port_range: tuple[int, int],
+        codec: Codec = "PCMU",
+        payload_type: int = 0,
+        dtmf_payload_type: int | None = 101,
+        clock: Clock | None = None,
+    ) -> RtpStream:
+        """Bind an even port in ``port_range`` (inclusive) on ``host`` and start the media
+        clock; OSError when every port is taken."""
+        stream = cls(codec, payload_type, dtmf_payload_type, clock or SystemClock())
+        await stream._bind(host, port_range)
+        stream._tasks = [
+            asyncio.create_task(stream._send_loop(), name=f"rtp:{stream.local_port}:send"),
+            asyncio.create_task(stream._receive_loop(), name=f"rtp:{stream.local_port}:recv"),
+            asyncio.create_task(stream._key_loop(), name=f"rtp:{stream.local_port}:dtmf"),
+        ]
+        return stream
+
+    async def _bind(self, host: str, port_range: tuple[int, int]) -> None:
+        low, high = port_range
+        ports = list(range(low + (low & 1), high + 1, 2)) or list(range(low, high + 1))
+        random.shuffle(ports)  # concurrent calls rarely race for the same port
+        loop = asyncio.get_running_loop()
+        for port in ports:
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Endpoint(self), local_addr=(host, port)
+                )
+            except OSError:
+                continue
+            self._transport = transport
+            self.local_port = int(transport.get_extra_info("sockname")[1])
+            return
+        raise OSError(f"no free RTP port in {low}-{high} on {host}")
+
+    # -- control --------------------------------------------------------------------------
+
+    @property
+    def format(self) -> PlayoutFormat:
+        return self.playout.format
+
+    @property
+    def remote(self) -> Address | None:
+        return self._remote
+
+    def set_remote(self, address: Address) -> None:
+        """Where to send (from the peer's SDP); the next packet from the peer may move it."""
+        self._remote = address
+        self._latched = False
+
+    def hold(self, on: bool) -> None:
+        """On hold nothing is sent or played (the reply waits) and the caller's audio is
+        ignored; off hold both resume."""
+        if on != self._held:
+            self._held = on
+            self._marker = True
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.playout.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- Playout --------------------------------------------------------------------------
+
+    def bind(self, stopped: Callable[[str], Awaitable[None]]) -> None:
+        self.playout.bind(stopped)
+
+    def play(self, response_id: str, item_id: str, content_index: int, audio: bytes) -> None:
+        self.playout.play(response_id, item_id, content_index, audio)
+
+    def end(self, response_id: str) -> None:
+        self.playout.end(response_id)
+
+    def clear(self, response_id: str | None) -> PlayoutCut | None:
+        return self.playout.clear(response_id)
+
+    async def room(self) -> None:
+        await self.playout.room()
+
+    # -- inbound --------------------------------------------------------------------------
+
+    def datagram(self, data: bytes, addr: Address) -> None:
+        """One datagram from the socket (sans-IO apart from the callbacks it queues)."""
+        try:
+            packet = parse_rtp(data)
+        except NotRtp:
+            self.stats.ignored += 1
+            return
+        if self._latched and addr != self._remote:
+            self.stats.ignored += 1  # a stranger's packets do not steal the call
+            return
+        if packet.payload_type == self.payload_type:
+            self._latch(addr)
+            self.stats.received += 1
+            if not self._held:
+                self._heard_any = True
+                self.jitter.push(packet.sequence, packet.payload)
+        elif packet.payload_type == self.dtmf_payload_type:
+            self._latch(addr)
+            self.stats.received += 1
+            for event in self._dtmf.feed(packet.timestamp, packet.payload):
+                if event.kind == "start":
+                    with contextlib.suppress(asyncio.QueueFull):
+                        self._keys.put_nowait(event.digit)
+        else:
+            self.stats.ignored += 1  # comfort noise, another codec: nothing to hear
+
+    def _latch(self, addr: Address) -> None:
+        if not self._latched:
+            if self._remote is not None and addr != self._remote:
+                log.info("RTP on port %d latched to %s:%d", self.local_port, *addr)
+            self._remote, self._latched = addr, True
+
+    async def _receive_loop(self) -> None:
+        pacer = FramePacer(self.clock, FRAME_S)
+        quiet = silence(self.format, FRAME_SAMPLES)
+        owed = 0  # samples handed on beyond the clock (packets longer than 20 ms)
+        while True:
+            await pacer.next_frame()
+            if self._held or not self._heard_any:
+                continue
+            owed -= FRAME_SAMPLES
+            while owed < 0:
+                audio = self.jitter.pop()
+                # A lost or missing packet is concealed by one frame of silence.
+                audio = quiet if audio is None else audio
+                owed += len(audio) // self.format.bytes_per_sample
+                if self.on_audio is not None:
+                    await self.on_audio(audio)
+
+    async def _key_loop(self) -> None:
+        while True:
+            digit = await self._keys.get()
+            if self.on_dtmf is not None:
+                await self.on_dtmf(digit)
+
+    # -- outbound -------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        pacer = FramePacer(self.clock, FRAME_S)
+        while True:
+            index = await pacer.next_frame()
+            if self._held or self._remote is None or self._transport is None:
+                self._marker = True
+                continue
+            payload = self.playout.take(FRAME_SAMPLES)
+            packet = RtpPacket(
+                self.payload_type,
+                self._sequence,
+                self._timestamp0 + index * FRAME_SAMPLES,
+                self._ssrc,
+                payload,
+                marker=self._marker,
+            )
+            self._sequence = (self._sequence + 1) & 0xFFFF
+            self._marker = False
+            self._transport.sendto(packet.encode(), self._remote)
+            self.stats.sent += 1
