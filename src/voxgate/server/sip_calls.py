@@ -24,10 +24,10 @@ from typing import Any
 from ..session.session import Session
 from ..settings import SipRoute, SipSettings, SipTrunk
 from ..transports.headless import HeadlessTransport
-from ..transports.rtp import RtpStream
+from ..transports.rtp import Codec, RtpStream
 from ..transports.sip import sdp
 from ..transports.sip.endpoint import SipEndpoint
-from ..transports.sip.message import host_port_of, user_of
+from ..transports.sip.message import host_port_of, reason_for, user_of
 from ..transports.sip.useragent import (
     Call,
     CallAnswered,
@@ -82,6 +82,12 @@ class SipService:
         host, _, port = settings.listen.rpartition(":")
         self.bind_host, self.bind_port = host.strip("[]"), int(port)
         self.public_host = settings.public_host or _reachable(self.bind_host)
+
+    @property
+    def port(self) -> int:
+        """The SIP port listened on (the one chosen, when ``listen`` asked for port 0)."""
+        assert self.endpoint is not None
+        return self.endpoint.port
 
     async def start(self) -> None:
         self.endpoint = await SipEndpoint.open(
@@ -239,7 +245,9 @@ class SipService:
             session = await self._admit(phone, transport, rtp, session_patch, credential)
         except Refused as exc:
             await rtp.close()
-            self._reject(phone, _REFUSED_STATUS.get(exc.status, 403), exc.code)
+            log.info("SIP call %s refused: %s (%s)", phone.id, exc.message, exc.code)
+            status = _REFUSED_STATUS.get(exc.status, 403)
+            self._reject(phone, status, f"{reason_for(status)} ({exc.code})")
             raise
         if phone.sip.state != "proceeding":  # cancelled while it was being admitted
             await self.state.manager.release(session)
@@ -259,10 +267,11 @@ class SipService:
         return session
 
     async def _open_rtp(self, media: sdp.MediaOffer) -> RtpStream:
+        codec: Codec = "PCMA" if media.codec == "PCMA" else "PCMU"
         return await RtpStream.open(
             self.bind_host,
             self.settings.port_range,
-            media.codec,
+            codec,
             media.payload_type,
             media.dtmf_payload_type,
         )
@@ -281,7 +290,7 @@ class SipService:
             safety_identifier=None,
             transport=transport,
             model=patch.get("model"),
-            session_patch=patch,
+            session_patch=session_patch(patch),
             playout=rtp,
             kind="sip",
         )
@@ -291,7 +300,8 @@ class SipService:
     ) -> None:
         """Wire the media to the session and serve it; when it ends, BYE and close."""
         phone.session, phone.rtp = session, rtp
-        rtp.on_audio = session.track_audio
+        fmt = rtp.format
+        rtp.on_audio = lambda audio: session.track_audio(audio, fmt)
         rtp.on_dtmf = session.dtmf
         await self.state.shared.register_call(
             phone.id, self.state.advertise_url, replicas.CALL_TTL_S
@@ -316,7 +326,7 @@ class SipService:
         trunk: SipTrunk,
         to: str,
         from_: str,
-        session_patch: dict[str, Any],
+        session_config: dict[str, Any],
         credential: str | None,
         safety_identifier: str | None,
         timeout_s: float,
@@ -333,8 +343,8 @@ class SipService:
                 credential=credential,
                 safety_identifier=safety_identifier,
                 transport=transport,
-                model=session_patch.get("model"),
-                session_patch=session_patch,
+                model=session_config.get("model"),
+                session_patch=session_patch(session_config),
                 playout=rtp,
                 kind="sip",
             )
@@ -400,6 +410,12 @@ class SipService:
         if outcome != "answered":
             self.calls.pop(phone.id, None)
         phone.outcome.set_result(outcome)
+
+
+def session_patch(config: dict[str, Any]) -> dict[str, Any]:
+    """A route's or an accept's session configuration as a session.update patch (its
+    ``type`` may be left out: phone sessions are realtime sessions)."""
+    return {"type": "realtime", **config}
 
 
 async def start_sip(state: AppState, settings: SipSettings) -> SipService:

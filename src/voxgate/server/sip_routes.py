@@ -201,7 +201,7 @@ async def outbound(request: Request) -> Response:
             trunk=trunk,
             to=to,
             from_=str(body.get("from") or "voxgate"),
-            session_patch=body.get("session") or {},
+            session_config=body.get("session") or {},
             credential=credential,
             safety_identifier=safety_identifier,
             timeout_s=float(body.get("timeout_s", 30)),
