@@ -5,7 +5,6 @@ allows, DTMF reaching a sideband, and malformed messages that leave the endpoint
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from _sip import (
     ulaw_speech,
     write_pcap,
 )
-from conftest import RunningServer, SlowChatServer, heard, validated, words_of
+from conftest import RunningServer, SlowChatServer, heard, validated
 
 pytestmark = pytest.mark.slow
 
@@ -152,14 +151,16 @@ async def test_dtmf_reaches_a_sideband(
         media_port=even_udp_port(),
     ) as caller:
         call_id = await _wait_for_call(state)
-        async with AsyncOpenAI(base_url=srv.base_url, api_key=KEY) as client:
-            async with client.realtime.connect(call_id=call_id) as sideband:
-                side = Events(sideband)
-                await side.expect("session.created")
-                keys = []
-                while len(keys) < 3:
-                    [event] = (await side.until("input_audio_buffer.dtmf_event_received"))[-1:]
-                    keys.append(event.event)
+        async with (
+            AsyncOpenAI(base_url=srv.base_url, api_key=KEY) as client,
+            client.realtime.connect(call_id=call_id) as sideband,
+        ):
+            side = Events(sideband)
+            await side.expect("session.created")
+            keys = []
+            while len(keys) < 3:
+                [event] = (await side.until("input_audio_buffer.dtmf_event_received"))[-1:]
+                keys.append(event.event)
         result = await asyncio.to_thread(finish, caller, tmp_path)
     assert keys == ["4", "2", "#"]
     assert caller.returncode == 0, result
@@ -174,7 +175,8 @@ def test_malformed_messages_leave_the_endpoint_serving(
     junk = [
         b"\x00\x01\x02 not sip at all",
         b"INVITE sip:x SIP/2.0\r\n\r\n",
-        b"INVITE sip:x@h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKj\r\nFrom: <sip:a@h>;tag=1\r\n"
+        b"INVITE sip:x@h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKj\r\n"
+        b"From: <sip:a@h>;tag=1\r\n"
         b"To: <sip:b@h>\r\nCall-ID: junk1\r\nCSeq: x INVITE\r\n\r\n",
         b"INVITE sip:"
         + NUMBER.encode()
@@ -206,7 +208,3 @@ async def _wait_for_call(state: Any, timeout_s: float = 15) -> str:
             if state.manager.calls:
                 return str(next(iter(state.manager.calls)))
             await asyncio.sleep(0.05)
-
-
-def _words(value: str) -> set[str]:
-    return words_of(json.dumps(value))
