@@ -115,6 +115,7 @@ class RtpCapture:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
+        self._arrived = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="rtp-capture", daemon=True)
 
     def __enter__(self) -> RtpCapture:
@@ -137,7 +138,17 @@ class RtpCapture:
             ihl = (data[0] & 0x0F) * 4
             _src, dst = struct.unpack("!HH", data[ihl : ihl + 4])
             if dst == self.port and len(data) >= ihl + 8 + 12:
-                self.packets.append((time.monotonic(), data[ihl + 8 :]))
+                with self._arrived:
+                    self.packets.append((time.monotonic(), data[ihl + 8 :]))
+                    if len(self.packets) % 25 == 0:  # every half second of audio
+                        self._arrived.notify_all()
+
+    def wait_audible(self, seconds: float, timeout_s: float = 20) -> bool:
+        """Wait until the audio received holds ``seconds`` of sound; False on timeout."""
+        with self._arrived:
+            return self._arrived.wait_for(
+                lambda: audible_seconds(self.pcm8k()) >= seconds, timeout_s
+            )
 
     def payloads(self, payload_type: int = 0) -> list[bytes]:
         """The G.711 payloads in sequence order."""
