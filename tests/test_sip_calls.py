@@ -208,3 +208,27 @@ async def _wait_for_call(state: Any, timeout_s: float = 15) -> str:
             if state.manager.calls:
                 return str(next(iter(state.manager.calls)))
             await asyncio.sleep(0.05)
+
+
+def test_trunk_with_credentials_challenges_the_caller(
+    start_server: Any, llm: SlowChatServer, tmp_path: Path
+) -> None:
+    trunk = {
+        "name": "local",
+        "allowed_sources": ["127.0.0.1/32"],
+        "key": KEY,
+        "username": "pbx",
+        "password": "s3cret",
+    }
+    srv = start_phone_server(start_server, llm, trunks=[trunk])
+    target = sip_target(srv)
+    # Answering the 401 with the trunk's credentials gets the call answered ...
+    good = ("-au", "pbx", "-ap", "s3cret", "-s", NUMBER, "-d", "500")
+    with sipp("uac_auth", target, *good, cwd=tmp_path) as caller:
+        result = finish(caller, tmp_path)
+    assert caller.returncode == 0, result
+    # ... and a wrong password gets challenged again instead of answered.
+    bad = ("-au", "pbx", "-ap", "guess", "-s", NUMBER, "-d", "500")
+    with sipp("uac_auth", target, *bad, cwd=tmp_path, timeout_s=10) as caller:
+        result = finish(caller, tmp_path)
+    assert caller.returncode != 0 and "401" in result, result

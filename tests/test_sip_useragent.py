@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from voxgate.transports.sip import sdp
-from voxgate.transports.sip.message import SipRequest, SipResponse, parse
-from voxgate.transports.sip.useragent import (
+from voxgate.transports.sip import digest, sdp
+from voxgate.transports.sip.events import (
     CallAnswered,
     CallConfirmed,
     CallEnded,
@@ -14,8 +13,9 @@ from voxgate.transports.sip.useragent import (
     MediaChanged,
     Output,
     Send,
-    UserAgent,
 )
+from voxgate.transports.sip.message import SipRequest, SipResponse, parse
+from voxgate.transports.sip.useragent import UserAgent
 
 PEER = ("10.0.0.7", 5062)
 OFFER = (
@@ -256,3 +256,57 @@ def test_outbound_invite_busy_and_no_answer() -> None:
         outputs += ua.tick(deadline)
     [failed] = [o for o in outputs if isinstance(o, CallFailed)]
     assert failed.status == 408
+
+
+def test_outbound_invite_answers_a_digest_challenge_once() -> None:
+    ua = UserAgent("127.0.0.1", 5060)
+    body = sdp.build(
+        host="127.0.0.1",
+        port=1,
+        session_id=1,
+        version=1,
+        codecs=[("PCMU", 0)],
+        dtmf_payload_type=None,
+    )
+    call, out = ua.invite(
+        to_uri="sip:+15550001111@10.0.0.9",
+        from_uri="sip:me@127.0.0.1",
+        target=PEER,
+        body=body,
+        local_media=("127.0.0.1", 1),
+        now=0.0,
+        credentials=("pbx", "s3cret"),
+    )
+    [request] = sent(out)
+    assert isinstance(request, SipRequest)
+
+    def challenge(invite: SipRequest) -> bytes:
+        head = invite.to_bytes().split(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
+        keep = [h for h in head if h.split(":")[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
+        lines = ["SIP/2.0 407 Proxy Authentication Required", *keep]
+        lines += ['Proxy-Authenticate: Digest realm="carrier", nonce="abc", qop="auth"']
+        return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+    ack, retry = sent(ua.receive(challenge(request), PEER, 0.1))
+    assert isinstance(ack, SipRequest) and ack.method == "ACK" and ack.branch == request.branch
+    assert isinstance(retry, SipRequest) and retry.method == "INVITE"
+    assert retry.cseq == (2, "INVITE") and retry.call_id == request.call_id
+    fields = digest.params(retry.headers.get("proxy-authorization") or "")
+    expected = digest.response(fields, "INVITE", "pbx", "s3cret", fields["uri"])
+    assert fields["username"] == "pbx" and fields["response"] == expected
+    # A second challenge means the credentials are wrong: the call fails, no third try.
+    out = ua.receive(challenge(retry), PEER, 0.2)
+    assert [m.method for m in sent(out) if isinstance(m, SipRequest)] == ["ACK"]
+    assert [o.status for o in out if isinstance(o, CallFailed)] == [407]
+
+
+def test_digest_check_of_a_callers_answer() -> None:
+    challenge = digest.challenge("voxgate", now=1000.0)
+    fields = digest.params(challenge)
+    answer = digest.answer(challenge, "INVITE", "sip:+1555@h", "pbx", "s3cret")
+    assert digest.verify(answer, "INVITE", "pbx", "s3cret", "voxgate", now=1001.0)
+    assert not digest.verify(answer, "INVITE", "pbx", "guess", "voxgate", now=1001.0)
+    assert not digest.verify(answer, "INVITE", "pbx", "s3cret", "voxgate", now=2000.0)  # stale
+    forged = answer.replace(fields["nonce"], "1000.0000")
+    assert not digest.verify(forged, "INVITE", "pbx", "s3cret", "voxgate", now=1001.0)
+    assert not digest.verify(None, "INVITE", "pbx", "s3cret", "voxgate")

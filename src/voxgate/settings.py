@@ -138,6 +138,15 @@ class SipSettings(BaseModel):
     def _expand(cls, value: Any) -> Any:
         return _expand_env(value) if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> SipSettings:
+        hooked = [r.number for r in self.routes if r.webhook is not None]
+        if hooked and not self.webhook_secret:
+            raise ValueError(
+                f"routes {', '.join(hooked)} use a webhook: set [sip] webhook_secret to sign it"
+            )
+        return self
+
     @property
     def port_range(self) -> tuple[int, int]:
         low, _, high = self.rtp_ports.partition("-")

@@ -25,10 +25,9 @@ from ..session.session import Session
 from ..settings import SipRoute, SipSettings, SipTrunk
 from ..transports.headless import HeadlessTransport
 from ..transports.rtp import Codec, RtpStream
-from ..transports.sip import sdp
+from ..transports.sip import digest, sdp
 from ..transports.sip.endpoint import SipEndpoint
-from ..transports.sip.message import host_port_of, reason_for, user_of
-from ..transports.sip.useragent import (
+from ..transports.sip.events import (
     Call,
     CallAnswered,
     CallConfirmed,
@@ -41,6 +40,7 @@ from ..transports.sip.useragent import (
     RequestDone,
     Send,
 )
+from ..transports.sip.message import host_port_of, reason_for, user_of
 from ..transports.webrtc import new_call_id
 from . import replicas, sip_webhook
 from .admission import admit
@@ -49,6 +49,7 @@ from .state import AppState
 
 log = logging.getLogger(__name__)
 DTMF_PT = sdp.DEFAULT_DTMF_PT
+REALM = "voxgate"
 # SIP status for a refused admission: capacity and budgets are "busy", the rest "forbidden".
 _REFUSED_STATUS = {429: 486, 503: 503, 401: 403, 403: 403}
 
@@ -166,6 +167,8 @@ class SipService:
             self.state.controls.audit("sip_call", None, code="source_not_allowed", source=source[0])
             self.endpoint.reject(call, 403, "Forbidden (source not allowed)")
             return
+        if not self._authenticated(trunk, call):
+            return
         number = user_of(call.invite.uri) or user_of(call.invite.headers.get("to") or "")
         route = self.route_for(number)
         if route is None:
@@ -185,6 +188,20 @@ class SipService:
             return
         with contextlib.suppress(Refused):  # refused: answered with a SIP status already
             await self.accept(phone, route.session or {})
+
+    def _authenticated(self, trunk: SipTrunk, call: Call) -> bool:
+        """A trunk with credentials challenges callers (401) until they answer with them."""
+        assert self.endpoint is not None
+        if trunk.username is None or trunk.password is None:
+            return True
+        answer = call.invite.headers.get("authorization")
+        if digest.verify(answer, "INVITE", trunk.username, trunk.password, REALM):
+            return True
+        if answer is not None:
+            self.state.controls.audit("sip_call", None, code="bad_credentials", trunk=trunk.name)
+        challenge = (("WWW-Authenticate", digest.challenge(REALM)),)
+        self.endpoint.reject(call, 401, "Unauthorized", challenge)
+        return False
 
     async def _notify(self, phone: PhoneCall, url: str) -> None:
         secret = self.settings.webhook_secret or ""
@@ -367,6 +384,7 @@ class SipService:
             target=(_resolve(host), port),
             body=body,
             local_media=(self.public_host, rtp.local_port),
+            credentials=_credentials(trunk),
         )
         phone = PhoneCall(new_call_id(), call, trunk, rtp=rtp, session=session)
         phone.outcome = asyncio.get_running_loop().create_future()
@@ -434,6 +452,12 @@ def _reachable(host: str) -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+def _credentials(trunk: SipTrunk) -> tuple[str, str] | None:
+    if trunk.username is None or trunk.password is None:
+        return None
+    return trunk.username, trunk.password
 
 
 def _resolve(host: str) -> str:

@@ -10,7 +10,8 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
-from .useragent import Addr, Call, Output, Send, UserAgent
+from .events import Addr, Call, Output, Send
+from .useragent import UserAgent
 
 log = logging.getLogger(__name__)
 CallEvent = Callable[[Output], None]
@@ -89,8 +90,14 @@ class SipEndpoint(asyncio.DatagramProtocol):
     def answer(self, call: Call, body: bytes, local_media: Addr) -> None:
         self.run(self.ua.answer(call, body, local_media, self.now()))
 
-    def reject(self, call: Call, status: int, reason: str = "") -> None:
-        self.run(self.ua.reject(call, status, self.now(), reason))
+    def reject(
+        self,
+        call: Call,
+        status: int,
+        reason: str = "",
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.run(self.ua.reject(call, status, self.now(), reason, headers))
 
     def hangup(self, call: Call) -> None:
         self.run(self.ua.hangup(call, self.now()))
@@ -99,7 +106,14 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self.run(self.ua.refer(call, target_uri, self.now()))
 
     def invite(
-        self, *, to_uri: str, from_uri: str, target: Addr, body: bytes, local_media: Addr
+        self,
+        *,
+        to_uri: str,
+        from_uri: str,
+        target: Addr,
+        body: bytes,
+        local_media: Addr,
+        credentials: tuple[str, str] | None = None,
     ) -> Call:
         call, outputs = self.ua.invite(
             to_uri=to_uri,
@@ -108,6 +122,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
             body=body,
             local_media=local_media,
             now=self.now(),
+            credentials=credentials,
         )
         self.run(outputs)
         return call

@@ -26,9 +26,23 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from . import sdp
+from . import digest, sdp
+from .events import (
+    Addr,
+    Call,
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    CallFailed,
+    CallProgress,
+    IncomingCall,
+    MediaChanged,
+    Output,
+    RequestDone,
+    Send,
+)
 from .message import (
     Headers,
     SipParseError,
@@ -41,104 +55,11 @@ from .message import (
     tag_of,
     uri_of,
 )
+from .requests import ack_for_failure, cancel_request
 
 log = logging.getLogger(__name__)
-Addr = tuple[str, int]
 T1, T2 = 0.5, 4.0
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, NOTIFY, REFER"
-
-
-@dataclass
-class Call:
-    """One dialog (inbound or outbound) and the transaction state it needs."""
-
-    id: str
-    outbound: bool
-    peer: Addr
-    local_tag: str
-    remote_tag: str | None
-    local_uri: str  # our From (outbound) / To (inbound) header value, without the tag
-    remote_uri: str
-    remote_target: str  # the peer's Contact URI: the Request-URI of in-dialog requests
-    invite: SipRequest
-    state: str = "proceeding"  # proceeding | answered | confirmed | ended
-    local_cseq: int = 0
-    media: sdp.MediaOffer | None = None
-    local_media: Addr | None = None  # our RTP address, for answering re-INVITEs
-    sdp_version: int = 1
-    last_response: SipResponse | None = None
-    # Anything the application keeps with the call (its session, its route).
-    context: dict[str, object] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Send:
-    data: bytes
-    addr: Addr
-
-
-@dataclass(frozen=True)
-class IncomingCall:
-    call: Call
-    source: Addr
-
-
-@dataclass(frozen=True)
-class CallConfirmed:
-    call: Call
-
-
-@dataclass(frozen=True)
-class CallEnded:
-    call: Call
-    reason: str  # remote_bye | cancelled | no_ack | local_bye | rejected
-
-
-@dataclass(frozen=True)
-class MediaChanged:
-    call: Call
-    media: sdp.MediaOffer
-
-
-@dataclass(frozen=True)
-class CallProgress:
-    call: Call
-    status: int
-
-
-@dataclass(frozen=True)
-class CallAnswered:
-    call: Call
-    media: sdp.MediaOffer
-
-
-@dataclass(frozen=True)
-class CallFailed:
-    call: Call
-    status: int  # the final SIP status, or 408 when no answer came at all
-    reason: str
-
-
-@dataclass(frozen=True)
-class RequestDone:
-    """A client transaction (BYE, REFER) ended: its final status, 408 on timeout."""
-
-    call: Call
-    method: str
-    status: int
-
-
-Output = (
-    Send
-    | IncomingCall
-    | CallConfirmed
-    | CallEnded
-    | MediaChanged
-    | CallProgress
-    | CallAnswered
-    | CallFailed
-    | RequestDone
-)
 
 
 @dataclass
@@ -230,7 +151,9 @@ class UserAgent:
             return [Send(self._answered[key][0].to_bytes(), source)]
         call = self.calls.get(request.call_id)
         match request.method:
-            case "INVITE" if call is None:
+            case "INVITE" if call is None or _retried(call, request):
+                if call is not None:  # a new attempt after our 401: the old one is done
+                    self._cancel_timers(f"{call.id}:")
                 return self._new_invite(request, source)
             case "INVITE" if call is not None and call.invite.branch == request.branch:
                 resend = call.last_response
@@ -303,7 +226,8 @@ class UserAgent:
     def _ack(self, call: Call | None, request: SipRequest) -> list[Output]:
         if call is None:
             return []
-        if request.branch == call.invite.branch:  # the ACK of a non-2xx final response
+        rejected = call.last_response is not None and call.last_response.status >= 300
+        if request.branch == call.invite.branch or rejected:  # the ACK of a non-2xx final
             self._cancel_timers(f"{call.id}:g")
             return []
         if call.state == "answered":
@@ -365,10 +289,18 @@ class UserAgent:
         call.state = "answered"
         return self._send_2xx(call, body, now)
 
-    def reject(self, call: Call, status: int, now: float, reason: str = "") -> list[Output]:
+    def reject(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        reason: str = "",
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> list[Output]:
         if call.state != "proceeding":
             return []
-        return [*self._reject_invite(call, status, now, reason), CallEnded(call, "rejected")]
+        out = self._reject_invite(call, status, now, reason, headers)
+        return [*out, CallEnded(call, "rejected")]
 
     def _send_2xx(self, call: Call, body: bytes, now: float) -> list[Output]:
         ok = self._response_for(call.invite, 200, call)
@@ -393,8 +325,17 @@ class UserAgent:
 
         self._at(f"{call.id}:2xx", now + interval, fire)
 
-    def _reject_invite(self, call: Call, status: int, now: float, why: str = "") -> list[Output]:
+    def _reject_invite(
+        self,
+        call: Call,
+        status: int,
+        now: float,
+        why: str = "",
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> list[Output]:
         response = self._response_for(call.invite, status, call, why)
+        for name, value in headers:
+            response.headers.add(name, value)
         call.last_response = response
         call.state = "ended"
         interval = T1
@@ -419,7 +360,7 @@ class UserAgent:
             return []
         if call.outbound and call.state == "proceeding":
             call.state = "ended"
-            cancel = self._cancel_request(call)
+            cancel = cancel_request(call.invite)
             return self._start_client(call, cancel, now)
         self._end(call, now)
         return self._start_client(call, self._in_dialog("BYE", call), now)
@@ -453,6 +394,7 @@ class UserAgent:
         body: bytes,
         local_media: Addr,
         now: float,
+        credentials: tuple[str, str] | None = None,
     ) -> tuple[Call, list[Output]]:
         call_id = f"{secrets.token_hex(10)}@{self.host}"
         local = f"<{from_uri}>"
@@ -471,6 +413,8 @@ class UserAgent:
             local_media=local_media,
         )
         call.local_cseq = 1
+        if credentials is not None:
+            call.context["credentials"] = credentials
         headers.add("Via", self._via())
         headers.add("Max-Forwards", "70")
         headers.add("From", f"{local};tag={call.local_tag}")
@@ -487,8 +431,13 @@ class UserAgent:
     def _invite_final(self, txn: _ClientTxn, response: SipResponse, now: float) -> list[Output]:
         call = txn.call
         number, _ = response.cseq
+        if response.status in (401, 407) and call.state != "ended":
+            retry = self._authenticated(call, response)
+            if retry is not None:
+                ack = ack_for_failure(txn.request, response)
+                return [Send(ack.to_bytes(), txn.addr), *self._start_client(call, retry, now)]
         if response.status >= 300 or call.state == "ended":
-            ack = self._ack_for_failure(txn.request, response)
+            ack = ack_for_failure(txn.request, response)
             if response.status < 300:  # answered after we gave up: take it and hang up
                 call.remote_tag = response.to_tag
                 call.state = "confirmed"
@@ -514,30 +463,30 @@ class UserAgent:
         call.state = "confirmed"
         return [self._send_ack(call, number), CallAnswered(call, call.media)]
 
+    def _authenticated(self, call: Call, challenge: SipResponse) -> SipRequest | None:
+        """The INVITE again with an answer to the provider's digest challenge (once)."""
+        credentials = call.context.get("credentials")
+        if not isinstance(credentials, tuple) or call.context.get("auth_tried"):
+            return None
+        call.context["auth_tried"] = True
+        proxy = challenge.status == 407
+        value = challenge.headers.get("proxy-authenticate" if proxy else "www-authenticate")
+        if value is None:
+            return None
+        old = call.invite
+        headers = old.headers.copy()
+        call.local_cseq = old.cseq[0] + 1
+        headers.set("Via", self._via())
+        headers.set("CSeq", f"{call.local_cseq} INVITE")
+        user, password = credentials
+        answer = digest.answer(value, "INVITE", old.uri, str(user), str(password))
+        headers.set("Proxy-Authorization" if proxy else "Authorization", answer)
+        call.invite = SipRequest(headers, old.body, method="INVITE", uri=old.uri)
+        return call.invite
+
     def _send_ack(self, call: Call, number: int) -> Send:
         ack = self._in_dialog("ACK", call, cseq=number)
         return Send(ack.to_bytes(), call.peer)
-
-    def _ack_for_failure(self, invite: SipRequest, response: SipResponse) -> SipRequest:
-        headers = Headers()
-        headers.add("Via", invite.headers.get("via") or "")
-        headers.add("Max-Forwards", "70")
-        headers.add("From", invite.headers.get("from") or "")
-        headers.add("To", response.headers.get("to") or "")
-        headers.add("Call-ID", invite.call_id)
-        headers.add("CSeq", f"{invite.cseq[0]} ACK")
-        return SipRequest(headers, b"", method="ACK", uri=invite.uri)
-
-    def _cancel_request(self, call: Call) -> SipRequest:
-        invite = call.invite
-        headers = Headers()
-        headers.add("Via", invite.headers.get("via") or "")
-        headers.add("Max-Forwards", "70")
-        headers.add("From", invite.headers.get("from") or "")
-        headers.add("To", invite.headers.get("to") or "")
-        headers.add("Call-ID", invite.call_id)
-        headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
-        return SipRequest(headers, b"", method="CANCEL", uri=invite.uri)
 
     def _start_client(self, call: Call, request: SipRequest, now: float) -> list[Output]:
         branch = request.branch
@@ -619,6 +568,17 @@ class UserAgent:
 
     def target_of(self, uri: str) -> Addr:
         return host_port_of(uri)
+
+
+def _retried(call: Call, request: SipRequest) -> bool:
+    """An INVITE that starts over a call we turned down (answering a digest challenge comes
+    with the same Call-ID and a new branch)."""
+    return (
+        call.state == "ended"
+        and not call.outbound
+        and request.to_tag is None
+        and request.branch != call.invite.branch
+    )
 
 
 def _without_tag(value: str) -> str:
