@@ -232,3 +232,27 @@ def test_trunk_with_credentials_challenges_the_caller(
     with sipp("uac_auth", target, *bad, cwd=tmp_path, timeout_s=10) as caller:
         result = finish(caller, tmp_path)
     assert caller.returncode != 0 and "401" in result, result
+
+
+def test_a_call_at_its_duration_limit_hears_goodbye_then_bye(
+    start_server: Any, llm: SlowChatServer, tmp_path: Path
+) -> None:
+    require_sipp()
+    srv: RunningServer = start_server(
+        api_keys=[KEY],
+        llm_base_url=llm.url,
+        llm_model="m",
+        sip=sip_settings(),
+        policy={"max_session_seconds": 3},
+    )
+    media_port = even_udp_port()
+    with (
+        RtpCapture(media_port) as capture,
+        sipp(
+            "uac_until_bye", sip_target(srv), "-s", NUMBER, cwd=tmp_path, media_port=media_port
+        ) as caller,
+    ):
+        result = finish(caller, tmp_path, timeout_s=30)
+    assert caller.returncode == 0, result  # the server hung up with BYE
+    # Before the BYE the caller heard why: the goodbye, spoken on its RTP stream.
+    assert heard(transcribe_8k(capture.pcm8k()), {"limit", "goodbye"})

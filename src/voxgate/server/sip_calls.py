@@ -45,6 +45,7 @@ from ..transports.webrtc import new_call_id
 from . import replicas, sip_webhook
 from .admission import admit
 from .refusal import Refused
+from .sip_goodbye import needs_goodbye, say_goodbye
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -327,6 +328,8 @@ class SipService:
         async def close() -> None:
             self.calls.pop(phone.id, None)
             await replicas.forget_call(self.state.shared, phone.id)
+            if needs_goodbye(session) and phone.sip.state == "confirmed":
+                await say_goodbye(self.state.engines, session, rtp)
             if self.endpoint is not None:
                 self.endpoint.hangup(phone.sip)
             await transport.close()
