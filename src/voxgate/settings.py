@@ -245,6 +245,10 @@ class Settings(BaseSettings):
     # key and client-secret policies only tighten it.
     policy: Policy = Field(default_factory=Policy)
 
+    # -- phone media (docs/telephony.md) --
+    # Where session recordings (policy record_calls) are kept; unset: data_dir/recordings.
+    recordings_dir: Path | None = None
+
     # -- SIP (docs/telephony.md): [sip], [[sip.trunks]], [[sip.routes]] --------------------
     sip: SipSettings = Field(default_factory=SipSettings)
     # VOXGATE_SIP_LISTEN=0.0.0.0:5060 turns the endpoint on (overrides [sip] listen).

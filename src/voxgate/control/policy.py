@@ -58,6 +58,15 @@ class Policy(BaseModel):
     # these prefixes ("+1555", "+44"); None allows any, [] none. And a per-key rate.
     allowed_outbound_prefixes: list[str] | None = None
     outbound_calls_per_minute: int | None = Field(None, ge=0)
+    # -- phone media: recording and disclosure (docs/telephony.md) --
+    # Keep a two-channel WAV of each session (caller left, voxgate right), under the
+    # transcripts' retention. Any level that sets true records: a key cannot opt out of a
+    # server or tenant that records.
+    record_calls: bool | None = None
+    # Spoken before anything else in a session. None: phone calls hear the built-in sentence,
+    # other transports nothing; "": nothing anywhere; text: every session on every transport.
+    # The most specific level that sets it wins (a key may reword its tenant's sentence).
+    disclosure: str | None = Field(None, max_length=500)
 
     @classmethod
     def strictest(cls, *policies: Policy | None) -> Policy:
@@ -77,6 +86,12 @@ class Policy(BaseModel):
             merged[name] = result
         prefixes = [p.allowed_outbound_prefixes for p in present]
         merged["allowed_outbound_prefixes"] = _narrowest_prefixes(prefixes)
+        if any(p.record_calls for p in present):
+            merged["record_calls"] = True
+        elif any(p.record_calls is False for p in present):
+            merged["record_calls"] = False
+        wordings = [p.disclosure for p in present if p.disclosure is not None]
+        merged["disclosure"] = wordings[-1] if wordings else None
         return cls(**merged)
 
     def allows(self, field: str, name: str) -> bool:

@@ -21,6 +21,7 @@ from ..session import manager as registry
 from ..session.session import Session, SessionLimits
 from ..session.transport import Playout, Transport
 from .auth import require_scope
+from .phone_media import apply_media_policy
 from .refusal import Refused, forbidden, too_many
 from .state import AppState
 
@@ -81,6 +82,7 @@ async def admit(
         if secret_used is not None:
             await controls.secrets.give_back(secret_used)
         raise
+    apply_media_policy(state, session, principal, kind)
     state.manager.hold(session, lambda ended: _finalize(state, ended))
     controls.audit("admission", principal, session_id=session.id, transport=kind)
     log.info("admitted session %s for %s over %s", session.id, principal.label, kind)

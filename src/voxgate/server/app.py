@@ -20,7 +20,16 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..settings import Settings
 from ..transports.websocket import WebSocketTransport, read_handshake
-from . import admin, calls, http_errors, ledger_routes, redact, replicas, sip_routes
+from . import (
+    admin,
+    calls,
+    http_errors,
+    ledger_routes,
+    recording_routes,
+    redact,
+    replicas,
+    sip_routes,
+)
 from .admission import admit
 from .auth import require_scope
 from .calls import check_owner
@@ -119,6 +128,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(ledger_routes.router)
     app.include_router(sip_routes.router)
+    app.include_router(recording_routes.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -145,11 +145,14 @@ async def get_session(request: Request, session_id: str) -> Response:
 async def delete_session(request: Request, session_id: str) -> Response:
     try:
         state, ledger, admin = await _admin(request)
-        if not await ledger.repo.delete_session(session_id):
+        recording = state.recordings.delete(session_id)
+        if not await ledger.repo.delete_session(session_id) and not recording:
             raise _not_found(session_id)
     except Refused as exc:
         return exc.response()
     state.controls.audit("session_delete", admin, session_id=session_id)
+    if recording:
+        state.controls.audit("recording_delete", admin, session_id=session_id)
     return JSONResponse({"id": session_id, "object": "realtime.session.record", "deleted": True})
 
 
@@ -159,6 +162,7 @@ async def delete_user(request: Request, safety_identifier: str) -> Response:
         state, ledger, admin = await _admin(request)
         user_hash = hash_user(safety_identifier)
         counts = await ledger.repo.delete_user(user_hash)
+        counts["recordings"] = state.recordings.delete_user(user_hash)
     except Refused as exc:
         return exc.response()
     # The record names what was deleted, not whom: the user is gone from the store.

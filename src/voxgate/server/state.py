@@ -13,6 +13,7 @@ from ..session.engines import EngineSet
 from ..session.manager import SessionManager
 from ..session.session import SessionLimits
 from ..settings import Settings
+from ..storage.recordings import RecordingStore
 from .controls import Controls
 from .metrics import Metrics
 
@@ -50,6 +51,12 @@ class AppState:
     def shared(self) -> SharedState:
         """What replicas share (Redis with VOXGATE_REDIS_URL); in-process by default."""
         return self.controls.shared
+
+    @property
+    def recordings(self) -> RecordingStore:
+        """Session recordings (policy record_calls)."""
+        s = self.settings
+        return RecordingStore(s.recordings_dir or s.data_dir / "recordings")
 
     @property
     def limits(self) -> SessionLimits:

@@ -203,6 +203,7 @@ class ServerPlayout:
         self._tasks: set[asyncio.Task[None]] = set()
         self._drained = asyncio.Event()
         self._closed = False
+        self._listener: Callable[[bytes], None] | None = None
 
     # -- Playout --------------------------------------------------------------------------
 
@@ -221,6 +222,10 @@ class ServerPlayout:
         self._wake()
         return cut
 
+    def tap(self, listener: Callable[[bytes], None]) -> None:
+        """``listener`` hears every frame taken, silence included (the call's recording)."""
+        self._listener = listener
+
     async def room(self) -> None:
         """Wait until the queue holds less than ``max_queued_s`` (at once after `close`)."""
         while not self._closed and self.core.queued_s >= self.max_queued_s:
@@ -232,6 +237,8 @@ class ServerPlayout:
     def take(self, n_samples: int) -> bytes:
         audio = self.core.take(n_samples)
         self._wake()
+        if self._listener is not None:
+            self._listener(audio)
         return audio
 
     def close(self) -> None:

@@ -1,10 +1,11 @@
-"""One live conversation: a task group around the sans-IO connection.
+"""One live conversation: a task group around the sans-IO connection and the driver that
+serves it (the embedded pipeline or an upstream relay; see `driver.py`).
 
 Tasks (all owned by the session's TaskGroup, all named):
 - reader: transport frames → inbox (pauses when the inbox is full);
 - writer: outbox → transport (control lane ahead of media);
 - watchdog: maximum duration and idle timeout, as sleeps until the next deadline;
-- one task per running response (see `response.py`);
+- the driver's (one per running response in the pipeline, see `response.py`);
 - per sideband client (`attach`): its own reader and writer, so a slow sideband never holds
   up the primary client.
 Where the transport plays reply audio itself (WebRTC, SIP: `Playout`), audio goes to the
@@ -21,9 +22,11 @@ Its verdict comes back through the inbox: rate limits, budget warnings, or a cut
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections import deque
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -43,19 +46,29 @@ from ..protocol.commands import (
     TranscribeItem,
     UserInput,
 )
-from ..protocol.connection import Output, RealtimeConnection
+from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from .backlog import Backlog
 from .clock import Clock, SystemClock
+from .disclosure import Disclosure
+from .driver import PLAYOUT_RATE, Driver, DriverHost, DriverOutput, Forward, Progress
 from .engines import EngineSet
 from .fairness import in_slices
 from .inbox import Ended, Inbox
-from .listener import Listener
 from .outbox import Outbox
-from .response import Progress, ResponseRunner
-from .transport import BoundedPlayout, Playout, Transport, TransportClosed, TransportStalled
+from .pipeline import PipelineDriver
+from .recording import CallRecorder
+from .transport import (
+    BoundedPlayout,
+    Playout,
+    TappedPlayout,
+    Transport,
+    TransportClosed,
+    TransportStalled,
+)
 
 log = logging.getLogger(__name__)
+__all__ = ["PLAYOUT_RATE", "Session", "SessionLimits"]
 # The keys a DTMF event may carry (RFC 4733 events 0-15).
 DTMF_KEYS = frozenset("0123456789*#ABCD")
 # Server events a sideband client may fall behind by before it is disconnected.
@@ -98,6 +111,7 @@ class Session:
         playout: Playout | None = None,
         principal: Principal | None = None,
         observer: SessionObserver | None = None,
+        driver: Driver | None = None,
     ) -> None:
         self.connection = connection
         # Who opened the session (None: built directly, e.g. in tests); calls check it.
@@ -108,21 +122,26 @@ class Session:
         self.clock = clock or SystemClock()
         self.outbox = Outbox()
         self.inbox: Inbox[_Frame | Progress] = Inbox(limits.inbox_capacity)
-        self._responses: dict[str, asyncio.Task[None]] = {}
         self._started = self.clock.monotonic()
         self._last_activity = self._started
         self.ended: Ended | None = None
-        self.listener = Listener(engines, self.inbox.put, self._spawn, self.clock)
         connection.expires_at = int(self.clock.wall() + limits.max_duration_s)
         self.playout = playout
         connection.server_playout = playout is not None
         if playout is not None:
             playout.bind(self._playout_stopped)
         self._sidebands: set[Backlog] = set()
-        # Media-track audio ↔ the session's formats; streaming, so chunks join seamlessly.
+        # Media-track audio ↔ the formats of the session and its driver, and reply audio →
+        # the playout's format; streaming, so chunks join seamlessly.
         self._from_track: FormatConverter | None = None
         self._to_playout: FormatConverter | None = None
         self.observer = observer
+        self.driver: Driver = driver or PipelineDriver(engines)
+        self.driver.bind(self._driver_host())
+        # Set before `run` by `disclose` and `record` (admission does, per policy).
+        self.disclosure: Disclosure | None = None
+        self._held: deque[_Frame] = deque()
+        self.recorder: CallRecorder | None = None
 
     @property
     def id(self) -> str:
@@ -141,12 +160,15 @@ class Session:
             reader = tg.create_task(self._read(), name=f"{self.id}:reader")
             writer = tg.create_task(self._write(), name=f"{self.id}:writer")
             watchdog = tg.create_task(self._watch(), name=f"{self.id}:watchdog")
-            self._apply(self.connection.start())
+            self._apply(self.driver.start(self.connection))
+            self._begin_disclosure()
             ended = await self._main()
             self.ended = ended
             reader.cancel()
             watchdog.cancel()
             await self._close(ended, writer)
+        if self.recorder is not None:
+            self.recorder.close()
         if self.observer is not None:
             end = SessionEnd(ended.reason, ended.error_code, ended.message)
             try:
@@ -157,12 +179,14 @@ class Session:
 
     async def _main(self) -> Ended:
         while True:
-            msg = await self.inbox.get()
+            msg = await self._next()
             if isinstance(msg, Ended):
                 return msg
+            if isinstance(msg, _Frame) and self._hold(msg):
+                continue
             if isinstance(msg, _Frame):
                 self._last_activity = self.clock.monotonic()
-                outputs = self.connection.receive(msg.raw)
+                outputs = self.driver.receive(self.connection, msg.raw)
             else:
                 outputs = msg(self.connection)
             for i, group in enumerate(in_slices(outputs)):
@@ -170,15 +194,91 @@ class Session:
                     await asyncio.sleep(0)  # let other sessions run between slices
                 self._apply(group)
 
+    async def _next(self) -> _Frame | Progress | Ended:
+        """Client events held back during the disclosure come first once it is generated."""
+        if self._held and not self._disclosing():
+            return self._held.popleft()
+        return await self.inbox.get()
+
+    def _disclosing(self) -> bool:
+        return self.disclosure is not None and self.disclosure.generating(self.connection)
+
+    def _hold(self, frame: _Frame) -> bool:
+        """Keep a client event until the disclosure is generated (bounded: past the inbox's
+        capacity events go through, and a response.create may be refused as for any
+        response in progress)."""
+        if not self._disclosing() or len(self._held) >= self.limits.inbox_capacity:
+            return False
+        self._held.append(frame)
+        return True
+
+    # -- disclosure and recording ---------------------------------------------------------
+
+    def disclose(self, text: str) -> None:
+        """Speak ``text`` before anything else (see disclosure.py); call before `run`."""
+        self.disclosure = Disclosure(text)
+
+    def record(self, recorder: CallRecorder) -> None:
+        """Record the session (see recording.py); call before `run`."""
+        self.recorder = recorder
+        if isinstance(self.playout, TappedPlayout):
+            fmt = self.playout.format
+            self.playout.tap(lambda audio: recorder.voxgate(audio, fmt))
+
+    def _begin_disclosure(self) -> None:
+        if self.disclosure is None:
+            return
+        try:
+            self._apply(self.disclosure.begin(self.connection))
+        except ProtocolError as exc:
+            log.error("session %s could not speak its disclosure: %s", self.id, exc.message)
+
+    def _record_sent(self, event: ev.ResponseDelta) -> None:
+        """Reply audio sent as events (no server playout): the recording's right channel."""
+        if self.recorder is None or isinstance(self.playout, TappedPlayout):
+            return
+        state = self.connection.responses.get(event.response_id)
+        kind = (
+            state.plan.output_format if state else self.connection.config.audio.output.format.type
+        )
+        self.recorder.voxgate(base64.b64decode(event.delta), AudioFormat.from_type(kind))
+
     # -- outputs --------------------------------------------------------------------------
 
-    def _apply(self, outputs: list[Output]) -> None:
+    def switch_driver(self, driver: Driver, reason: str) -> None:
+        """Serve the rest of the session with ``driver`` (failover, renewal): the current
+        one is closed, the new one bound. Main loop only: call it from a `Progress` posted
+        to the inbox, which returns whatever the client should hear about the change."""
+        old = self.driver
+        log.info("session %s: %s → %s (%s)", self.id, old.name, driver.name, reason)
+        old.close()
+        driver.bind(self._driver_host())
+        self.driver = driver
+
+    def _driver_host(self) -> DriverHost:
+        # Not kept by the session: only a driver holds it (and drops it when closed), so a
+        # closed session is no reference cycle and is freed as soon as it is let go.
+        return DriverHost(
+            session_id=self.id,
+            post=self.inbox.put,
+            spawn=self._spawn,
+            clock=self.clock,
+            limits=self.limits,
+            media_space=self._media_space,
+            response_started=self._response_started,
+            touch=self._touch,
+        )
+
+    def _apply(self, outputs: Sequence[DriverOutput]) -> None:
         # A record of usage holds back the event that shows it (the next one).
         hold: asyncio.Future[None] | None = None
         for out in outputs:
             match out:
                 case ev.ServerEvent():
                     self._send(out, hold)
+                    hold = None
+                case Forward():
+                    self._forward(out, hold)
                     hold = None
                 case ResponseFinished():
                     if self.observer is not None:
@@ -187,27 +287,16 @@ class Session:
                     if self.observer is not None:
                         billed = out.transcription_model is not None
                         hold = self._observe(self.observer.user_input(out), billed)
-                case StartResponse(plan=plan):
-                    runner = ResponseRunner(
-                        plan,
-                        self.engines,
-                        self.inbox.put,
-                        self._media_space,
-                        before=self.listener.ready(plan.context),
-                        lead_s=self.limits.audio_lead_s,
-                        clock=self.clock,
-                        context_tokens=self.limits.llm_context_tokens,
-                        max_speech_chars=self.limits.max_speech_chars,
-                    )
-                    self._start_response(plan.response_id, runner)
-                    if self.observer is not None:
-                        self._observe(self.observer.before_response(), False)
+                case StartResponse():
+                    self._apply(self.driver.command(self.connection, out))
+                    self._response_started()
                 case CancelResponse(response_id=rid):
-                    self._cancel_response(rid)
-                case InputAudio(data=data, format=fmt):
-                    self._apply(self.listener.audio(self.connection, data, fmt))
-                case TranscribeItem(item_id=item_id, audio=audio, format=fmt):
-                    self._apply(self.listener.transcribe(self.connection, item_id, audio, fmt))
+                    self._apply(self.driver.command(self.connection, out))
+                    self.outbox.purge(rid)
+                case InputAudio() | TranscribeItem():
+                    if isinstance(out, InputAudio) and self.recorder is not None:
+                        self.recorder.caller(out.data, AudioFormat.from_type(out.format))
+                    self._apply(self.driver.command(self.connection, out))
                 case PlayAudio():
                     self._play(out)
                 case EndOfAudio(response_id=rid):
@@ -229,9 +318,19 @@ class Session:
         rid = getattr(event, "response_id", None)
         if isinstance(event, ev.ResponseDelta) and event.type == "response.output_audio.delta":
             self.outbox.put_media(text, rid or "")
+            self._record_sent(event)
             return
         if rid is None and isinstance(event, ev.ResponseLifecycle):
             rid = event.response.get("id")
+        self._put_control(text, rid, hold)
+
+    def _forward(self, event: Forward, hold: asyncio.Future[None] | None) -> None:
+        if event.media:
+            self.outbox.put_media(event.text, event.response_id or "")
+        else:
+            self._put_control(event.text, event.response_id, hold)
+
+    def _put_control(self, text: str, rid: str | None, hold: asyncio.Future[None] | None) -> None:
         self.outbox.put_control(text, rid, hold)
         if self.outbox.queued_chars > self.limits.max_outbox_bytes:
             self._too_slow(f"{self.outbox.queued_chars} bytes of server events went unread")
@@ -258,9 +357,9 @@ class Session:
         self._spawn(run(), "observer")
         return gate
 
-    def _heed(self, verdict: BudgetVerdict) -> list[Output]:
+    def _heed(self, verdict: BudgetVerdict) -> list[DriverOutput]:
         """What the client must hear about its budgets; a cut-off ends the session."""
-        out: list[Output] = []
+        out: list[DriverOutput] = []
         if verdict.rate_limits is not None:
             out.append(ev.RateLimitsUpdated(rate_limits=verdict.rate_limits))
         for notice in verdict.warnings:
@@ -270,13 +369,10 @@ class Session:
             out += self._cut_off(verdict.exceeded)
         return out
 
-    def _cut_off(self, notice: BudgetNotice) -> list[Output]:
-        out: list[Output] = []
+    def _cut_off(self, notice: BudgetNotice) -> list[DriverOutput]:
         failure = {"type": "budget_exceeded", "code": "budget_exceeded", "message": notice.message}
-        for rid in list(self.connection.responses):
-            details = {"type": "cancelled", "reason": None, "error": failure}
-            out += self.connection.finish_response(rid, "cancelled", details)
-            out.append(CancelResponse(rid))
+        details = {"type": "cancelled", "reason": None, "error": failure}
+        out = list(self.driver.stop_responses(self.connection, details))
         self.end("budget_exceeded", "budget_exceeded", notice.message, code=1008)
         return out
 
@@ -287,6 +383,8 @@ class Session:
         if self._to_playout is None or (self._to_playout.src, self._to_playout.dst) != (src, dst):
             self._to_playout = FormatConverter(src, dst)
         audio = self._to_playout.process(out.data)
+        if self.recorder is not None and not isinstance(self.playout, TappedPlayout):
+            self.recorder.voxgate(audio, dst)  # as queued: this playout cannot say when heard
         self.playout.play(out.response_id, out.item_id, out.content_index, audio)
 
     async def _media_space(self) -> None:
@@ -304,13 +402,20 @@ class Session:
         e.g. 8 kHz G.711 from a phone line): the input buffer, as if appended, in whatever
         input format the session has. Like appends, it keeps the session from being idle."""
 
-        def append(conn: RealtimeConnection) -> list[Output]:
+        def append(conn: RealtimeConnection) -> Sequence[DriverOutput]:
             self._last_activity = self.clock.monotonic()
-            dst = AudioFormat.from_type(conn.input_format)
+            if self.disclosure is not None and self.disclosure.speaking(conn):
+                if self.recorder is not None:  # recorded, not listened to
+                    self.recorder.caller(audio, fmt)
+                return []
+            if fmt == PCM16:
+                return self.driver.track_audio(conn, audio)
+            if isinstance(self.driver, PipelineDriver):  # takes any format: no 24 kHz hop
+                return self.driver.track_audio(conn, audio, fmt)
             track = self._from_track
-            if track is None or (track.src, track.dst) != (fmt, dst):
-                track = self._from_track = FormatConverter(fmt, dst)
-            return conn.append_track_audio(track.process(audio))
+            if track is None or track.src != fmt:
+                track = self._from_track = FormatConverter(fmt, PCM16)
+            return self.driver.track_audio(conn, track.process(audio))
 
         await self.inbox.put(append)
 
@@ -320,7 +425,7 @@ class Session:
         if digit not in DTMF_KEYS:
             raise ValueError(f"not a DTMF key: {digit!r}; expected one of 0-9 * # A-D")
 
-        def received(conn: RealtimeConnection) -> list[Output]:
+        def received(conn: RealtimeConnection) -> list[DriverOutput]:
             self._last_activity = self.clock.monotonic()
             return [ev.DtmfEventReceived(event=digit, received_at=int(self.clock.wall()))]
 
@@ -331,7 +436,8 @@ class Session:
         sees the server events from here on (after a ``session.created``) and may send client
         events, which join the primary client's in one order."""
         queue = Backlog(SIDEBAND_BACKLOG, self.limits.max_outbox_bytes)
-        queue.put_nowait(self.connection.session_created().to_json())
+        created = self.driver.session_created(self.connection)
+        queue.put_nowait(created.text if isinstance(created, Forward) else created.to_json())
         self._sidebands.add(queue)
 
         async def read() -> None:
@@ -371,24 +477,12 @@ class Session:
     def _spawn(self, work: Awaitable[None], name: str) -> asyncio.Task[None]:
         return self._tg.create_task(work, name=f"{self.id}:{name}")  # type: ignore[arg-type]
 
-    def _start_response(self, rid: str, runner: ResponseRunner) -> None:
-        task = self._tg.create_task(runner.run(), name=f"{self.id}:{rid}")
-        self._responses[rid] = task
-        self.listener.detector.pause_idle()
-        task.add_done_callback(lambda _: self._response_ended(rid))
+    def _response_started(self) -> None:
+        if self.observer is not None:
+            self._observe(self.observer.before_response(), False)
 
-    def _response_ended(self, rid: str) -> None:
-        self._responses.pop(rid, None)
-        if not self._responses:
-            self.listener.detector.resume_idle()
-        # The idle time counts from the end of the last response, not from its start.
+    def _touch(self) -> None:
         self._last_activity = max(self._last_activity, self.clock.monotonic())
-
-    def _cancel_response(self, rid: str) -> None:
-        task = self._responses.pop(rid, None)
-        if task is not None:
-            task.cancel()
-        self.outbox.purge(rid)
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -430,7 +524,7 @@ class Session:
                     f"{limits.max_duration_s:g} seconds; open a new session to go on.",
                 )
                 return
-            if self._responses:
+            if self.driver.busy:
                 self._last_activity = max(self._last_activity, now)
             # Re-read the last activity: client events may have arrived during the sleep.
             elif limits.idle_timeout_s is not None and (
@@ -457,12 +551,11 @@ class Session:
         return task.done()
 
     async def _close(self, ended: Ended, writer: asyncio.Task[None]) -> None:
-        self.listener.close()
-        for task in list(self._responses.values()):
-            task.cancel()
-        # A response cut short by the close still owes the client its response.done.
-        for rid in list(self.connection.responses):
-            self._apply(self.connection.finish_response(rid, "cancelled", {"type": "cancelled"}))
+        self.driver.close()
+        # A response cut short by the close still owes the client its response.done; its
+        # audio already queued still goes out (its work is stopped by the close above).
+        stopped = self.driver.stop_responses(self.connection, {"type": "cancelled"})
+        self._apply([o for o in stopped if not isinstance(o, CancelResponse)])
         if ended.reason == SLOW_CLIENT:
             self.outbox.discard()  # it will never be read: free it now
         if ended.error_code:

@@ -74,3 +74,10 @@ class BoundedPlayout(Playout, Protocol):
     audio (see `session/playout.py`)."""
 
     async def room(self) -> None: ...
+
+
+@runtime_checkable
+class TappedPlayout(Playout, Protocol):
+    """A playout that can report the audio it plays, as it plays it (for recording)."""
+
+    def tap(self, listener: Callable[[bytes], None]) -> None: ...

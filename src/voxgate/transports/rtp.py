@@ -192,6 +192,9 @@ class RtpStream:
     async def room(self) -> None:
         await self.playout.room()
 
+    def tap(self, listener: Callable[[bytes], None]) -> None:
+        self.playout.tap(listener)
+
     # -- inbound --------------------------------------------------------------------------
 
     def datagram(self, data: bytes, addr: Address) -> None:

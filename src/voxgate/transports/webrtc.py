@@ -204,6 +204,9 @@ class PlayoutTrack(MediaStreamTrack):
     async def room(self) -> None:
         await self.playout.room()
 
+    def tap(self, listener: Callable[[bytes], None]) -> None:
+        self.playout.tap(listener)
+
     # -- MediaStreamTrack -----------------------------------------------------------------
 
     async def recv(self) -> av.AudioFrame:

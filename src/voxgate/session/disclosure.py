@@ -1,0 +1,87 @@
+"""The spoken disclosure ("You are speaking with an automated assistant.").
+
+A session given a disclosure speaks it before anything else. To a Realtime client it is an
+ordinary response the server started, as with server VAD: ``response.created`` (its
+``metadata`` is ``{"voxgate": "disclosure"}``), an assistant message item whose audio is the
+sentence and whose transcript is its text, ``response.done``. It joins the conversation, so the
+model knows what was said. The text is spoken verbatim: the response's language model is
+`SpokenText`, not the session's.
+
+Until the disclosure has been generated, client events wait (they are applied in order right
+after it); until it has been *heard* (its playout stopped, where the server plays audio), the
+caller's media-track audio is recorded but not listened to, so it cannot cut the disclosure
+short or start a turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from ..engines.base import ChatRequest, LLMDone, LLMEvent, TextDelta
+from ..protocol.commands import ResponsePlan, StartResponse
+from ..protocol.connection import Output, RealtimeConnection
+
+# Phone calls (SIP, Twilio) hear this unless their policy sets another sentence (or "").
+DEFAULT_PHONE_DISCLOSURE = "You are speaking with an automated assistant."
+PHONE_TRANSPORTS = frozenset({"sip", "twilio"})
+METADATA = {"voxgate": "disclosure"}
+
+
+def disclosure_for(policy_text: str | None, transport: str) -> str | None:
+    """What a session on ``transport`` must hear first (None: nothing)."""
+    if policy_text is None:
+        return DEFAULT_PHONE_DISCLOSURE if transport in PHONE_TRANSPORTS else None
+    return policy_text.strip() or None
+
+
+def disclosure_request(text: str) -> dict[str, Any]:
+    """The ``response.create`` parameters of the disclosure response."""
+    return {
+        "metadata": dict(METADATA),
+        "output_modalities": ["audio"],
+        "instructions": text,
+        "tool_choice": "none",
+    }
+
+
+def is_disclosure(plan: ResponsePlan) -> bool:
+    return plan.metadata == METADATA
+
+
+class Disclosure:
+    """The disclosure of one session: its response, once begun."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.response_id: str | None = None
+
+    def begin(self, conn: RealtimeConnection) -> list[Output]:
+        """Start the disclosure response (raises ProtocolError if the session refuses it)."""
+        out = conn.create_response(disclosure_request(self.text))
+        self.response_id = next(o.plan.response_id for o in out if isinstance(o, StartResponse))
+        return out
+
+    def generating(self, conn: RealtimeConnection) -> bool:
+        """Client events wait while this holds."""
+        return self.response_id is not None and self.response_id in conn.responses
+
+    def speaking(self, conn: RealtimeConnection) -> bool:
+        """The caller's track audio is not listened to while this holds: generating, or its
+        audio still playing (server playout)."""
+        return self.generating(conn) or (
+            self.response_id is not None and self.response_id in conn.playing
+        )
+
+
+class SpokenText:
+    """An `LLMEngine` that answers with the request's instructions, word for word."""
+
+    name = "disclosure"
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[LLMEvent, None]:
+        yield TextDelta(request.instructions)
+        yield LLMDone("stop", input_tokens=0, output_tokens=0)
+
+    async def aclose(self) -> None:
+        return None
