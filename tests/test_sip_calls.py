@@ -77,7 +77,8 @@ def test_caller_speaks_and_hears_a_spoken_reply(
 ) -> None:
     srv = start_phone_server(start_server, llm)
     speech = ulaw_speech("What is the weather like in Paris today?")
-    write_pcap(tmp_path / "caller.pcap", rtp_packets(SILENCE * 25 + speech + SILENCE * 75))
+    # The caller speaks after the disclosure phone calls begin with (it is not listened to).
+    write_pcap(tmp_path / "caller.pcap", rtp_packets(SILENCE * 200 + speech + SILENCE * 75))
     media_port = even_udp_port()
     with (
         RtpCapture(media_port) as capture,

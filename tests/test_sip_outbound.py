@@ -63,7 +63,8 @@ async def test_outbound_call_to_a_sipp_phone_talks(
     policy = {"allowed_outbound_prefixes": ["+1555"], "outbound_calls_per_minute": 1}
     srv = start_server(api_keys=[KEY], llm_base_url=llm.url, llm_model="m", sip=sip, policy=policy)
     speech = ulaw_speech("What time do you open tomorrow?")
-    write_pcap(tmp_path / "callee.pcap", rtp_packets(SILENCE * 25 + speech + SILENCE * 75))
+    # The caller speaks after the disclosure phone calls begin with (it is not listened to).
+    write_pcap(tmp_path / "callee.pcap", rtp_packets(SILENCE * 200 + speech + SILENCE * 75))
     headers = {"Authorization": f"Bearer {KEY}"}
     place = {
         "to": "+15550001111",
@@ -103,8 +104,12 @@ async def test_outbound_call_to_a_sipp_phone_talks(
             async with client.realtime.connect(call_id=call_id) as sideband:
                 side = Events(sideband)
                 await side.expect("session.created")
-                done = await side.until("response.done", wait_s=30)
-                assert await asyncio.to_thread(capture.wait_audible, 1.0), "no reply heard"
+                # The call opens with the disclosure; then the callee speaks and is answered.
+                done = await side.until(_answer_done, wait_s=40)
+                rid = done[-1].response.id
+                await side.until(
+                    lambda e: e.type == "output_audio_buffer.stopped" and e.response_id == rid
+                )
             await client.realtime.calls.hangup(call_id)
             result = await asyncio.to_thread(finish, callee, tmp_path)
         assert callee.returncode == 0, result  # rang, answered, and got our BYE
@@ -115,3 +120,10 @@ async def test_outbound_call_to_a_sipp_phone_talks(
     pcm = capture.pcm8k()
     assert audible_seconds(pcm) >= 1.0
     assert heard(transcribe_8k(pcm), {"nine", "tomorrow"})
+
+
+def _answer_done(event: Any) -> bool:
+    """The end of a response that is not the call's opening disclosure."""
+    if event.type != "response.done":
+        return False
+    return (event.response.metadata or {}).get("voxgate") != "disclosure"
