@@ -230,7 +230,7 @@ def test_trunk_with_credentials_challenges_the_caller(
     assert caller.returncode == 0, result
     # ... and a wrong password gets challenged again instead of answered.
     bad = ("-au", "pbx", "-ap", "guess", "-s", NUMBER, "-d", "500")
-    with sipp("uac_auth", target, *bad, cwd=tmp_path, timeout_s=10) as caller:
+    with sipp("uac_auth", target, *bad, cwd=tmp_path, timeout_s=5) as caller:
         result = finish(caller, tmp_path)
     assert caller.returncode != 0 and "401" in result, result
 

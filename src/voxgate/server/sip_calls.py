@@ -258,7 +258,12 @@ class SipService:
         if phone.accept_timer is not None:
             phone.accept_timer.cancel()
         transport = HeadlessTransport()
-        rtp = await self._open_rtp(phone.media)
+        try:
+            rtp = await self._open_rtp(phone.media)
+        except OSError as exc:  # every port of the range is taken
+            log.warning("SIP call %s refused: %s", phone.id, exc)
+            self._reject(phone, 503, "Service Unavailable (no free RTP port)")
+            raise Refused("rtp_ports_exhausted", str(exc), 503, type_="server_error") from None
         try:
             session = await self._admit(phone, transport, rtp, session_patch, credential)
         except Refused as exc:
@@ -355,7 +360,10 @@ class SipService:
         ``PhoneCall.progress``). Raises Refused when the session cannot be admitted."""
         assert self.endpoint is not None and trunk.outbound_uri is not None
         codec = sdp.MediaOffer("", 0, "PCMU", 0, DTMF_PT, "sendrecv")
-        rtp = await self._open_rtp(codec)
+        try:
+            rtp = await self._open_rtp(codec)
+        except OSError as exc:
+            raise Refused("rtp_ports_exhausted", str(exc), 503, type_="server_error") from None
         transport = HeadlessTransport()
         try:
             session = await admit(
