@@ -71,13 +71,15 @@ def receiver() -> Iterator[WebhookReceiver]:
     server.stop()
 
 
-def webhook_server(start_server: Any, receiver: WebhookReceiver) -> RunningServer:
+def webhook_server(
+    start_server: Any, receiver: WebhookReceiver, accept_timeout_s: float = 20
+) -> RunningServer:
     require_sipp()
     sip = {
         "listen": "127.0.0.1:0",
         "rtp_ports": "32000-32999",
         "webhook_secret": SECRET,
-        "accept_timeout_s": 20,
+        "accept_timeout_s": accept_timeout_s,
         "trunks": [{"name": "carrier", "allowed_sources": ["127.0.0.0/8"], "key": KEY}],
         "routes": [{"number": NUMBER, "webhook": receiver.url}],
     }
@@ -128,3 +130,25 @@ async def test_webhook_accept_refer_hangup_and_reject(
             await client.realtime.calls.accept(event.data.call_id, type="realtime")
         assert getattr(gone.value, "status_code", None) == 404
         assert json.loads(gone.value.response.text)["error"]["code"] == "call_not_found"  # type: ignore[attr-defined]
+
+
+async def test_unaccepted_calls_are_declined_by_hangup_or_timeout(
+    start_server: Any, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    srv = webhook_server(start_server, receiver, accept_timeout_s=1.5)
+    target = f"127.0.0.1:{srv.app.state.voxgate.sip.port}"
+    async with AsyncOpenAI(base_url=srv.base_url, api_key=KEY) as client:
+        # Hanging up a call that still rings declines it (603) ...
+        with sipp("uac_declined", target, "-s", NUMBER, cwd=tmp_path) as caller:
+            body, headers = await receiver.next()
+            event = client.webhooks.unwrap(body, headers, secret=SECRET)
+            assert isinstance(event, RealtimeCallIncomingWebhookEvent)
+            await client.realtime.calls.hangup(event.data.call_id)
+            result = await asyncio.to_thread(finish, caller, tmp_path)
+        assert caller.returncode == 0, result
+        # ... and one nobody accepts within accept_timeout_s gets 480.
+        with sipp("uac_unanswered", target, "-s", NUMBER, cwd=tmp_path) as caller:
+            await receiver.next()
+            result = await asyncio.to_thread(finish, caller, tmp_path)
+        assert caller.returncode == 0, result
+    assert not srv.app.state.voxgate.sip.calls and not srv.app.state.voxgate.manager.sessions
