@@ -30,7 +30,6 @@ from ..transports.sip.endpoint import SipEndpoint
 from ..transports.sip.events import (
     Call,
     CallAnswered,
-    CallConfirmed,
     CallEnded,
     CallFailed,
     CallProgress,
@@ -150,9 +149,7 @@ class SipService:
                 self._outbound_failed(phone, status)
             case RequestDone(method=method, status=status):
                 log.info("SIP %s on call %s: %d", method, out.call.id, status)
-            case CallConfirmed() | CallEnded() | MediaChanged() | CallProgress():
-                pass
-            case CallAnswered() | CallFailed():
+            case _:  # confirmations, and events of calls no longer followed
                 pass
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -392,7 +389,7 @@ class SipService:
         call = self.endpoint.invite(
             to_uri=target,
             from_uri=f"sip:{from_}@{self.public_host}",
-            target=(_resolve(host), port),
+            target=(await _resolve(host), port),
             body=body,
             local_media=(self.public_host, rtp.local_port),
             credentials=_credentials(trunk),
@@ -471,8 +468,10 @@ def _credentials(trunk: SipTrunk) -> tuple[str, str] | None:
     return trunk.username, trunk.password
 
 
-def _resolve(host: str) -> str:
+async def _resolve(host: str) -> str:
+    """The trunk host's IPv4 address (resolved off the event loop's thread)."""
     try:
-        return socket.gethostbyname(host)
-    except OSError:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET)
+        return str(infos[0][4][0])
+    except (OSError, IndexError):
         return host
