@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from _helpers_protocol import eventually, validated
+from _helpers_protocol import eventually, settle, validated
 from voxgate.audio import PCMU, pcm16_to_ulaw
 from voxgate.engines.testing import ScriptedLLM, ScriptedTTS, text_script
 from voxgate.protocol.connection import RealtimeConnection
@@ -181,3 +181,39 @@ async def test_headless_transport_drops_sends_and_ends_with_the_call() -> None:
     assert ended.reason == "client_closed"
     with pytest.raises(TransportClosed):
         await transport.send("{}")
+
+
+async def test_client_events_wait_for_the_disclosure_and_follow_it_in_order() -> None:
+    engines = EngineSet(llm=ScriptedLLM([text_script("Welcome.")]), tts=ScriptedTTS())
+    async with running_session(engines, validate=validated) as run:
+        run.session.disclose("Calls are answered by a computer.")
+        run.transport.send_event({"type": "response.create"})  # an app's greeting, at once
+        events = await run.transport.events_until(
+            lambda e: e["type"] == "response.done" and e["response"]["metadata"] is None
+        )
+    kinds = [e["type"] for e in events]
+    assert "error" not in kinds
+    created = [e["response"] for e in events if e["type"] == "response.created"]
+    assert [r["metadata"] for r in created] == [{"voxgate": "disclosure"}, None]
+    done = [e for e in events if e["type"] == "response.done"]
+    said = done[0]["response"]["output"][0]["content"][0]["transcript"]
+    assert said == "Calls are answered by a computer."
+    assert kinds.index("response.done") < kinds.index(
+        "response.created", kinds.index("response.done")
+    )
+
+
+async def test_the_callers_audio_is_not_heard_until_the_disclosure_has_played() -> None:
+    playout = ServerPlayout(G711_ULAW)
+    engines = EngineSet(llm=ScriptedLLM([]), tts=ScriptedTTS())
+    async with running_session(engines, validate=validated, playout=playout) as run:
+        run.session.disclose("Hello.")
+        await run.transport.events_until("response.done")
+        assert playout.core.queued_s > 0  # generated, not yet played
+        await run.session.track_audio(pcm16_to_ulaw(b"\x00\x30" * 800), PCMU)
+        await settle()
+        assert not run.connection.input_buffer  # speech over the disclosure is not heard
+        playout.take(int(playout.core.queued_s * 8000) + 160)
+        await run.transport.events_until("output_audio_buffer.stopped")
+        await run.session.track_audio(pcm16_to_ulaw(b"\x00\x30" * 800), PCMU)
+        await eventually(lambda: len(run.connection.input_buffer) > 0)

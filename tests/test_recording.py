@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import wave
 from pathlib import Path
 
 import numpy as np
 
+from _helpers_protocol import eventually, validated
 from voxgate.audio import PCMU, pcm16_to_ulaw
 from voxgate.control.policy import Policy
+from voxgate.engines.testing import ScriptedLLM, ScriptedTTS, text_script
 from voxgate.session.clock import VirtualClock
 from voxgate.session.disclosure import DEFAULT_PHONE_DISCLOSURE, disclosure_for
+from voxgate.session.engines import EngineSet
 from voxgate.session.playout import PCM16_8K
 from voxgate.session.recording import CallRecorder
+from voxgate.session.testing import running_session
 from voxgate.storage.recordings import RecordingInfo, RecordingStore
 
 
@@ -103,3 +108,25 @@ def test_policy_levels_combine_recording_and_disclosure() -> None:
     assert disclosure_for(None, "websocket") is None
     assert disclosure_for("", "sip") is None
     assert disclosure_for(" Hi. ", "webrtc") == "Hi."
+
+
+async def test_over_websocket_the_appends_and_the_sent_reply_are_recorded() -> None:
+    sink = Frames()
+    engines = EngineSet(llm=ScriptedLLM([text_script("Hi.")]), tts=ScriptedTTS())
+    async with running_session(engines, validate=validated) as run:
+        run.session.record(CallRecorder(sink, run.clock, 24000))
+        await run.transport.events_until("session.created")
+        spoken = tone(3000, 2400)  # 100 ms of the caller
+        run.transport.send_event(
+            {"type": "input_audio_buffer.append", "audio": base64.b64encode(spoken).decode()}
+        )
+        await eventually(lambda: len(run.connection.input_buffer) > 0)
+        await run.clock.advance(1.0)  # the reply is asked for a second later
+        run.transport.send_event({"type": "response.create"})
+        await run.transport.events_until("response.done")
+    assert sink.closed
+    left, right = sink.channels()
+    assert (left[:2400] == 3000).all() and not left[2400:].any()
+    # The reply (the scripted voice's tone) starts on the right channel when it was sent.
+    first_sound = int(np.argmax(np.abs(right.astype(np.int32)) > 1000))
+    assert 0.9 * 24000 <= first_sound <= 1.0 * 24000

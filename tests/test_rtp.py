@@ -319,3 +319,25 @@ async def test_every_port_taken_is_a_clear_error() -> None:
             await RtpStream.open("127.0.0.1", (port, port + 1))
     finally:
         await first.close()
+
+
+async def test_a_cut_reports_exactly_what_the_caller_was_sent(
+    new_caller: Callable[[], Caller],
+) -> None:
+    """Barge-in over RTP: the cut is at the last 20 ms packet that left, so the item is
+    truncated to what the caller heard, written once in the playout core."""
+    clock = VirtualClock()
+    stream = await RtpStream.open("127.0.0.1", (40000, 40100), clock=clock)
+    try:
+        caller = new_caller()
+        stream.set_remote(caller.address)
+        stream.play("r1", "i1", 0, b"\x40" * 8000)  # one second of reply
+        for _ in range(7):
+            await clock.advance(0.02)
+        packets = await caller.receive(7)
+        assert all(p.payload == b"\x40" * 160 for p in packets)
+        cut = stream.clear(None)
+        assert stream.stats.sent == 7
+        assert cut is not None and (cut.item_id, cut.played_ms) == ("i1", 7 * 20)
+    finally:
+        await stream.close()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ..control.shared import SharedState
+from ..engines.upstream import RealtimeWebSocket, Upstream, UpstreamProtocol
 from ..protocol.limits import MIB, ConnectionLimits
 from ..protocol.prompts import StoredPrompt
 from ..session.clock import SystemClock
@@ -16,6 +18,7 @@ from ..settings import Settings
 from ..storage.recordings import RecordingStore
 from .controls import Controls
 from .metrics import Metrics
+from .routing import upstreams
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -42,17 +45,21 @@ class AppState:
     # The SIP endpoint and its calls (None unless [sip] listen is set).
     sip: SipService | None = None
     metrics: Metrics = field(init=False)
+    # How relayed sessions reach their upstream (the Realtime WebSocket protocol).
+    upstream_protocol: UpstreamProtocol = field(default_factory=RealtimeWebSocket)
+    upstreams: list[Upstream] = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(lambda: len(self.manager.sessions), SystemClock().monotonic)
         self.engines = self.metrics.meter_engines(self.engines)
+        self.upstreams = upstreams(self.settings)
 
     @property
     def shared(self) -> SharedState:
         """What replicas share (Redis with VOXGATE_REDIS_URL); in-process by default."""
         return self.controls.shared
 
-    @property
+    @cached_property
     def recordings(self) -> RecordingStore:
         """Session recordings (policy record_calls)."""
         s = self.settings

@@ -267,6 +267,10 @@ class Listener:
             finally:
                 timer.cancel()
                 transcripts.cancel()
+                # A cancelled gather ends with CancelledError once its children have: read it,
+                # or asyncio logs "exception was never retrieved" for every session closed
+                # while a reply waited for words.
+                transcripts.add_done_callback(_retrieve)
 
         return wait()
 
@@ -426,3 +430,8 @@ def _closed_spawn(work: Awaitable[None], name: str) -> asyncio.Task[None]:
     if asyncio.iscoroutine(work):
         work.close()
     raise RuntimeError(f"cannot start {name}: the session is closed")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

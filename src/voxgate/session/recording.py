@@ -14,11 +14,14 @@ simply follows on) to a `RecordingSink`, which the server backs with a WAV file.
 
 from __future__ import annotations
 
+import base64
 from typing import Protocol
 
 import numpy as np
 
 from ..audio import AudioFormat, FormatConverter
+from ..protocol.connection import RealtimeConnection
+from ..protocol.events import ResponseDelta
 from .clock import Clock
 
 
@@ -80,6 +83,12 @@ class CallRecorder:
 
     def voxgate(self, audio: bytes, fmt: AudioFormat) -> None:
         self._add(self._voxgate, audio, fmt)
+
+    def sent(self, event: ResponseDelta, conn: RealtimeConnection) -> None:
+        """Reply audio sent as an event (no server playout), in its response's format."""
+        state = conn.responses.get(event.response_id)
+        kind = state.plan.output_format if state else conn.config.audio.output.format.type
+        self.voxgate(base64.b64decode(event.delta), AudioFormat.from_type(kind))
 
     def close(self) -> None:
         """Write what is left (both channels to the same length) and close the sink."""

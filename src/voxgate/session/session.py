@@ -22,7 +22,6 @@ Its verdict comes back through the inbox: rate limits, budget warnings, or a cut
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections import deque
@@ -57,6 +56,7 @@ from .fairness import in_slices
 from .inbox import Ended, Inbox
 from .outbox import Outbox
 from .pipeline import PipelineDriver
+from .rate_limits import RateLimitBook
 from .recording import CallRecorder
 from .transport import (
     BoundedPlayout,
@@ -136,8 +136,9 @@ class Session:
         self._from_track: FormatConverter | None = None
         self._to_playout: FormatConverter | None = None
         self.observer = observer
+        self.rate_limits = RateLimitBook()
+        # Bound when the session starts serving (its task group exists then).
         self.driver: Driver = driver or PipelineDriver(engines)
-        self.driver.bind(self._driver_host())
         # Set before `run` by `disclose` and `record` (admission does, per policy).
         self.disclosure: Disclosure | None = None
         self._held: deque[_Frame] = deque()
@@ -157,6 +158,7 @@ class Session:
         """Serve the session until it ends; returns why it ended."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            self.driver.bind(self._driver_host())
             reader = tg.create_task(self._read(), name=f"{self.id}:reader")
             writer = tg.create_task(self._write(), name=f"{self.id}:writer")
             watchdog = tg.create_task(self._watch(), name=f"{self.id}:watchdog")
@@ -228,20 +230,14 @@ class Session:
     def _begin_disclosure(self) -> None:
         if self.disclosure is None:
             return
+        if not isinstance(self.driver, PipelineDriver):  # a relay has no local response
+            log.warning("session %s served by %s: disclosure not spoken", self.id, self.driver.name)
+            self.disclosure = None
+            return
         try:
             self._apply(self.disclosure.begin(self.connection))
         except ProtocolError as exc:
             log.error("session %s could not speak its disclosure: %s", self.id, exc.message)
-
-    def _record_sent(self, event: ev.ResponseDelta) -> None:
-        """Reply audio sent as events (no server playout): the recording's right channel."""
-        if self.recorder is None or isinstance(self.playout, TappedPlayout):
-            return
-        state = self.connection.responses.get(event.response_id)
-        kind = (
-            state.plan.output_format if state else self.connection.config.audio.output.format.type
-        )
-        self.recorder.voxgate(base64.b64decode(event.delta), AudioFormat.from_type(kind))
 
     # -- outputs --------------------------------------------------------------------------
 
@@ -267,6 +263,8 @@ class Session:
             media_space=self._media_space,
             response_started=self._response_started,
             touch=self._touch,
+            end=self.end,
+            rate_limits=self.rate_limits,
         )
 
     def _apply(self, outputs: Sequence[DriverOutput]) -> None:
@@ -318,7 +316,8 @@ class Session:
         rid = getattr(event, "response_id", None)
         if isinstance(event, ev.ResponseDelta) and event.type == "response.output_audio.delta":
             self.outbox.put_media(text, rid or "")
-            self._record_sent(event)
+            if self.recorder is not None and not isinstance(self.playout, TappedPlayout):
+                self.recorder.sent(event, self.connection)  # the client plays it
             return
         if rid is None and isinstance(event, ev.ResponseLifecycle):
             rid = event.response.get("id")
@@ -361,7 +360,8 @@ class Session:
         """What the client must hear about its budgets; a cut-off ends the session."""
         out: list[DriverOutput] = []
         if verdict.rate_limits is not None:
-            out.append(ev.RateLimitsUpdated(rate_limits=verdict.rate_limits))
+            merged = self.rate_limits.from_budget(verdict.rate_limits)
+            out.append(ev.RateLimitsUpdated(rate_limits=merged))
         for notice in verdict.warnings:
             error = ProtocolError(notice.message, code="budget_warning", type="budget_warning")
             out.append(self.connection.error(error))
@@ -559,7 +559,9 @@ class Session:
         if ended.reason == SLOW_CLIENT:
             self.outbox.discard()  # it will never be read: free it now
         if ended.error_code:
-            err = ProtocolError(ended.message, code=ended.error_code)
+            # 1011 (the server failed, e.g. its upstream) is a server error, not the client's.
+            kind = "server_error" if ended.close_code == 1011 else "invalid_request_error"
+            err = ProtocolError(ended.message, code=ended.error_code, type=kind)
             self._send(self.connection.error(err))
         self.outbox.close()
         # One deadline for flushing and the close frame: a client that reads nothing holds

@@ -1,9 +1,9 @@
 """Session recordings on disk: ``<dir>/<session_id>.wav`` (two channels, PCM16) with a
 ``<session_id>.json`` beside it saying whose it is, when it expires and whether it is complete.
 
-Files are local to the replica that served the session. Expired recordings are deleted when
-the next recording starts and whenever one is looked up; a recording still being made is not
-served.
+Files are local to the replica that served the session. Expired recordings are deleted
+whenever one is looked up, and all of them at most once an hour when a recording starts (the
+sweep reads every sidecar); a recording still being made is not served.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+SWEEP_INTERVAL_S = 3600.0
 
 
 @dataclass
@@ -58,6 +59,7 @@ class WavSink:
 class RecordingStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._swept_at: float | None = None
 
     def wav_path(self, session_id: str) -> Path:
         return self.directory / f"{_checked(session_id)}.wav"
@@ -73,7 +75,9 @@ class RecordingStore:
     def open_wav(self, info: RecordingInfo) -> wave.Wave_write:
         """Create a recording's files (expired recordings are swept first)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.expire(info.started_at)
+        if self._swept_at is None or info.started_at - self._swept_at >= SWEEP_INTERVAL_S:
+            self._swept_at = info.started_at
+            self.expire(info.started_at)
         self.save_info(info)
         wav = wave.open(str(self.wav_path(info.session_id)), "wb")  # noqa: SIM115
         wav.setnchannels(2)
