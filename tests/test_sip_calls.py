@@ -197,6 +197,18 @@ def test_malformed_messages_leave_the_endpoint_serving(
         # The malformed request whose headers say where to reply gets a 400.
         replies.append(s.recv(65535))
     assert replies[0].startswith(b"SIP/2.0 400"), replies
+    # OPTIONS (a trunk's keep-alive probe) is answered 200 with what the endpoint allows.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2)
+        s.sendto(
+            b"OPTIONS sip:voxgate@127.0.0.1 SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKo\r\n"
+            b"f: <sip:probe@h>;tag=p\r\nt: <sip:voxgate@h>\r\ni: probe1\r\nCSeq: 7 OPTIONS\r\n"
+            b"l: 0\r\n\r\n",
+            ("127.0.0.1", port),
+        )
+        options = s.recv(65535)
+    assert options.startswith(b"SIP/2.0 200") and b"INVITE" in options, options
     with sipp("uac_basic", sip_target(srv), "-s", NUMBER, "-d", "500", cwd=tmp_path) as caller:
         result = finish(caller, tmp_path)
     assert caller.returncode == 0, result
