@@ -269,3 +269,24 @@ def test_a_call_at_its_duration_limit_hears_goodbye_then_bye(
     assert caller.returncode == 0, result  # the server hung up with BYE
     # Before the BYE the caller heard why: the goodbye, spoken on its RTP stream.
     assert heard(transcribe_8k(capture.pcm8k()), {"limit", "goodbye"})
+
+
+def test_a_call_the_policy_refuses_gets_486(
+    start_server: Any, llm: SlowChatServer, tmp_path: Path
+) -> None:
+    require_sipp()
+    # The trunk's key may hold no session at all: the call is admitted like any session and
+    # turned away as busy, with the admission code in the reason phrase.
+    srv: RunningServer = start_server(
+        api_keys=[KEY],
+        llm_base_url=llm.url,
+        llm_model="m",
+        sip=sip_settings(),
+        policy={"max_concurrent_sessions": 0},
+    )
+    with sipp("uac_busy", sip_target(srv), "-s", NUMBER, "-trace_msg", cwd=tmp_path) as caller:
+        result = finish(caller, tmp_path)
+    assert caller.returncode == 0, result
+    messages = "".join(p.read_text() for p in tmp_path.glob("*_messages.log"))
+    assert "486 Busy Here (concurrent_sessions_exceeded)" in messages
+    assert not srv.app.state.voxgate.manager.sessions
