@@ -290,3 +290,25 @@ def test_a_call_the_policy_refuses_gets_486(
     messages = "".join(p.read_text() for p in tmp_path.glob("*_messages.log"))
     assert "486 Busy Here (concurrent_sessions_exceeded)" in messages
     assert not srv.app.state.voxgate.manager.sessions
+
+
+def test_hold_and_unhold_by_reinvite(
+    start_server: Any, llm: SlowChatServer, tmp_path: Path
+) -> None:
+    srv = start_phone_server(start_server, llm)
+    media_port = even_udp_port()
+    with (
+        RtpCapture(media_port) as capture,
+        sipp(
+            "uac_hold", sip_target(srv), "-s", NUMBER, cwd=tmp_path, media_port=media_port
+        ) as caller,
+    ):
+        result = finish(caller, tmp_path)
+    # Both re-INVITEs were answered with the mirrored direction (the scenario checks it) ...
+    assert caller.returncode == 0, result
+    # ... and while the call was held (1.5 s) the server sent no audio, then sent again.
+    times = [t for t, _ in capture.packets]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert gaps and max(gaps) > 1.2, f"largest gap between packets {max(gaps, default=0):.2f} s"
+    held_until = times[gaps.index(max(gaps)) + 1]
+    assert len([t for t in times if t >= held_until]) > 20  # ≥ 0.4 s of audio after unhold
