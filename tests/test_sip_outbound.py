@@ -113,6 +113,10 @@ async def test_outbound_call_to_a_sipp_phone_talks(
             await client.realtime.calls.hangup(call_id)
             result = await asyncio.to_thread(finish, callee, tmp_path)
         assert callee.returncode == 0, result  # rang, answered, and got our BYE
+        # The call is in the ledger as a SIP session.
+        record = await http.get(f"/admin/sessions/{outcome['session_id']}")
+        assert record.status_code == 200, record.text
+        assert record.json()["transport"] == "sip"
 
     assert done[-1].response.status == "completed"
     [request] = llm.requests
