@@ -70,6 +70,8 @@ class PhoneCall:
     progress: list[str] = field(default_factory=list)
     outcome: asyncio.Future[str] | None = None
     sip_status: int | None = None
+    # Set when an accept begins, so that a second accept racing it finds no pending call.
+    accepting: bool = False
 
 
 class SipService:
@@ -214,7 +216,7 @@ class SipService:
 
     def pending(self, call_id: str) -> PhoneCall | None:
         phone = self.calls.get(call_id)
-        if phone is None or phone.session is not None or phone.sip.state != "proceeding":
+        if phone is None or phone.accepting or phone.sip.state != "proceeding":
             return None
         return phone
 
@@ -252,6 +254,7 @@ class SipService:
         """Admit the call's session and answer 200 OK with the SDP answer; raises Refused
         (after answering the call with the matching SIP status)."""
         assert self.endpoint is not None and phone.media is not None
+        phone.accepting = True
         if phone.accept_timer is not None:
             phone.accept_timer.cancel()
         transport = HeadlessTransport()
