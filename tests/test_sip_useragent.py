@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from voxgate.transports.sip import digest, sdp
 from voxgate.transports.sip.events import (
     CallAnswered,
@@ -310,3 +313,24 @@ def test_digest_check_of_a_callers_answer() -> None:
     forged = answer.replace(fields["nonce"], "1000.0000")
     assert not digest.verify(forged, "INVITE", "pbx", "s3cret", "voxgate", now=1001.0)
     assert not digest.verify(None, "INVITE", "pbx", "s3cret", "voxgate")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_no_datagram_raises(data: bytes) -> None:
+    UserAgent("127.0.0.1", 5060).receive(data, PEER, 0.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 400), st.binary(min_size=1, max_size=8), st.integers(0, 2))
+def test_no_mutated_message_raises(at: int, junk: bytes, how: int) -> None:
+    """Valid messages cut, overwritten or extended anywhere: answered or dropped, never an
+    exception, and a later well-formed call still works."""
+    ua = UserAgent("127.0.0.1", 5060)
+    for message in (invite(), in_dialog("BYE", "x", 2, "z9hG4bKb")):
+        i = min(at, len(message))
+        mutated = [message[:i], message[:i] + junk + message[i + len(junk) :], message + junk][how]
+        ua.receive(mutated, PEER, 0.0)
+        ua.tick(100.0)
+    out = ua.receive(invite(branch="z9hG4bKfresh", call_id="fresh@x"), PEER, 200.0)
+    assert statuses(out) == [100]
