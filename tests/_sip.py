@@ -29,12 +29,14 @@ SCENARIOS = Path(__file__).parent / "sip"
 FRAME = 160  # 20 ms of 8 kHz G.711
 
 
-def require_sipp() -> None:
+def require_sipp(*, raw: bool = False) -> None:
+    """SIPp, and with ``raw`` the raw sockets its pcap play and our capture need."""
     require(shutil.which("sipp") is not None, "SIPp (Debian package sip-tester)")
-    try:
-        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP).close()
-    except PermissionError:
-        require(False, "raw sockets (root or CAP_NET_RAW) for SIPp's play_pcap_audio")
+    if raw:
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP).close()
+        except PermissionError:
+            require(False, "raw sockets (root or CAP_NET_RAW) for SIPp's play_pcap_audio")
 
 
 def ulaw_speech(text: str) -> bytes:

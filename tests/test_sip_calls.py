@@ -60,8 +60,10 @@ def llm() -> Iterator[SlowChatServer]:
     server.stop()
 
 
-def start_phone_server(start_server: Any, llm: SlowChatServer, **sip: Any) -> RunningServer:
-    require_sipp()
+def start_phone_server(
+    start_server: Any, llm: SlowChatServer, *, raw: bool = False, **sip: Any
+) -> RunningServer:
+    require_sipp(raw=raw)
     srv: RunningServer = start_server(
         api_keys=[KEY], llm_base_url=llm.url, llm_model="m", sip=sip_settings(**sip)
     )
@@ -75,7 +77,7 @@ def sip_target(srv: RunningServer) -> str:
 def test_caller_speaks_and_hears_a_spoken_reply(
     start_server: Any, llm: SlowChatServer, tmp_path: Path
 ) -> None:
-    srv = start_phone_server(start_server, llm)
+    srv = start_phone_server(start_server, llm, raw=True)
     speech = ulaw_speech("What is the weather like in Paris today?")
     # The caller speaks after the disclosure phone calls begin with (it is not listened to).
     write_pcap(tmp_path / "caller.pcap", rtp_packets(SILENCE * 200 + speech + SILENCE * 75))
@@ -136,7 +138,7 @@ def test_caller_from_a_disallowed_address_gets_403(
 async def test_dtmf_reaches_a_sideband(
     start_server: Any, llm: SlowChatServer, tmp_path: Path
 ) -> None:
-    srv = start_phone_server(start_server, llm)
+    srv = start_phone_server(start_server, llm, raw=True)
     write_pcap(
         tmp_path / "caller.pcap", rtp_packets(SILENCE * 50) + dtmf_packets("42#", start_seq=50)
     )
@@ -250,7 +252,7 @@ def test_trunk_with_credentials_challenges_the_caller(
 def test_a_call_at_its_duration_limit_hears_goodbye_then_bye(
     start_server: Any, llm: SlowChatServer, tmp_path: Path
 ) -> None:
-    require_sipp()
+    require_sipp(raw=True)
     srv: RunningServer = start_server(
         api_keys=[KEY],
         llm_base_url=llm.url,
@@ -295,7 +297,7 @@ def test_a_call_the_policy_refuses_gets_486(
 def test_hold_and_unhold_by_reinvite(
     start_server: Any, llm: SlowChatServer, tmp_path: Path
 ) -> None:
-    srv = start_phone_server(start_server, llm)
+    srv = start_phone_server(start_server, llm, raw=True)
     media_port = even_udp_port()
     with (
         RtpCapture(media_port) as capture,

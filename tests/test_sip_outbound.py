@@ -51,7 +51,7 @@ def llm() -> Iterator[SlowChatServer]:
 async def test_outbound_call_to_a_sipp_phone_talks(
     start_server: Any, llm: SlowChatServer, tmp_path: Path
 ) -> None:
-    require_sipp()
+    require_sipp(raw=True)
     uas_port, media_port = udp_port(), even_udp_port()
     sip = {
         "listen": "127.0.0.1:0",
