@@ -83,7 +83,9 @@ class UserAgent:
         self.host, self.port = host, port
         self.user_agent = user_agent
         self.calls: dict[str, Call] = {}
-        self._timers: dict[str, _Timer] = {}
+        # Keyed by ("call", call id, kind) or ("tx", branch, kind): tuples, so that no Call-ID a peer
+        # picks can name another call's timers.
+        self._timers: dict[tuple[str, ...], _Timer] = {}
         self._client: dict[str, _ClientTxn] = {}
         # Final responses to non-INVITE requests, for their retransmissions (timer J).
         self._answered: dict[tuple[str, str], tuple[SipResponse, float]] = {}
@@ -103,11 +105,13 @@ class UserAgent:
         self._answered = {k: v for k, v in self._answered.items() if v[1] > now}
         return out
 
-    def _at(self, key: str, deadline: float, fire: Callable[[float], list[Output]]) -> None:
+    def _at(
+        self, key: tuple[str, ...], deadline: float, fire: Callable[[float], list[Output]]
+    ) -> None:
         self._timers[key] = _Timer(deadline, fire)
 
-    def _cancel_timers(self, prefix: str) -> None:
-        for key in [k for k in self._timers if k.startswith(prefix)]:
+    def _cancel_timers(self, *prefix: str) -> None:
+        for key in [k for k in self._timers if k[: len(prefix)] == prefix]:
             del self._timers[key]
 
     # -- input -----------------------------------------------------------------------------
@@ -153,7 +157,7 @@ class UserAgent:
         match request.method:
             case "INVITE" if call is None or _retried(call, request):
                 if call is not None:  # a new attempt after our 401: the old one is done
-                    self._cancel_timers(f"{call.id}:")
+                    self._cancel_timers("call", call.id)
                 return self._new_invite(request, source)
             case "INVITE" if call is not None and call.invite.branch == request.branch:
                 resend = call.last_response
@@ -228,10 +232,10 @@ class UserAgent:
             return []
         rejected = call.last_response is not None and call.last_response.status >= 300
         if request.branch == call.invite.branch or rejected:  # the ACK of a non-2xx final
-            self._cancel_timers(f"{call.id}:g")
+            self._cancel_timers("call", call.id, "g")
             return []
         if call.state == "answered":
-            self._cancel_timers(f"{call.id}:2xx")
+            self._cancel_timers("call", call.id, "2xx")
             call.state = "confirmed"
             return [CallConfirmed(call)]
         return []
@@ -258,14 +262,14 @@ class UserAgent:
             return []
         if response.status < 200:
             if txn.request.method == "INVITE":
-                self._cancel_timers(f"tx:{response.branch}:retransmit")
+                self._cancel_timers("tx", response.branch, "retransmit")
                 if response.status > 100:
                     return [CallProgress(txn.call, response.status)]
             return []
         if txn.final is not None:
             return []
         txn.final = response.status
-        self._cancel_timers(f"tx:{response.branch}")
+        self._cancel_timers("tx", response.branch)
         del self._client[response.branch]
         if txn.request.method == "INVITE":
             return self._invite_final(txn, response, now)
@@ -320,10 +324,10 @@ class UserAgent:
                 return []
             if at - started >= 64 * T1 - interval:  # timer H for the 2xx: no ACK came
                 return [*self.hangup(call, at), CallEnded(call, "no_ack")]
-            self._at(f"{call.id}:2xx", at + min(interval * 2, T2), fire)
+            self._at(("call", call.id, "2xx"), at + min(interval * 2, T2), fire)
             return [Send(call.last_response.to_bytes(), call.peer)]
 
-        self._at(f"{call.id}:2xx", now + interval, fire)
+        self._at(("call", call.id, "2xx"), now + interval, fire)
 
     def _reject_invite(
         self,
@@ -346,10 +350,10 @@ class UserAgent:
                 self._forget(call)
                 return []
             interval = min(interval * 2, T2)
-            self._at(f"{call.id}:g", at + interval, fire)
+            self._at(("call", call.id, "g"), at + interval, fire)
             return [Send(response.to_bytes(), call.peer)]
 
-        self._at(f"{call.id}:g", now + interval, fire)
+        self._at(("call", call.id, "g"), now + interval, fire)
         return [Send(response.to_bytes(), call.peer)]
 
     # -- either side: in-dialog requests ---------------------------------------------------
@@ -373,14 +377,14 @@ class UserAgent:
 
     def _end(self, call: Call, now: float) -> None:
         call.state = "ended"
-        self._cancel_timers(f"{call.id}:")
+        self._cancel_timers("call", call.id)
         # Keep the dialog a while so retransmitted BYEs and late ACKs still match it.
-        self._at(f"{call.id}:drop", now + 64 * T1, lambda at: self._forget(call))
+        self._at(("call", call.id, "drop"), now + 64 * T1, lambda at: self._forget(call))
 
     def _forget(self, call: Call) -> list[Output]:
         if self.calls.get(call.id) is call:
             del self.calls[call.id]
-        self._cancel_timers(f"{call.id}:")
+        self._cancel_timers("call", call.id)
         return []
 
     # -- client side: outbound calls -------------------------------------------------------
@@ -496,11 +500,11 @@ class UserAgent:
 
         def retransmit(at: float) -> list[Output]:
             txn.interval = txn.interval * 2 if invite else min(txn.interval * 2, T2)
-            self._at(f"tx:{branch}:retransmit", at + txn.interval, retransmit)
+            self._at(("tx", branch, "retransmit"), at + txn.interval, retransmit)
             return [Send(request.to_bytes(), txn.addr)]
 
         def give_up(at: float) -> list[Output]:  # timer B / F
-            self._cancel_timers(f"tx:{branch}")
+            self._cancel_timers("tx", branch)
             self._client.pop(branch, None)
             if invite:
                 call.state = "ended"
@@ -508,8 +512,8 @@ class UserAgent:
                 return [CallFailed(call, 408, "no response")]
             return [RequestDone(call, request.method, 408)]
 
-        self._at(f"tx:{branch}:retransmit", now + T1, retransmit)
-        self._at(f"tx:{branch}:timeout", now + 64 * T1, give_up)
+        self._at(("tx", branch, "retransmit"), now + T1, retransmit)
+        self._at(("tx", branch, "timeout"), now + 64 * T1, give_up)
         return [Send(request.to_bytes(), txn.addr)]
 
     # -- building messages -----------------------------------------------------------------
