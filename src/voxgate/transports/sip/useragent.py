@@ -83,8 +83,8 @@ class UserAgent:
         self.host, self.port = host, port
         self.user_agent = user_agent
         self.calls: dict[str, Call] = {}
-        # Keyed by ("call", call id, kind) or ("tx", branch, kind): tuples, so that no Call-ID a peer
-        # picks can name another call's timers.
+        # Keyed by ("call", call id, kind) or ("tx", branch, kind): tuples, so that no Call-ID
+        # or branch a peer picks can name another call's timers.
         self._timers: dict[tuple[str, ...], _Timer] = {}
         self._client: dict[str, _ClientTxn] = {}
         # Final responses to non-INVITE requests, for their retransmissions (timer J).
