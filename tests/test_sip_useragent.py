@@ -334,3 +334,15 @@ def test_no_mutated_message_raises(at: int, junk: bytes, how: int) -> None:
         ua.tick(100.0)
     out = ua.receive(invite(branch="z9hG4bKfresh", call_id="fresh@x"), PEER, 200.0)
     assert statuses(out) == [100]
+
+
+def test_a_stranger_with_the_call_id_cannot_end_the_call() -> None:
+    ua = UserAgent("127.0.0.1", 5060)
+    call, tag = answered_call(ua)
+    ua.receive(in_dialog("ACK", tag, 1, "z9hG4bKack"), PEER, 0.3)
+    forged = in_dialog("BYE", "guessed", 2, "z9hG4bKx")
+    assert statuses(ua.receive(forged, ("10.9.9.9", 5060), 1.0)) == [481]
+    wrong_from = in_dialog("BYE", tag, 2, "z9hG4bKy").replace(b"tag=aa", b"tag=zz")
+    out = ua.receive(wrong_from, ("10.9.9.9", 5060), 1.0)
+    assert statuses(out) == [481] and not [o for o in out if isinstance(o, CallEnded)]
+    assert statuses(ua.receive(in_dialog("BYE", tag, 2, "z9hG4bKz"), PEER, 2.0)) == [200]

@@ -154,7 +154,11 @@ class UserAgent:
         if request.method not in ("ACK", "INVITE") and key in self._answered:
             return [Send(self._answered[key][0].to_bytes(), source)]
         call = self.calls.get(request.call_id)
+        if call is not None and request.to_tag is not None and not _same_dialog(call, request):
+            call = None  # the Call-ID of one of our calls, but not its dialog: a stranger's
         match request.method:
+            case "INVITE" if call is None and request.to_tag is not None:
+                return [self._reply(request, source, 481)]
             case "INVITE" if call is None or _retried(call, request):
                 if call is not None:  # a new attempt after our 401: the old one is done
                     self._cancel_timers("call", call.id)
@@ -162,8 +166,10 @@ class UserAgent:
             case "INVITE" if call is not None and call.invite.branch == request.branch:
                 resend = call.last_response
                 return [Send(resend.to_bytes(), source)] if resend is not None else []
-            case "INVITE" if call is not None:
+            case "INVITE" if call is not None and request.to_tag is not None:
                 return self._reinvite(call, request, source, now)
+            case "INVITE":  # a new INVITE reusing the Call-ID of a call in progress
+                return [self._reply(request, source, 482, "Loop Detected (Call-ID in use)")]
             case "ACK":
                 return self._ack(call, request)
             case "CANCEL":
@@ -572,6 +578,13 @@ class UserAgent:
 
     def target_of(self, uri: str) -> Addr:
         return host_port_of(uri)
+
+
+def _same_dialog(call: Call, request: SipRequest) -> bool:
+    """Whether an in-dialog request belongs to ``call``: the peer addresses our tag, from
+    its own."""
+    mine = request.to_tag == call.local_tag
+    return mine and (call.remote_tag is None or request.from_tag == call.remote_tag)
 
 
 def _retried(call: Call, request: SipRequest) -> bool:
