@@ -249,7 +249,7 @@ class SipService:
     # -- a call becomes a session ----------------------------------------------------------
 
     async def accept(
-        self, phone: PhoneCall, session_patch: dict[str, Any], credential: str | None = None
+        self, phone: PhoneCall, config: dict[str, Any], credential: str | None = None
     ) -> Session:
         """Admit the call's session and answer 200 OK with the SDP answer; raises Refused
         (after answering the call with the matching SIP status)."""
@@ -265,7 +265,7 @@ class SipService:
             self._reject(phone, 503, "Service Unavailable (no free RTP port)")
             raise Refused("rtp_ports_exhausted", str(exc), 503, type_="server_error") from None
         try:
-            session = await self._admit(phone, transport, rtp, session_patch, credential)
+            session = await self._admit(phone, transport, rtp, config, credential)
         except Refused as exc:
             await rtp.close()
             log.info("SIP call %s refused: %s (%s)", phone.id, exc.message, exc.code)
