@@ -248,9 +248,7 @@ class SipService:
 
     # -- a call becomes a session ----------------------------------------------------------
 
-    async def accept(
-        self, phone: PhoneCall, config: dict[str, Any], credential: str | None = None
-    ) -> Session:
+    async def accept(self, phone: PhoneCall, config: dict[str, Any]) -> Session:
         """Admit the call's session and answer 200 OK with the SDP answer; raises Refused
         (after answering the call with the matching SIP status)."""
         assert self.endpoint is not None and phone.media is not None
@@ -265,7 +263,7 @@ class SipService:
             self._reject(phone, 503, "Service Unavailable (no free RTP port)")
             raise Refused("rtp_ports_exhausted", str(exc), 503, type_="server_error") from None
         try:
-            session = await self._admit(phone, transport, rtp, config, credential)
+            session = await self._admit(phone, transport, rtp, config)
         except Refused as exc:
             await rtp.close()
             log.info("SIP call %s refused: %s (%s)", phone.id, exc.message, exc.code)
@@ -305,11 +303,10 @@ class SipService:
         transport: HeadlessTransport,
         rtp: RtpStream,
         patch: dict[str, Any],
-        credential: str | None,
     ) -> Session:
         return await admit(
             self.state,
-            credential=credential if credential is not None else phone.trunk.key,
+            credential=phone.trunk.key,
             safety_identifier=None,
             transport=transport,
             model=patch.get("model"),
