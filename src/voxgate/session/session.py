@@ -408,10 +408,12 @@ class Session:
                 if self.recorder is not None:  # recorded, not listened to
                     self.recorder.caller(audio, fmt)
                 return []
-            if fmt == PCM16:
-                return self.driver.track_audio(conn, audio)
             if isinstance(self.driver, PipelineDriver):  # takes any format: no 24 kHz hop
                 return self.driver.track_audio(conn, audio, fmt)
+            if self.recorder is not None:  # a relay makes no InputAudio of it
+                self.recorder.caller(audio, fmt)
+            if fmt == PCM16:
+                return self.driver.track_audio(conn, audio)
             track = self._from_track
             if track is None or track.src != fmt:
                 track = self._from_track = FormatConverter(fmt, PCM16)
