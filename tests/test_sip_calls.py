@@ -314,3 +314,13 @@ def test_hold_and_unhold_by_reinvite(
     assert gaps and max(gaps) > 1.2, f"largest gap between packets {max(gaps, default=0):.2f} s"
     held_until = times[gaps.index(max(gaps)) + 1]
     assert len([t for t in times if t >= held_until]) > 20  # ≥ 0.4 s of audio after unhold
+
+
+def test_a_call_over_tcp(start_server: Any, llm: SlowChatServer, tmp_path: Path) -> None:
+    srv = start_phone_server(start_server, llm)
+    # -t t1: one TCP connection; every request and response of the call travels on it.
+    with sipp(
+        "uac_basic", sip_target(srv), "-t", "t1", "-s", NUMBER, "-d", "500", cwd=tmp_path
+    ) as caller:
+        result = finish(caller, tmp_path)
+    assert caller.returncode == 0, result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from voxgate.transports.sip.events import (
     Send,
 )
 from voxgate.transports.sip.message import SipRequest, SipResponse, parse
+from voxgate.transports.sip.stream import StreamError, take_messages
 from voxgate.transports.sip.useragent import UserAgent
 
 PEER = ("10.0.0.7", 5062)
@@ -346,3 +348,15 @@ def test_a_stranger_with_the_call_id_cannot_end_the_call() -> None:
     out = ua.receive(wrong_from, ("10.9.9.9", 5060), 1.0)
     assert statuses(out) == [481] and not [o for o in out if isinstance(o, CallEnded)]
     assert statuses(ua.receive(in_dialog("BYE", tag, 2, "z9hG4bKz"), PEER, 2.0)) == [200]
+
+
+def test_tcp_framing_by_content_length() -> None:
+    buffer = bytearray(b"\r\n" + invite() + invite(call_id="c2@x")[:50])
+    [first] = take_messages(buffer)
+    assert first == invite() and buffer == invite(call_id="c2@x")[:50]
+    buffer += invite(call_id="c2@x")[50:] + b"\r\n\r\n"
+    assert take_messages(buffer) == [invite(call_id="c2@x")] and not buffer  # CRLFs: keep-alive
+    with pytest.raises(StreamError):
+        take_messages(bytearray(b"X" * 20000))
+    with pytest.raises(StreamError):
+        take_messages(bytearray(b"INVITE sip:a SIP/2.0\r\nContent-Length: 99999999\r\n\r\n"))

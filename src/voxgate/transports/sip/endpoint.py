@@ -1,7 +1,9 @@
-"""The asyncio UDP endpoint around the sans-IO `UserAgent`: datagrams in, the user agent's
-datagrams out, its timers on the event loop's clock, and its call events handed to the
-application's callback. Nothing a peer sends can raise out of here: the user agent answers
-bad messages itself, and a failing callback is logged, not propagated into the transport."""
+"""The asyncio endpoint around the sans-IO `UserAgent`: datagrams (UDP) and framed messages
+(TCP, on the same port number) in, the user agent's messages out (on the peer's TCP
+connection when it has one), its timers on the event loop's clock, and its call events
+handed to the application's callback. Nothing a peer sends can raise out of here: the user
+agent answers bad messages itself, and a failing callback is logged, not propagated into the
+transport."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from typing import cast
 
 from .events import Addr, Call, Output, Send
+from .stream import StreamServer
 from .useragent import UserAgent
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        self._streams = StreamServer(self._from_stream)
 
     @classmethod
     async def open(cls, host: str, port: int, public_host: str, on_event: CallEvent) -> SipEndpoint:
@@ -34,6 +38,11 @@ class SipEndpoint(asyncio.DatagramProtocol):
             lambda: endpoint, local_addr=(host, port)
         )
         endpoint.ua.port = transport.get_extra_info("sockname")[1]
+        try:  # TCP on the same port number
+            await endpoint._streams.start(host, endpoint.ua.port)
+        except OSError:
+            transport.close()
+            raise
         return endpoint
 
     @property
@@ -53,6 +62,9 @@ class SipEndpoint(asyncio.DatagramProtocol):
         source = (str(addr[0]), int(str(addr[1])))
         self.run(self.ua.receive(data, source, self.now()))
 
+    def _from_stream(self, data: bytes, peer: Addr) -> None:
+        self.run(self.ua.receive(data, peer, self.now()))
+
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the retransmission timers cover the loss.
         log.debug("SIP socket error: %s", exc)
@@ -63,14 +75,21 @@ class SipEndpoint(asyncio.DatagramProtocol):
         """Send what the user agent wrote, hand over its call events, re-arm its timer."""
         for out in outputs:
             if isinstance(out, Send):
-                if self._transport is not None and not self._transport.is_closing():
-                    self._transport.sendto(out.data, out.addr)
+                self._send(out)
                 continue
             try:
                 self._on_event(out)
             except Exception:
                 log.exception("handling SIP event %s failed", type(out).__name__)
         self._arm()
+
+    def _send(self, out: Send) -> None:
+        """On the peer's TCP connection when it has one, else over UDP."""
+        writer = self._streams.writer_for(out.addr)
+        if writer is not None:
+            writer.write(out.data)
+        elif self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(out.data, out.addr)
 
     def _arm(self) -> None:
         if self._timer is not None:
@@ -131,5 +150,6 @@ class SipEndpoint(asyncio.DatagramProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._streams.close()
         if self._transport is not None:
             self._transport.close()
