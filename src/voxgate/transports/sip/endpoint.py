@@ -31,9 +31,21 @@ class SipEndpoint(asyncio.DatagramProtocol):
 
     @classmethod
     async def open(cls, host: str, port: int, public_host: str, on_event: CallEvent) -> SipEndpoint:
-        """Listen on ``host:port`` (port 0: any free one, written back into the user agent)."""
-        loop = asyncio.get_running_loop()
+        """Listen on ``host:port``, UDP and TCP (port 0: any port free for both, written back
+        into the user agent)."""
+        for _ in range(9 if port == 0 else 0):
+            try:
+                return await cls._bind(host, port, public_host, on_event)
+            except OSError:  # the UDP port chosen is taken for TCP: choose again
+                continue
+        return await cls._bind(host, port, public_host, on_event)
+
+    @classmethod
+    async def _bind(
+        cls, host: str, port: int, public_host: str, on_event: CallEvent
+    ) -> SipEndpoint:
         endpoint = cls(UserAgent(public_host, port), on_event)
+        loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             lambda: endpoint, local_addr=(host, port)
         )
