@@ -28,7 +28,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import digest, sdp
+from . import sdp
 from .events import (
     Addr,
     Call,
@@ -55,7 +55,7 @@ from .message import (
     tag_of,
     uri_of,
 )
-from .requests import ack_for_failure, cancel_request
+from .requests import ack_for_failure, authenticated_invite, cancel_request
 
 log = logging.getLogger(__name__)
 T1, T2 = 0.5, 4.0
@@ -479,20 +479,10 @@ class UserAgent:
         if not isinstance(credentials, tuple) or call.context.get("auth_tried"):
             return None
         call.context["auth_tried"] = True
-        proxy = challenge.status == 407
-        value = challenge.headers.get("proxy-authenticate" if proxy else "www-authenticate")
-        if value is None:
-            return None
-        old = call.invite
-        headers = old.headers.copy()
-        call.local_cseq = old.cseq[0] + 1
-        headers.set("Via", self._via())
-        headers.set("CSeq", f"{call.local_cseq} INVITE")
-        user, password = credentials
-        answer = digest.answer(value, "INVITE", old.uri, str(user), str(password))
-        headers.set("Proxy-Authorization" if proxy else "Authorization", answer)
-        call.invite = SipRequest(headers, old.body, method="INVITE", uri=old.uri)
-        return call.invite
+        retry = authenticated_invite(call.invite, challenge, credentials, self._via())
+        if retry is not None:
+            call.local_cseq, call.invite = retry.cseq[0], retry
+        return retry
 
     def _send_ack(self, call: Call, number: int) -> Send:
         ack = self._in_dialog("ACK", call, cseq=number)
