@@ -159,6 +159,107 @@ class McpServerSetting(BaseModel):
         return self
 
 
+# -- SIP (docs/telephony.md) ---------------------------------------------------------------
+
+
+class SipTrunk(BaseModel):
+    """A SIP trunk: where its calls may come from, how they authenticate, where outbound calls
+    go, and the API key whose policy governs its calls."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    allowed_sources: list[str] = Field(default_factory=list)  # CIDR blocks
+    username: str | None = None  # digest credentials callers must answer a 401 with
+    password: str | None = None
+    outbound_uri: str | None = None  # "sip:host:port" for outbound calls
+    key: str | None = None  # usually "${ENV_VAR}"
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # raises ValueError naming the bad one
+        return value
+
+    @field_validator("key", "password", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        return expand_env(value, "a [sip] setting") if isinstance(value, str) else value
+
+    @field_validator("outbound_uri")
+    @classmethod
+    def _check_uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("sip:"):
+            raise ValueError(f"outbound_uri {value!r} must start with sip:")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_pair(self) -> SipTrunk:
+        if (self.username is None) != (self.password is None):
+            raise ValueError(f"trunk {self.name!r}: set both username and password, or neither")
+        return self
+
+
+class SipRoute(BaseModel):
+    """Calls to ``number``: a session with ``session`` (the shape of session.update), or the
+    ``webhook`` flow where an operator's service accepts them."""
+
+    model_config = ConfigDict(extra="forbid")
+    number: str
+    session: dict[str, Any] | None = None
+    webhook: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SipRoute:
+        if self.session is not None and self.webhook is not None:
+            raise ValueError(f"route {self.number!r}: give either session or webhook, not both")
+        if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
+            raise ValueError(f"route {self.number!r}: webhook must be an http(s) URL")
+        return self
+
+
+class SipSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # "host:port" to listen on (UDP); None: no SIP endpoint. VOXGATE_SIP_LISTEN overrides it.
+    listen: str | None = None
+    # The address written into SDP and Contact (what the trunk can reach); default: the
+    # listen host, or this machine's address when listening on a wildcard.
+    public_host: str | None = None
+    rtp_ports: str = "30000-30999"
+    webhook_secret: str | None = None
+    # A webhook-routed call nobody accepts within this long is rejected (480).
+    accept_timeout_s: float = Field(30.0, gt=0)
+    trunks: list[SipTrunk] = Field(default_factory=list)
+    routes: list[SipRoute] = Field(default_factory=list)
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _check_ports(cls, value: str) -> str:
+        low, _, high = value.partition("-")
+        if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
+            raise ValueError(f"rtp_ports {value!r} must be 'LOW-HIGH' within 1024-65535")
+        return value
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        return expand_env(value, "a [sip] setting") if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> SipSettings:
+        hooked = [r.number for r in self.routes if r.webhook is not None]
+        if hooked and not self.webhook_secret:
+            raise ValueError(
+                f"routes {', '.join(hooked)} use a webhook: set [sip] webhook_secret to sign it"
+            )
+        return self
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        low, _, high = self.rtp_ports.partition("-")
+        return int(low), int(high)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOXGATE_", extra="forbid")
 
@@ -307,6 +408,20 @@ class Settings(BaseSettings):
     # MCP servers every session may use (docs/tools.md); clients add their own in
     # session.tools, within the policy's allowed_mcp_servers.
     mcp_servers: list[McpServerSetting] = Field(default_factory=list)
+    # -- SIP (docs/telephony.md): [sip], [[sip.trunks]], [[sip.routes]] --------------------
+    sip: SipSettings = Field(default_factory=SipSettings)
+    # VOXGATE_SIP_LISTEN=0.0.0.0:5060 turns the endpoint on (overrides [sip] listen).
+    sip_listen: str | None = None
+
+    @model_validator(mode="after")
+    def _sip_listen(self) -> Settings:
+        if self.sip_listen:
+            self.sip = self.sip.model_copy(update={"listen": self.sip_listen})
+        if self.sip.listen is not None:
+            host, _, port = self.sip.listen.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"sip listen {self.sip.listen!r} must be 'host:port'")
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -27,6 +27,7 @@ _NUMBER_FIELDS = (
     "client_secret_max_ttl_seconds",
     "client_secrets_per_minute",
     "transcript_retention_days",
+    "outbound_calls_per_minute",
 )
 _LIST_FIELDS = ("allowed_models", "allowed_voices", "allowed_tools", "allowed_mcp_servers")
 # What a relayed session does when its upstream fails, strictest first: end it, move to the
@@ -59,6 +60,10 @@ class Policy(BaseModel):
     transcript_retention_days: float | None = Field(None, ge=0)
     # None: "local" where the embedded engines run (see _FALLBACK_ORDER).
     fallback: Fallback | None = None
+    # Outbound phone calls (POST /v1/realtime/calls/outbound): numbers starting with one of
+    # these prefixes ("+1555", "+44"); None allows any, [] none. And a per-key rate.
+    allowed_outbound_prefixes: list[str] | None = None
+    outbound_calls_per_minute: int | None = Field(None, ge=0)
     # -- phone media: recording and disclosure (docs/telephony.md) --
     # Keep a two-channel WAV of each session (caller left, voxgate right), under the
     # transcripts' retention. Any level that sets true records: a key cannot opt out of a
@@ -90,6 +95,8 @@ class Policy(BaseModel):
             merged[name] = result
         fallbacks = {p.fallback for p in present if p.fallback is not None}
         merged["fallback"] = next((f for f in _FALLBACK_ORDER if f in fallbacks), None)
+        prefixes = [p.allowed_outbound_prefixes for p in present]
+        merged["allowed_outbound_prefixes"] = _narrowest_prefixes(prefixes)
         if any(p.record_calls for p in present):
             merged["record_calls"] = True
         elif any(p.record_calls is False for p in present):
@@ -121,3 +128,20 @@ def _intersect(a: list[str], b: list[str]) -> list[str]:
         if allowed(other, pattern) and pattern not in out:
             out.append(pattern)
     return out
+
+
+def _narrowest_prefixes(lists: list[list[str] | None]) -> list[str] | None:
+    """Number prefixes every list allows: a prefix is kept when some prefix of each other
+    list is a prefix of it (so ["+1"] and ["+1555", "+44"] give ["+1555"])."""
+    result: list[str] | None = None
+    for prefixes in lists:
+        if prefixes is None:
+            continue
+        if result is None:
+            result = list(prefixes)
+            continue
+        a, b = result, prefixes
+        both = [p for p in a if any(p.startswith(q) for q in b)]
+        both += [q for q in b if any(q.startswith(p) for p in a) and q not in both]
+        result = both
+    return result

@@ -28,6 +28,7 @@ from . import (
     recording_routes,
     redact,
     replicas,
+    sip_routes,
     twilio_routes,
 )
 from .admission import admit
@@ -96,11 +97,17 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
         )
         state.ledger = Ledger.start(settings, controls.engine)
         app.state.voxgate = state
+        if settings.sip.listen is not None:
+            from .sip_calls import start_sip  # the RTP and SIP stack only when SIP is on
+
+            state.sip = await start_sip(state, settings.sip)
         # Load the tokenizer off the event loop, so no session's first count waits for it.
         log.info(tokens.describe(await asyncio.to_thread(tokens.load)))
         yield
         await state.manager.drain(settings.shutdown_timeout_s)
         await state.manager.wait_closed()
+        if state.sip is not None:
+            await state.sip.aclose()
         await state.ledger.aclose()
         await controls.aclose()
         if tools is not None:
@@ -130,6 +137,7 @@ def create_app(settings: Settings, engines: EngineSet | None = None) -> FastAPI:
     )
     app.include_router(admin.router)
     app.include_router(ledger_routes.router)
+    app.include_router(sip_routes.router)
     app.include_router(recording_routes.router)
     app.include_router(twilio_routes.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

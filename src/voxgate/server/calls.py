@@ -143,6 +143,8 @@ async def hangup(state: AppState, request: Request, call_id: str) -> Response:
             owner = await replicas.remote_owner(state.shared, state.advertise_url, call_id)
             if owner is not None:
                 return await replicas.forward_hangup(request, owner, call_id, state.advertise_url)
+        if session is None and state.sip is not None and state.sip.pending(call_id):
+            return await hangup_pending(state, who.principal, call_id)
         if session is None:
             return http_error(
                 404, f"No live call with id '{call_id}'.", "call_not_found", "call_id"
@@ -151,6 +153,18 @@ async def hangup(state: AppState, request: Request, call_id: str) -> Response:
     except Refused as exc:
         return exc.response()
     session.end("hangup")
+    return Response(status_code=200)
+
+
+async def hangup_pending(state: AppState, principal: Principal, call_id: str) -> Response:
+    """A SIP call not yet accepted: hanging up declines it (603)."""
+    assert state.sip is not None
+    phone = state.sip.pending(call_id)
+    if phone is not None:
+        owner = await state.controls.auth.authenticate(phone.trunk.key, None, use=False)
+        if not principal.may_act_on(owner.principal):
+            raise forbidden("call_not_owned", "This call belongs to another API key.", "call_id")
+        state.sip.reject(phone, 603)
     return Response(status_code=200)
 
 

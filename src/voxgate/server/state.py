@@ -23,6 +23,7 @@ from .routing import upstreams
 
 if TYPE_CHECKING:
     from .ledger import Ledger
+    from .sip_calls import SipService
 
 # Generation is not paced to playout: over WebSocket reply audio goes out as fast as it is
 # made and the client buffers it, as with the hosted API. Where the server plays the reply
@@ -44,6 +45,8 @@ class AppState:
     advertise_url: str = ""
     # The server tools (None: none configured).
     tools: ToolRegistry | None = None
+    # The SIP endpoint and its calls (None unless [sip] listen is set).
+    sip: SipService | None = None
     metrics: Metrics = field(init=False)
     # How relayed sessions reach their upstream (the Realtime WebSocket protocol).
     upstream_protocol: UpstreamProtocol = field(default_factory=RealtimeWebSocket)

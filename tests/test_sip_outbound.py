@@ -1,0 +1,133 @@
+"""Outbound calls: ``POST /v1/realtime/calls/outbound`` rings a SIPp phone through a trunk;
+once answered the call is a session like an inbound one — the callee's speech reaches the
+model, the spoken reply reaches the callee, a sideband follows by call id, ``hangup`` sends
+BYE — and the policy gates who may be called and how often."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai import AsyncOpenAI
+
+from _realtime import Events
+from _sip import (
+    RtpCapture,
+    audible_seconds,
+    even_udp_port,
+    finish,
+    require_sipp,
+    rtp_packets,
+    sipp,
+    transcribe_8k,
+    udp_port,
+    ulaw_speech,
+    write_pcap,
+)
+from conftest import SlowChatServer, heard
+
+pytestmark = pytest.mark.slow
+
+KEY = "sk-dialer"
+ANSWER_SCRIPT = [
+    ({"role": "assistant", "content": "We open at nine "}, None),
+    ({"content": "tomorrow morning."}, None),
+    ({}, "stop"),
+]
+SILENCE = b"\xff" * 160
+
+
+@pytest.fixture
+def llm() -> Iterator[SlowChatServer]:
+    server = SlowChatServer(delay_s=0.01, script=ANSWER_SCRIPT)
+    yield server
+    server.stop()
+
+
+async def test_outbound_call_to_a_sipp_phone_talks(
+    start_server: Any, llm: SlowChatServer, tmp_path: Path
+) -> None:
+    require_sipp(raw=True)
+    uas_port, media_port = udp_port(), even_udp_port()
+    sip = {
+        "listen": "127.0.0.1:0",
+        "rtp_ports": "33000-33999",
+        "trunks": [
+            {"name": "carrier", "allowed_sources": [], "outbound_uri": f"sip:127.0.0.1:{uas_port}"}
+        ],
+    }
+    policy = {"allowed_outbound_prefixes": ["+1555"], "outbound_calls_per_minute": 1}
+    srv = start_server(api_keys=[KEY], llm_base_url=llm.url, llm_model="m", sip=sip, policy=policy)
+    speech = ulaw_speech("What time do you open tomorrow?")
+    # The caller speaks after the disclosure phone calls begin with (it is not listened to).
+    write_pcap(tmp_path / "callee.pcap", rtp_packets(SILENCE * 200 + speech + SILENCE * 75))
+    headers = {"Authorization": f"Bearer {KEY}"}
+    place = {
+        "to": "+15550001111",
+        "from": "+15559990000",
+        "trunk": "carrier",
+        "session": {"instructions": "You confirm opening hours."},
+    }
+    async with (
+        httpx.AsyncClient(base_url=srv.base_url, headers=headers, timeout=40) as http,
+        AsyncOpenAI(base_url=srv.base_url, api_key=KEY) as client,
+    ):
+        # A number outside the policy's prefixes is refused before anything rings.
+        refused = await http.post("/realtime/calls/outbound", json={**place, "to": "+4420700"})
+        assert (
+            refused.status_code == 403 and refused.json()["error"]["code"] == "number_not_allowed"
+        )
+
+        with (
+            RtpCapture(media_port) as capture,
+            sipp(
+                "uas_answer", None, "-p", str(uas_port), cwd=tmp_path, media_port=media_port
+            ) as callee,
+        ):
+            placed = await http.post("/realtime/calls/outbound", json=place)
+            assert placed.status_code == 200, placed.text
+            outcome = placed.json()
+            assert outcome["status"] == "answered" and outcome["progress"] == [
+                "ringing",
+                "answered",
+            ]
+            call_id = outcome["call_id"]
+            # The policy's rate: one outbound call per minute for this key (checked at once,
+            # so that both calls fall in the same one-minute window).
+            again = await http.post("/realtime/calls/outbound", json=place)
+            assert again.status_code == 429, again.text
+            assert again.json()["error"]["code"] == "rate_limit_exceeded"
+            async with client.realtime.connect(call_id=call_id) as sideband:
+                side = Events(sideband)
+                await side.expect("session.created")
+                # The call opens with the disclosure; then the callee speaks and is answered.
+                done = await side.until(_answer_done, wait_s=40)
+                rid = done[-1].response.id
+                await side.until(
+                    lambda e: e.type == "output_audio_buffer.stopped" and e.response_id == rid
+                )
+            await client.realtime.calls.hangup(call_id)
+            result = await asyncio.to_thread(finish, callee, tmp_path)
+        assert callee.returncode == 0, result  # rang, answered, and got our BYE
+        # The call is in the ledger as a SIP session.
+        record = await http.get(f"/admin/sessions/{outcome['session_id']}")
+        assert record.status_code == 200, record.text
+        assert record.json()["transport"] == "sip"
+
+    assert done[-1].response.status == "completed"
+    [request] = llm.requests
+    assert heard(request["messages"][-1]["content"], {"time", "open", "tomorrow"})
+    pcm = capture.pcm8k()
+    assert audible_seconds(pcm) >= 1.0
+    assert heard(transcribe_8k(pcm), {"nine", "tomorrow"})
+
+
+def _answer_done(event: Any) -> bool:
+    """The end of a response that is not the call's opening disclosure."""
+    if event.type != "response.done":
+        return False
+    return (event.response.metadata or {}).get("voxgate") != "disclosure"
