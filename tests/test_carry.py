@@ -128,20 +128,27 @@ def test_truncation_keeps_only_the_words_heard() -> None:
     assert item_text(item) == item_text(local) == "One. Two. "
 
 
-def test_cut_off_response_is_closed_with_what_was_said() -> None:
+def test_cut_off_response_keeps_what_was_said_as_incomplete() -> None:
     up = Upstream()
     up.feed(send(up.conn, "conversation.item.create", item=_user("Tell me a story.", "item_u")))
     item_id = up.reply(["Once upon ", "a time"], finish=False)
-    done = up.mirror.cut_off_events("failed", "The upstream closed the session.", "upstream_lost")
-    assert len(done) == 1
-    response = done[0]["response"]
-    assert response["status"] == "failed"
-    assert response["status_details"]["error"]["code"] == "upstream_lost"
-    assert [o["id"] for o in response["output"]] == [item_id]
-    assert response["output"][0]["status"] == "incomplete"
-    assert up.mirror.cut_off_events("failed", "", "") == []  # each response closes once
-    # What was heard so far stays in the conversation.
-    assert texts(up.mirror.items()) == ["Tell me a story.", "Once upon a time"]
+    assert list(up.mirror.open_responses.values()) == [[item_id]]
+    up.mirror.cut(list(up.mirror.open_responses))
+    assert up.mirror.open_responses == {}
+    items = up.mirror.items()
+    assert texts(items) == ["Tell me a story.", "Once upon a time"]
+    assert items[1].status == "incomplete"
+
+
+def test_speech_and_versions_follow_the_upstream() -> None:
+    mirror = ConversationMirror()
+    mirror.observe({"type": "input_audio_buffer.speech_started", "item_id": "item_1"})
+    assert mirror.speaking
+    before = mirror.version
+    mirror.observe({"type": "rate_limits.updated", "rate_limits": []})
+    assert mirror.version == before  # not a change of the conversation
+    mirror.observe({"type": "input_audio_buffer.speech_stopped", "item_id": "item_1"})
+    assert not mirror.speaking and mirror.version == before + 1
 
 
 def test_out_of_band_response_is_not_carried() -> None:

@@ -12,8 +12,7 @@ must be renewed the conversation can go on elsewhere:
   ``conversation.item.create`` per item, as text (an upstream cannot be handed assistant audio).
   Past `REPLAY_MAX_CHARS` of text, the oldest items are folded into one summary item of at
   most `SUMMARY_MAX_CHARS` (docs/relay.md states both);
-- `cut_off_events` closes the responses the failed upstream left open, so every
-  ``response.created`` the client saw still gets its ``response.done``.
+- `cut` marks what the failed upstream left unfinished as incomplete.
 
 Rules kept here:
 - items are keyed by the upstream's ids; ``previous_item_id`` places them as upstream did;
@@ -29,13 +28,14 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .audio_math import bytes_to_ms, ms_to_bytes
 from .connection import RealtimeConnection
 from .errors import ProtocolError
+from .ids import new_id
 from .items import (
     AssistantMessage,
     FunctionCall,
@@ -58,6 +58,12 @@ REPLAY_MAX_CHARS = 32_000
 SUMMARY_MAX_CHARS = 4_000
 SUMMARY_WORDS_PER_ITEM = 24
 SUMMARY_HEADER = "Summary of the earlier part of this conversation (older turns, shortened):"
+_TURN_ENDS = (
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "input_audio_buffer.cleared",
+    "input_audio_buffer.timeout_triggered",
+)
 # Session fields that belong to one upstream session, not to the conversation's settings.
 _NOT_CARRIED = ("id", "object", "expires_at", "client_secret")
 
@@ -85,12 +91,23 @@ class ConversationMirror:
     responded: bool = False
     _speech: dict[str, _Speech] = field(default_factory=dict)
     _out_of_band: set[str] = field(default_factory=set)
+    # The user is speaking (between the upstream's speech_started and the end of the turn).
+    speaking: bool = False
+    # Moves with every event that may change the conversation or the configuration: a
+    # replay made at one version is stale at another.
+    version: int = 0
 
     # -- reading upstream events ---------------------------------------------------------
 
     def observe(self, event: Mapping[str, Any]) -> None:
         """Take one upstream server event (as parsed JSON) into account."""
         kind = event.get("type")
+        if kind != "rate_limits.updated":
+            self.version += 1
+        if kind == "input_audio_buffer.speech_started":
+            self.speaking = True
+        elif kind in _TURN_ENDS:
+            self.speaking = False
         if kind in ("session.created", "session.updated"):
             session = event.get("session")
             if isinstance(session, dict):
@@ -252,37 +269,15 @@ class ConversationMirror:
             return None
         return bytes(speech.audio), speech.format, list(speech.marks)
 
-    def cut_off_events(self, status: str, message: str, code: str) -> list[dict[str, Any]]:
-        """``response.done`` for every response the upstream left open, its output as far as
-        it got (``status``: "failed" or "incomplete"), and forget them."""
-        out = []
-        for rid, item_ids in self.open_responses.items():
-            output = []
-            for item_id in item_ids:
-                item = self._items.get(item_id)
-                if item is None:
-                    continue
-                item.status = "incomplete"
-                output.append(item.model_dump(mode="json", exclude_none=True))
-            details: dict[str, Any] = {"type": status}
-            if status == "failed":
-                details["error"] = {"type": "server_error", "code": code, "message": message}
-            out.append(
-                {
-                    "type": "response.done",
-                    "response": {
-                        "object": "realtime.response",
-                        "id": rid,
-                        "status": status,
-                        "status_details": details,
-                        "output": output,
-                        "conversation_id": self.session.get("conversation_id"),
-                        "usage": None,
-                    },
-                }
-            )
+    def cut(self, response_ids: Iterable[str]) -> None:
+        """Responses the upstream will never finish (it failed): their items stay, as far as
+        they got, marked incomplete; nothing counts as open any more."""
+        for rid in response_ids:
+            for item_id in self.open_responses.get(rid, []):
+                if (item := self._items.get(item_id)) is not None:
+                    item.status = "incomplete"
         self.open_responses.clear()
-        return out
+        self.speaking = False
 
     def audio_ms(self, item_id: str) -> float:
         speech = self._speech.get(item_id)
@@ -403,9 +398,10 @@ def seed_connection(
     the engine now serving the session. Returns the configuration fields that could not be
     carried (settings the local pipeline refuses; the rest still apply)."""
     patch = mirror.config_patch()
-    if model is not None:
-        patch["model"] = model
+    patch.pop("model", None)  # the engine now serving names it (not a client's change)
     dropped = _configure_what_fits(conn, patch)
+    if model is not None:
+        conn.config = conn.config.model_copy(update={"model": model})
     for item in mirror.items():
         assert item.id is not None
         conn.conversation.insert(item)
@@ -520,6 +516,7 @@ def summarise(items: list[Item], max_chars: int = SUMMARY_MAX_CHARS) -> dict[str
         budget -= len(line) + 1
     text = "\n".join([SUMMARY_HEADER, *reversed(lines)])
     return {
+        "id": new_id("item"),
         "type": "message",
         "role": "system",
         "content": [{"type": "input_text", "text": text}],

@@ -23,6 +23,7 @@ from ..session.relay import RelayDriver
 from ..session.session import Session, SessionLimits
 from ..session.transport import Playout, Transport
 from .auth import require_scope
+from .handover import relay_driver
 from .refusal import Refused, forbidden, too_many
 from .routing import route
 from .state import AppState
@@ -63,7 +64,7 @@ async def admit(
         connection, initial = _connection(
             state, principal, model, who.session, session_patch, intent
         )
-        driver = _relay(state, connection, initial, safety_identifier)
+        driver = _relay(state, principal, connection, initial, safety_identifier)
         engine = driver.upstream.engine if driver is not None else EMBEDDED_ENGINE
         ledger = state.ledger
         # Where the server plays the reply itself, generation may run further ahead.
@@ -175,6 +176,7 @@ def merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 def _relay(
     state: AppState,
+    principal: Principal,
     connection: RealtimeConnection,
     initial: dict[str, Any],
     safety_identifier: str | None,
@@ -186,13 +188,8 @@ def _relay(
     upstream = route(state.upstreams, connection.config.model)
     if upstream is None:
         return None
-    return RelayDriver(
-        upstream,
-        state.upstream_protocol,
-        model=connection.config.model,
-        safety_identifier=safety_identifier,
-        initial={"type": "realtime", **initial} if initial else None,
-    )
+    first = {"type": "realtime", **initial} if initial else None
+    return relay_driver(state, principal, connection, upstream, first, safety_identifier)
 
 
 def limits_for(base: SessionLimits, policy: Policy) -> SessionLimits:

@@ -21,6 +21,13 @@
   default the session ends with an ``upstream_unavailable`` error.
 - ``hook`` sees every upstream event before it is relayed and may replace it (server-side
   tools intercept ``function_call`` items there), using `send_upstream`.
+- Carry-over (failover and renewal, `handover.py`): a ``mirror`` keeps the conversation as
+  the upstream's events describe it; ``replay`` events give a new upstream session an earlier
+  one's conversation before anything else (their acknowledgements are not relayed);
+  ``announce`` says what the client hears of a new upstream session (``session.created``
+  for the first, a ``session.updated`` after a failover, nothing after a renewal); `prepare`
+  opens the upstream session before the driver takes over (make before break);
+  ``after_event`` hears of each relayed event (renewal looks for a quiet moment there).
 
 Tasks (in the session's group): one reads the upstream (and connects first), one writes to
 it. Client events that arrive before the upstream session is open wait, in order, in a
@@ -34,7 +41,7 @@ import base64
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,6 +54,7 @@ from ..engines.upstream import (
     UpstreamStalled,
 )
 from ..protocol import events as ev
+from ..protocol.carry import ConversationMirror
 from ..protocol.commands import CancelResponse, EndOfAudio, PlayAudio
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
@@ -75,6 +83,11 @@ LostHandler = Callable[[RealtimeConnection, UpstreamLost], Sequence[DriverOutput
 UpstreamHook = Callable[
     ["RelayDriver", RealtimeConnection, dict[str, Any]], Sequence[DriverOutput] | None
 ]
+AfterEvent = Callable[["RelayDriver", RealtimeConnection], Sequence[DriverOutput]]
+Announce = Literal["created", "updated", "none"]
+# Replayed items acknowledged within this long, or the new upstream counts as stalled.
+REPLAY_TIMEOUT_S = 10.0
+_Opened = tuple[UpstreamConnection, dict[str, Any], list[tuple[str, Any]]]
 
 
 class _Refused(UpstreamError):
@@ -95,6 +108,10 @@ class RelayDriver:
         initial: dict[str, Any] | None = None,
         on_lost: LostHandler | None = None,
         hook: UpstreamHook | None = None,
+        mirror: ConversationMirror | None = None,
+        replay: Sequence[dict[str, Any]] = (),
+        announce: Announce = "created",
+        after_event: AfterEvent | None = None,
     ) -> None:
         self.upstream = upstream
         self.protocol = protocol
@@ -104,6 +121,11 @@ class RelayDriver:
         self.initial = initial
         self.on_lost = on_lost
         self.hook = hook
+        self.mirror = mirror
+        self.replay = list(replay)
+        self.announce: Announce = announce
+        self.after_event = after_event
+        self._prepared: _Opened | None = None
         # The upstream's session object as last reported, and its id.
         self.session: dict[str, Any] | None = None
         self.upstream_session_id: str | None = None
@@ -184,6 +206,43 @@ class RelayDriver:
             task.cancel()
         self._host = None  # it holds methods of the session: no reference cycle
 
+    # -- carry-over (handover.py) ---------------------------------------------------------------
+
+    @property
+    def host(self) -> DriverHost | None:
+        return self._host
+
+    async def prepare(self) -> None:
+        """Open the upstream session (configuration and replay included) before the driver
+        is bound; raises UpstreamError. `discard` it if it is not switched to after all."""
+        link = await self.protocol.connect(
+            self.upstream, self.model, safety_identifier=self.safety_identifier
+        )
+        try:
+            created, early = await self._handshake(link)
+        except BaseException:
+            await link.close()
+            raise
+        self._prepared = (link, created, early)
+
+    async def discard(self) -> None:
+        """Close a prepared upstream session that will not be used."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            await prepared[0].close()
+
+    def spawn(self, work: Awaitable[None], name: str) -> None:
+        """A task of this driver's: it ends when the driver is closed."""
+        if self._host is not None:
+            self._tasks.append(self._host.spawn(work, f"{self.name}:{name}"))
+
+    def take_unsent(self) -> list[str]:
+        """Client events not yet written upstream (they go to whatever serves next)."""
+        unsent = list(self._outgoing)
+        self._outgoing.clear()
+        self._pending_chars = 0
+        return unsent
+
     # -- for hooks (server-side tools) ------------------------------------------------------
 
     def send_upstream(self, conn: RealtimeConnection, event: dict[str, Any]) -> list[DriverOutput]:
@@ -200,6 +259,16 @@ class RelayDriver:
     ) -> Sequence[DriverOutput]:
         if self._done:
             return []
+        if self.mirror is not None:
+            self.mirror.observe(data)
+        out = self._relayed(conn, text, data)
+        if self.after_event is not None:
+            out = [*out, *self.after_event(self, conn)]
+        return out
+
+    def _relayed(
+        self, conn: RealtimeConnection, text: str, data: dict[str, Any]
+    ) -> Sequence[DriverOutput]:
         if self.hook is not None and (replaced := self.hook(self, conn, data)) is not None:
             return replaced
         kind = str(data.get("type"))
@@ -270,9 +339,18 @@ class RelayDriver:
             self.upstream.name,
             self.upstream_session_id,
         )
-        out: list[DriverOutput] = [Forward(json.dumps(created), "session.created")]
+        if self.mirror is not None:
+            self.mirror.observe(created)
+        out: list[DriverOutput] = []
+        if self.announce == "created":
+            out.append(Forward(json.dumps(created), "session.created"))
+        elif self.announce == "updated":
+            updated = {**created, "type": "session.updated", "event_id": new_id("event")}
+            out.append(Forward(json.dumps(updated), "session.updated"))
         for text, data in early:
             out += self._event(conn, text, data)
+        if self.after_event is not None:
+            out += self.after_event(self, conn)
         return out
 
     def _lost(
@@ -332,10 +410,13 @@ class RelayDriver:
         phase: Literal["connect", "session"] = "connect"
         link: UpstreamConnection | None = None
         try:
-            link = await self.protocol.connect(
-                self.upstream, self.model, safety_identifier=self.safety_identifier
-            )
-            created, early = await self._handshake(link)
+            if self._prepared is not None:
+                (link, created, early), self._prepared = self._prepared, None
+            else:
+                link = await self.protocol.connect(
+                    self.upstream, self.model, safety_identifier=self.safety_identifier
+                )
+                created, early = await self._handshake(link)
             phase = "session"
             await host.post(lambda conn: self._opened(conn, created, early))
             self._tasks.append(host.spawn(self._write(link), f"upstream:{self.upstream.name}:w"))
@@ -374,24 +455,57 @@ class RelayDriver:
                 _, created = await self._recv(link)
                 if created.get("type") != "session.created":
                     raise _Refused(f"upstream '{name}' opened with {_described(created)}")
-                if not self.initial:
-                    return created, early
-                update = {"type": "session.update", "session": self.initial}
-                await link.send(json.dumps(update))
-                while True:
-                    text, data = await self._recv(link)
-                    if data.get("type") == "session.updated":
-                        return {**created, "session": data.get("session")}, early
-                    if data.get("type") == "error":
-                        raise _Refused(
-                            f"upstream '{name}' refused the session's configuration "
-                            f"({_described(data)})"
-                        )
-                    early.append((text, data))
+                if self.initial:
+                    update = {"type": "session.update", "session": self.initial}
+                    await link.send(json.dumps(update))
+                    while True:
+                        text, data = await self._recv(link)
+                        if data.get("type") == "session.updated":
+                            created = {**created, "session": data.get("session")}
+                            break
+                        if data.get("type") == "error":
+                            raise _Refused(
+                                f"upstream '{name}' refused the session's configuration "
+                                f"({_described(data)})"
+                            )
+                        early.append((text, data))
         except TimeoutError:
             raise UpstreamStalled(
                 f"upstream '{name}' did not open the session within "
                 f"{self.upstream.stall_timeout_s:g} s"
+            ) from None
+        if self.replay:
+            await self._replay(link)
+        return created, early
+
+    async def _replay(self, link: UpstreamConnection) -> None:
+        """Send the replayed items (``conversation.item.create`` events, each with an item id)
+        and wait until the upstream has taken each: its answers (items added, or errors) are
+        the relay's own business, the client never sees them."""
+        pending: dict[str, str] = {}  # item id → the event id that created it
+        for n, event in enumerate(self.replay):
+            event_id = f"event_replay_{n}"
+            await link.send(json.dumps({**event, "event_id": event_id}))
+            pending[str(event["item"]["id"])] = event_id
+        try:
+            async with asyncio.timeout(REPLAY_TIMEOUT_S):
+                while pending:
+                    _, data = await self._recv(link)
+                    if data.get("type") == "conversation.item.done":
+                        pending.pop(str((data.get("item") or {}).get("id")), None)
+                    elif data.get("type") == "error":
+                        error = data.get("error") or {}
+                        log.warning(
+                            "upstream %s refused a replayed item: %s",
+                            self.upstream.name,
+                            _described(data),
+                        )
+                        failed = error.get("event_id")
+                        pending = {k: v for k, v in pending.items() if v != failed}
+        except TimeoutError:
+            raise UpstreamStalled(
+                f"upstream '{self.upstream.name}' did not take the replayed conversation "
+                f"within {REPLAY_TIMEOUT_S:g} s"
             ) from None
 
     async def _read(self, host: DriverHost, link: UpstreamConnection) -> None:
