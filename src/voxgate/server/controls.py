@@ -57,6 +57,7 @@ class Controls:
         )
         watcher = RevocationWatcher(keys, secrets, manager, auth.refresh)
 
+
         def revoked(kind: str, ident: str) -> None:
             if kind == "key":
                 auth.forget_key(ident, time.time())

@@ -225,7 +225,9 @@ class WhisperEngine:
         """Decode silence once on every worker at the same time, so no first utterance
         pays for CTranslate2's first allocations."""
         silence = bytes(int(_WARM_UP_S * SAMPLE_RATE) * 2)
-        await asyncio.gather(*(self.decode(silence, None, None, True) for _ in range(self.workers)))
+        await asyncio.gather(
+            *(self.decode(silence, None, None, True) for _ in range(self.workers))
+        )
 
     @property
     def multilingual(self) -> bool:
