@@ -100,13 +100,15 @@ async def my_session(server: Any) -> dict[str, Any]:
     return record
 
 
-async def audited(server: Any, action: str, wait_s: float = 10.0) -> list[dict[str, Any]]:
-    """The audit entries of ``action``, waiting until there is one (they are written in the
-    background)."""
+async def audited(
+    server: Any, action: str, wait_s: float = 10.0, count: int = 1
+) -> list[dict[str, Any]]:
+    """The audit entries of ``action``, waiting until there are ``count`` (they are written in
+    the background)."""
     async with asyncio.timeout(wait_s):
         while True:
             found = await rest(server.base_url, "/admin/audit", action=action)
-            if found["data"]:
+            if len(found["data"]) >= count:
                 return list(found["data"])
             await asyncio.sleep(0.1)
 
