@@ -22,6 +22,7 @@ from _failover import (
     metric,
     my_session,
     relay_behind_proxy,
+    rest,
     said_to_model,
     turn,
 )
@@ -214,3 +215,45 @@ async def test_fallback_none_ends_the_session_with_a_clear_error(
     assert record["end_code"] == "upstream_unavailable"
     (entry,) = await audited(server, "upstream_failover")
     assert entry["detail"]["to"] == "none"
+
+
+async def test_next_upstream_is_given_the_conversation(
+    start_server: Any,
+    upstream: UpstreamVoxgate,
+    proxy: FaultProxy,
+    chat: SlowChatServer,
+    tmp_path: Path,
+) -> None:
+    primary = {**upstream.setting("primary", models=["gpt-realtime*"]), "url": proxy.ws_url}
+    secondary = upstream.setting("secondary", models=["gpt-realtime*"])
+    server = relay_behind_proxy(
+        start_server,
+        proxy,
+        upstream,
+        chat,
+        tmp_path,
+        upstreams=[primary, secondary],
+        policy=Policy(fallback="next"),
+    )
+    async with client(server).realtime.connect(model=MODEL) as conn:
+        events = Events(conn)
+        created = await events.expect("session.created")
+        await first_turn_upstream(conn, events)
+        proxy.drop_after("response.output_audio.delta", 3)
+        cut = await turn(conn, events, "Tell me about the sea.")
+        assert cut.response.status == "failed"
+        updated = await events.expect("session.updated")
+        assert updated.session.model == MODEL
+        assert updated.session.id != created.session.id  # a new upstream session
+        again = (await events.until("response.done"))[-1]
+        assert again.response.status == "completed"
+    assert chat.requests == []  # the next upstream answered, not the embedded pipeline
+    # The new upstream session was given the conversation before it answered.
+    record = await rest(
+        upstream.http_url, f"/admin/sessions/{updated.session.id}", upstream.api_key
+    )
+    users = [t["text"] for t in record["transcript"] if t["role"] == "user"]
+    assert users[:2] == ["My name is Ada.", "Tell me about the sea."]
+    assert [u["response_id"] for u in record["usage"]] == [again.response.id]
+    (entry,) = await audited(server, "upstream_failover")
+    assert entry["detail"]["upstream"] == "primary" and entry["detail"]["to"] == "relay:secondary"
