@@ -9,9 +9,9 @@ on locally if the embedded engines run, else it ends as with ``none``.
 
 Renewal (`RenewalSchedule`): an upstream session is renewed from half its
 ``max_session_seconds`` on (and at most five minutes before the cap), at the first quiet
-moment. A renewal that fails retryably is tried again at the next quiet moment; one that
-fails for good is given up (when the upstream ends the session at its cap, that is a
-failover).
+moment. A renewal that fails retryably is tried again at the next quiet moment (at the latest
+`RENEW_RETRY_S` later); one that fails for good is given up (when the upstream then ends the
+session at its cap, a new session is opened there as in a failover).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ UPSTREAM_UNAVAILABLE = "upstream_unavailable"
 LOCAL_MODEL = "voxgate-local"
 # Renewal starts at most this long before the cap (and never before half of it).
 RENEW_LEAD_S = 300.0
+# A renewal that failed retryably is tried again this long after (or at an earlier event).
+RENEW_RETRY_S = 5.0
 
 
 def failure_kind(error: EngineError) -> str:

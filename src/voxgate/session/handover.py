@@ -39,6 +39,7 @@ from .driver import DriverHost, DriverOutput
 from .engines import EngineSet
 from .failover import (
     LOCAL_MODEL,
+    RENEW_RETRY_S,
     UPSTREAM_UNAVAILABLE,
     Decision,
     FailoverPlan,
@@ -279,6 +280,9 @@ class Handover:
         log.warning("renewing upstream %s failed: %s", old.upstream.name, exc.message)
         if self._schedule is not None:
             self._schedule.failed(exc.retryable)
+        if exc.retryable and old is self.current and old.host is not None:
+            host = old.host  # a quiet session may hear nothing for long: try again later
+            old.spawn(self._wake(old, host, host.clock.monotonic() + RENEW_RETRY_S), "renewal")
         return []
 
     def _renewed(
@@ -294,7 +298,7 @@ class Handover:
         moved = self.mirror.version != version
         if old is not self.current or host is None or moved or not self._quiet(old):
             _close_later(new)  # the conversation moved on: the next quiet moment tries again
-            return []
+            return self._after_event(old, conn)
         unsent = old.take_unsent()
         self.current, self._schedule, self._opened_at = new, None, started
         host.switch(new, "renewal")
