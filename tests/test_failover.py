@@ -126,16 +126,19 @@ async def test_dropped_mid_response_goes_on_locally(
     assert counted == {'{reason="closed",to="pipeline",upstream="default"}': 1.0}
 
 
-@pytest.mark.parametrize("status", [503, 401])
-async def test_refused_at_connect_goes_on_locally(
+@pytest.mark.parametrize("status", [503, 401, None])
+async def test_refused_or_unreachable_at_connect_goes_on_locally(
     start_server: Any,
     upstream: UpstreamVoxgate,
     proxy: FaultProxy,
     chat: SlowChatServer,
     tmp_path: Path,
-    status: int,
+    status: int | None,
 ) -> None:
-    proxy.refuse(status)
+    if status is None:
+        proxy.unreachable()
+    else:
+        proxy.refuse(status)
     server = relay_behind_proxy(start_server, proxy, upstream, chat, tmp_path)
     async with client(server).realtime.connect(model=MODEL) as conn:
         events = Events(conn)
@@ -147,9 +150,13 @@ async def test_refused_at_connect_goes_on_locally(
         assert reply_text(done) == LOCAL_ANSWER
     assert said_to_model(chat.requests[0]) == ["My name is Ada."]
     (entry,) = await audited(server, "upstream_failover")
-    assert entry["code"] == "refused" and entry["detail"]["phase"] == "connect"
-    assert entry["detail"]["retryable"] is (status == 503)
-    assert f"HTTP {status}" in entry["detail"]["message"]
+    assert entry["detail"]["phase"] == "connect"
+    if status is None:
+        assert entry["code"] == "unreachable" and entry["detail"]["retryable"] is True
+    else:
+        assert entry["code"] == "refused"
+        assert entry["detail"]["retryable"] is (status == 503)
+        assert f"HTTP {status}" in entry["detail"]["message"]
     record = await my_session(server)
     assert {u["model"] for u in record["usage"]} == {"voxgate-local"}
 
