@@ -137,6 +137,9 @@ class RelayDriver:
         # Responses in progress upstream (the response object of their response.created),
         # and response.create events sent that the upstream has not answered yet.
         self._active: dict[str, dict[str, Any]] = {}
+        # Responses voxgate ended itself (budget, close): what the upstream still says about
+        # them is dropped, so the client sees one response.done each.
+        self._ended_here: set[str] = set()
         self._requested = 0
         self._stall: asyncio.Timeout | None = None
         self._done = False  # closed or lost: nothing more goes upstream
@@ -273,6 +276,8 @@ class RelayDriver:
             return replaced
         kind = str(data.get("type"))
         rid = records.response_id_of(data)
+        if rid is not None and rid in self._ended_here:
+            return []
         forward = Forward(text, kind, rid)
         match kind:
             case "response.output_audio.delta":
@@ -323,6 +328,7 @@ class RelayDriver:
 
     def _ended(self, rid: str, status: str, details: dict[str, Any]) -> Forward:
         """A ``response.done`` voxgate writes for a response the upstream will not finish."""
+        self._ended_here.add(rid)
         response = {**self._active.pop(rid, {"id": rid, "object": "realtime.response"})}
         response.update(status=status, status_details=details)
         done = {"type": "response.done", "event_id": new_id("event"), "response": response}
