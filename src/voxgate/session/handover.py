@@ -48,7 +48,7 @@ from .failover import (
     failure_kind,
 )
 from .pipeline import PipelineDriver
-from .relay import RelayDriver, UpstreamLost
+from .relay import RelayDriver, UpstreamHook, UpstreamLost
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class Handover:
         engines: EngineSet | None,
         safety_identifier: str | None = None,
         report: Report | None = None,
+        hook: UpstreamHook | None = None,
     ) -> None:
         self.upstreams = {u.name: u for u in upstreams}
         self.protocol = protocol
@@ -87,6 +88,7 @@ class Handover:
         self.engines = engines
         self.safety_identifier = safety_identifier
         self.report = report or (lambda record: None)
+        self.hook = hook  # given to every relay (server-side tools)
         self.plan = FailoverPlan(
             fallback, list(self.upstreams), local_available=engines is not None
         )
@@ -114,6 +116,7 @@ class Handover:
             safety_identifier=self.safety_identifier,
             initial=dict(initial) if initial else None,
             on_lost=self._lost,
+            hook=self.hook,
             mirror=self.mirror,
             replay=[dict(e) for e in replay],
             announce=announce,
