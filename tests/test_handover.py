@@ -163,3 +163,28 @@ async def test_no_renewal_while_a_response_runs() -> None:
         assert (await second.next_sent())["type"] == "session.update"
         await asyncio.wait_for(first.closed.wait(), 5)
     assert [r.kind for r in records] == ["renewal"]
+
+
+async def test_an_upstream_that_closes_at_its_cap_is_reopened_with_the_conversation() -> None:
+    first, second = AnsweringUpstream("one"), AnsweringUpstream("two")
+    protocol, records = Upstreams(first, second), list[HandoverRecord]()
+    h = handover(protocol, records)
+    async with running_session(engines(), driver=h.first(h.upstreams["up"], None)) as run:
+        await run.transport.next_event()
+        await said(first, "My name is Ada.", "item_ada")
+        run.transport.send_event({"type": "response.create"})
+        await first.next_sent()
+        response = {"id": "resp_1", "object": "realtime.response", "conversation_id": "conv"}
+        first.emit(event("response.created", "event_r1", response=response))
+        await run.transport.events_until("response.created")
+        await run.clock.advance(CAP_S)  # never quiet: no renewal came before the cap
+        first.emit(None)  # the upstream ends the session
+        cut = await run.transport.events_until("response.done")
+        assert cut[-1]["response"]["status"] == "failed"
+        updated = await run.transport.next_event()
+        assert (updated["type"], updated["session"]["id"]) == ("session.updated", "sess_two")
+        assert (await second.next_sent())["type"] == "session.update"
+        assert (await second.next_sent())["item"]["id"] == "item_ada"
+        # The turn the closed session was answering is asked for again.
+        assert (await second.next_sent())["type"] == "response.create"
+    assert [(r.kind, r.reason, r.to) for r in records] == [("failover", "closed", "relay:up")]

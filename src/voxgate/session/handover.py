@@ -135,6 +135,7 @@ class Handover:
         if failed is None or failed.host is None:
             return []
         host, name = failed.host, failed.upstream.name
+        self._renewing = None  # a renewal under way ends with the failed driver's tasks
         unsent = failed.take_unsent()
         self.mirror.cut(lost.cut)
         decision = self._decide(name, lost)
