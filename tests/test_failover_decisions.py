@@ -56,3 +56,9 @@ def test_renewal_from_half_the_cap_and_at_most_five_minutes_before_it() -> None:
     assert schedule.due(11.0)  # tried again at the next quiet moment
     schedule.failed(retryable=False)
     assert not schedule.due(11.0)
+
+
+def test_a_close_in_the_last_tenth_of_the_cap_is_the_cap() -> None:
+    schedule = RenewalSchedule(100.0, opened_at=0.0)
+    assert not schedule.at_cap(89.0)
+    assert schedule.at_cap(90.0)

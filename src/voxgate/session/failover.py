@@ -107,6 +107,11 @@ class RenewalSchedule:
     def due(self, now: float) -> bool:
         return not self.given_up and now >= self.renew_from
 
+    def at_cap(self, now: float) -> bool:
+        """Whether an upstream that ends the session now is most likely at its cap (the last
+        tenth of it) rather than failing."""
+        return now >= self.opened_at + 0.9 * self.max_session_s
+
     def failed(self, retryable: bool) -> None:
         if not retryable:
             self.given_up = True

@@ -172,7 +172,7 @@ class Handover:
             isinstance(lost.error, UpstreamClosed)
             and self._schedule is not None
             and now is not None
-            and self._schedule.due(now)
+            and self._schedule.at_cap(now)
         )
         if at_cap:  # the upstream's session cap, not a fault: open a new session there
             return Decision("next", upstream)
