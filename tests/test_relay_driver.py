@@ -18,6 +18,7 @@ from voxgate.engines.upstream import (
     UpstreamStalled,
 )
 from voxgate.protocol.connection import RealtimeConnection
+from voxgate.protocol.limits import ConnectionLimits
 from voxgate.session.driver import DriverOutput, Forward
 from voxgate.session.engines import EngineSet
 from voxgate.session.relay import RelayDriver, UpstreamLost
@@ -288,3 +289,40 @@ async def test_a_response_voxgate_stops_ends_once_and_is_cancelled_upstream() ->
         up.emit(event("response.done", "event_up2", response=response("resp_up1", "cancelled")))
         up.emit(event("input_audio_buffer.cleared", "event_up3"))
         assert (await run.transport.next_event())["event_id"] == "event_up3"
+
+
+async def test_a_relay_switched_to_mid_session_announces_itself_with_session_updated() -> None:
+    up = ScriptedUpstream()
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    replay = [{"type": "conversation.item.create", "item": item}]
+    driver = relay(up, announce="updated", replay=replay)
+    async with running_session(engines()) as run:  # starts on the embedded pipeline
+        assert (await run.transport.next_event())["type"] == "session.created"
+
+        def switch(conn: RealtimeConnection) -> list[DriverOutput]:
+            run.session.switch_driver(driver, "test")
+            return []
+
+        await run.session.inbox.put(switch)
+        assert await up.next_sent() == replay[0]  # before anything of the client's
+        updated = await run.transport.next_event()
+        assert (updated["type"], updated["session"]["id"]) == ("session.updated", "sess_upstream1")
+        run.transport.send_event({"type": "response.create", "event_id": "evt_after"})
+        assert (await up.next_sent())["event_id"] == "evt_after"
+    assert run.session.driver is driver
+
+
+async def test_events_over_the_pipelines_size_limits_are_not_forwarded() -> None:
+    up = ScriptedUpstream()
+    small = RealtimeConnection(limits=ConnectionLimits(max_item_bytes=1000))
+    async with running_session(engines(), driver=relay(up), connection=small) as run:
+        await run.transport.next_event()
+        text = {"type": "input_text", "text": "x" * 2000}
+        item = {"type": "message", "role": "user", "content": [text]}
+        run.transport.send_event({"type": "conversation.item.create", "item": item})
+        error = await run.transport.next_event()
+        assert (error["error"]["code"], error["error"]["param"]) == ("item_too_large", "item")
+        item["content"] = [{"type": "input_text", "text": "fits"}]
+        run.transport.send_event({"type": "conversation.item.create", "item": item})
+        assert (await up.next_sent())["item"]["content"][0]["text"] == "fits"
+    assert len(up.sent) == 1

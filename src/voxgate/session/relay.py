@@ -23,9 +23,11 @@
   tools intercept ``function_call`` items there), using `send_upstream`.
 - Carry-over (failover and renewal, `handover.py`): a ``mirror`` keeps the conversation as
   the upstream's events describe it; ``replay`` events give a new upstream session an earlier
-  one's conversation before anything else (their acknowledgements are not relayed);
-  ``announce`` says what the client hears of a new upstream session (``session.created``
-  for the first, a ``session.updated`` after a failover, nothing after a renewal); `prepare`
+  one's conversation right after the initial configuration, before any client event (the
+  upstream's answers to items with an id are waited for and not relayed); ``announce`` says
+  what the client hears of a new upstream session (``session.created`` for the first, a
+  ``session.updated`` — its ``model`` names what serves now — after a failover, nothing
+  after a renewal); `prepare`
   opens the upstream session before the driver takes over (make before break);
   ``after_event`` hears of each relayed event (renewal looks for a quiet moment there).
 
@@ -56,7 +58,7 @@ from ..engines.upstream import (
 from ..protocol import events as ev
 from ..protocol.carry import ConversationMirror
 from ..protocol.commands import CancelResponse, EndOfAudio, PlayAudio
-from ..protocol.connection import RealtimeConnection
+from ..protocol.connection import MAX_APPEND_BYTES, RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
 from ..protocol.response_params import parse_response_params
@@ -166,7 +168,7 @@ class RelayDriver:
             assert error is not None
             return [conn.error(error, client_event_id)]
         try:
-            _check(conn, event)
+            _check(conn, event, len(raw))
         except ProtocolError as exc:
             return [conn.error(exc, event.event_id)]
         if isinstance(event, ev.ResponseCreate):
@@ -485,14 +487,17 @@ class RelayDriver:
         return created, early
 
     async def _replay(self, link: UpstreamConnection) -> None:
-        """Send the replayed items (``conversation.item.create`` events, each with an item id)
-        and wait until the upstream has taken each: its answers (items added, or errors) are
-        the relay's own business, the client never sees them."""
+        """Send the replay events (``conversation.item.create``). Those whose item has an id
+        are waited for until the upstream has taken them (its ``conversation.item.done``, or
+        an ``error``), and its answers to them are not relayed: they are the relay's own
+        business. Others are only sent ahead of the client's events."""
         pending: dict[str, str] = {}  # item id → the event id that created it
         for n, event in enumerate(self.replay):
-            event_id = f"event_replay_{n}"
-            await link.send(json.dumps({**event, "event_id": event_id}))
-            pending[str(event["item"]["id"])] = event_id
+            item = event.get("item")
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                event = {**event, "event_id": f"event_replay_{n}"}
+                pending[item["id"]] = event["event_id"]
+            await link.send(json.dumps(event))
         try:
             async with asyncio.timeout(REPLAY_TIMEOUT_S):
                 while pending:
@@ -546,11 +551,29 @@ class RelayDriver:
             return  # the reader sees the same close and reports it
 
 
-def _check(conn: RealtimeConnection, event: ev.ClientEvent) -> None:
+def _check(conn: RealtimeConnection, event: ev.ClientEvent, size: int) -> None:
     """What the pipeline would refuse (beyond the shape): the policy, the client secret's
-    binding, Live API models (all in the connection's guard). ``session.update`` also
-    moves the mirror configuration."""
+    binding, Live API models (all in the connection's guard), appends and items over the
+    pipeline's size limits (an item's audio counted as base64). ``session.update`` also moves
+    the mirror configuration."""
     match event:
+        case ev.InputAudioBufferAppend(audio=audio) if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
+            raise ProtocolError(
+                f"Audio chunk too large: at most {MAX_APPEND_BYTES // (1024 * 1024)} MiB of audio "
+                "per input_audio_buffer.append; split it into smaller appends.",
+                code="input_audio_buffer_append_too_large",
+                param="audio",
+            )
+        case ev.ConversationItemCreate() if (
+            size > (most := conn.budget.limits.max_item_bytes) * 4 // 3
+        ):
+            raise ProtocolError(
+                f"The item is {size} bytes of JSON; an item may have at most {most} bytes (text "
+                f"and audio together: {most * 4 // 3} as JSON with base64 audio). Split it into "
+                "several items.",
+                code="item_too_large",
+                param="item",
+            )
         case ev.SessionUpdate(session=patch):
             conn.configure(patch)
         case ev.ResponseCreate(response=raw):
