@@ -64,6 +64,7 @@ from ..protocol.ids import new_id
 from ..protocol.response_params import parse_response_params
 from . import relay_records as records
 from .driver import PLAYOUT_RATE, DriverCommand, DriverHost, DriverOutput, Forward, Progress
+from .relay_replay import replay
 
 log = logging.getLogger(__name__)
 # Client events waiting for the upstream (not yet open, or not reading), in characters.
@@ -87,8 +88,6 @@ UpstreamHook = Callable[
 ]
 AfterEvent = Callable[["RelayDriver", RealtimeConnection], Sequence[DriverOutput]]
 Announce = Literal["created", "updated", "none"]
-# Replayed items acknowledged within this long, or the new upstream counts as stalled.
-REPLAY_TIMEOUT_S = 10.0
 _Opened = tuple[UpstreamConnection, dict[str, Any], list[tuple[str, Any]]]
 
 
@@ -483,41 +482,8 @@ class RelayDriver:
                 f"{self.upstream.stall_timeout_s:g} s"
             ) from None
         if self.replay:
-            await self._replay(link)
+            await replay(link, self.replay, self.upstream.name, self._recv)
         return created, early
-
-    async def _replay(self, link: UpstreamConnection) -> None:
-        """Send the replay events (``conversation.item.create``). Those whose item has an id
-        are waited for until the upstream has taken them (its ``conversation.item.done``, or
-        an ``error``), and its answers to them are not relayed: they are the relay's own
-        business. Others are only sent ahead of the client's events."""
-        pending: dict[str, str] = {}  # item id → the event id that created it
-        for n, event in enumerate(self.replay):
-            item = event.get("item")
-            if isinstance(item, dict) and isinstance(item.get("id"), str):
-                event = {**event, "event_id": f"event_replay_{n}"}
-                pending[item["id"]] = event["event_id"]
-            await link.send(json.dumps(event))
-        try:
-            async with asyncio.timeout(REPLAY_TIMEOUT_S):
-                while pending:
-                    _, data = await self._recv(link)
-                    if data.get("type") == "conversation.item.done":
-                        pending.pop(str((data.get("item") or {}).get("id")), None)
-                    elif data.get("type") == "error":
-                        error = data.get("error") or {}
-                        log.warning(
-                            "upstream %s refused a replayed item: %s",
-                            self.upstream.name,
-                            _described(data),
-                        )
-                        failed = error.get("event_id")
-                        pending = {k: v for k, v in pending.items() if v != failed}
-        except TimeoutError:
-            raise UpstreamStalled(
-                f"upstream '{self.upstream.name}' did not take the replayed conversation "
-                f"within {REPLAY_TIMEOUT_S:g} s"
-            ) from None
 
     async def _read(self, host: DriverHost, link: UpstreamConnection) -> None:
         while True:
