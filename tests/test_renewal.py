@@ -69,12 +69,14 @@ async def test_conversation_runs_past_the_upstream_cap(
     assert kinds.count("session.created") == 1
     assert "session.updated" not in kinds  # a renewal is silent
 
-    # Three upstream sessions; the last one answered the last turn knowing the first two.
+    # At least three upstream sessions (a slow machine may renew once more before the end);
+    # the one that answered the last turn knew the first two.
     sessions = await rest(capped_upstream.http_url, "/admin/sessions", capped_upstream.api_key)
-    assert len(sessions["data"]) == 3
+    assert len(sessions["data"]) >= 3
     told = said_to_model(upstream_chat.requests[-1])
     assert told[:4] == ["My name is Ada.", "Noted.", "I live in Paris.", "Noted."]
     assert told[-1] == "What is my name and where do I live?"
     assert len(upstream_chat.requests) == 3
-    assert metric(server, "voxgate_upstream_renewals_total") == {'{upstream="default"}': 2.0}
+    renewals = metric(server, "voxgate_upstream_renewals_total")['{upstream="default"}']
+    assert renewals == len(sessions["data"]) - 1
     assert not (await rest(server.base_url, "/admin/audit", action="upstream_failover"))["data"]
