@@ -126,7 +126,7 @@ async def test_dropped_mid_response_goes_on_locally(
     assert counted == {'{reason="closed",to="pipeline",upstream="default"}': 1.0}
 
 
-@pytest.mark.parametrize("status", [503, 401, None])
+@pytest.mark.parametrize("status", [401, 403, 429, 503, None])
 async def test_refused_or_unreachable_at_connect_goes_on_locally(
     start_server: Any,
     upstream: UpstreamVoxgate,
@@ -155,7 +155,7 @@ async def test_refused_or_unreachable_at_connect_goes_on_locally(
         assert entry["code"] == "unreachable" and entry["detail"]["retryable"] is True
     else:
         assert entry["code"] == "refused"
-        assert entry["detail"]["retryable"] is (status == 503)
+        assert entry["detail"]["retryable"] is (status in (429, 503))
         assert f"HTTP {status}" in entry["detail"]["message"]
     record = await my_session(server)
     assert {u["model"] for u in record["usage"]} == {"voxgate-local"}
