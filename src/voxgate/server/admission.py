@@ -20,12 +20,12 @@ from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..session import manager as registry
 from ..session.relay import RelayDriver
-from ..session.relay_tools import ToolRelayDriver
 from ..session.session import Session, SessionLimits
 from ..session.tool_flow import SessionTools
 from ..session.transport import Playout, Transport
 from . import mcp_setup
 from .auth import require_scope
+from .handover import relay_driver
 from .phone_media import apply_media_policy
 from .refusal import Refused, forbidden, too_many
 from .routing import route
@@ -70,7 +70,7 @@ async def admit(
             state, principal, model, who.session, session_patch, intent
         )
         tools = session_tools(state, principal, connection.session_id)
-        driver = _relay(state, connection, initial, safety_identifier, tools)
+        driver = _relay(state, principal, connection, initial, safety_identifier, tools)
         engine = driver.upstream.engine if driver is not None else EMBEDDED_ENGINE
         ledger = state.ledger
         # Where the server plays the reply itself, generation may run further ahead.
@@ -186,6 +186,7 @@ def merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 def _relay(
     state: AppState,
+    principal: Principal,
     connection: RealtimeConnection,
     initial: dict[str, Any],
     safety_identifier: str | None,
@@ -198,23 +199,8 @@ def _relay(
     upstream = route(state.upstreams, connection.config.model)
     if upstream is None:
         return None
-    model, first = connection.config.model, {"type": "realtime", **initial} if initial else None
-    if tools is not None:  # server tools run here for relayed sessions too
-        return ToolRelayDriver(
-            upstream,
-            state.upstream_protocol,
-            tools=tools,
-            model=model,
-            safety_identifier=safety_identifier,
-            initial=first,
-        )
-    return RelayDriver(
-        upstream,
-        state.upstream_protocol,
-        model=model,
-        safety_identifier=safety_identifier,
-        initial=first,
-    )
+    first = {"type": "realtime", **initial} if initial else None
+    return relay_driver(state, principal, connection, upstream, first, safety_identifier, tools)
 
 
 def limits_for(base: SessionLimits, policy: Policy) -> SessionLimits:

@@ -52,6 +52,8 @@ class ToolRelayDriver(RelayDriver):
     def __init__(self, *args: Any, tools: SessionTools, **kwargs: Any) -> None:
         self.tools = tools
         initial = dict(kwargs.pop("initial", None) or {"type": "realtime"})
+        if kwargs.pop("hook", None) is not None:
+            raise ValueError("a ToolRelayDriver's upstream hook is its own")
         initial["tools"] = self._with_server_tools(initial.get("tools") or [])
         super().__init__(*args, initial=initial, hook=_intercept, **kwargs)
         self._tool_items: dict[str, ServerCall] = {}  # item id → the server call it holds

@@ -278,6 +278,7 @@ class Session:
             end=self.end,
             rate_limits=self.rate_limits,
             mcp=self.mcp,
+            switch=self.switch_driver,
         )
 
     def _apply(self, outputs: Sequence[DriverOutput]) -> None:
