@@ -206,7 +206,8 @@ def test_seeding_skips_settings_the_local_pipeline_refuses() -> None:
                 "id": "sess_up",
                 "type": "realtime",
                 "instructions": "Be brief.",
-                "tools": [{"type": "mcp", "server_label": "x", "server_url": "https://x"}],
+                # A hosted connector: the embedded pipeline only reaches MCP servers by URL.
+                "tools": [{"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}],
             },
         }
     )
