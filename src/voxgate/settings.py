@@ -42,6 +42,20 @@ class PromptSetting(BaseModel):
     version: str = "1"
 
 
+class UpstreamSetting(BaseModel):
+    """One upstream Realtime service (``[[upstreams]]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    url: str
+    api_key: str = ""
+    models: list[str] = Field(default_factory=list)
+    max_session_seconds: float = Field(3600.0, gt=0)
+    direct: bool = False
+    stall_timeout_s: float = Field(15.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOXGATE_", extra="forbid")
 
@@ -133,6 +147,9 @@ class Settings(BaseSettings):
     # The server-wide default policy ([policy] table, or VOXGATE_POLICY as JSON); tenant,
     # key and client-secret policies only tighten it.
     policy: Policy = Field(default_factory=Policy)
+
+    # -- upstreams ([[upstreams]]): models matching one are served by it, not locally --
+    upstreams: list[UpstreamSetting] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
