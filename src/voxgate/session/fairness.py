@@ -10,18 +10,20 @@ not read until the whole event is applied, so nothing of this session runs in be
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from ..protocol.commands import InputAudio
-from ..protocol.connection import Output
+
+T = TypeVar("T")  # a driver's outputs
 
 # 250 ms of 24 kHz PCM16 (an even size, so no sample is split): a few ms of work per slice.
 SLICE_BYTES = 12_000
 
 
-def in_slices(outputs: list[Output]) -> Iterator[list[Output]]:
+def in_slices(outputs: Iterable[T]) -> Iterator[list[T | InputAudio]]:
     """``outputs`` in order, large input audio cut into slices of at most `SLICE_BYTES`."""
-    group: list[Output] = []
+    group: list[T | InputAudio] = []
     for out in outputs:
         if not isinstance(out, InputAudio) or len(out.data) <= SLICE_BYTES:
             group.append(out)

@@ -1,10 +1,11 @@
-"""One live conversation: a task group around the sans-IO connection.
+"""One live conversation: a task group around the sans-IO connection and the driver that
+serves it (the embedded pipeline or an upstream relay; see `driver.py`).
 
 Tasks (all owned by the session's TaskGroup, all named):
 - reader: transport frames → inbox (pauses when the inbox is full);
 - writer: outbox → transport (control lane ahead of media);
 - watchdog: maximum duration and idle timeout, as sleeps until the next deadline;
-- one task per running response (see `response.py`);
+- the driver's (one per running response in the pipeline, see `response.py`);
 - per sideband client (`attach`): its own reader and writer, so a slow sideband never holds
   up the primary client.
 Where the transport plays reply audio itself (WebRTC, SIP: `Playout`), audio goes to the
@@ -23,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
-from ..audio import AudioFormat, InputConverter, OutputConverter
+from ..audio import AudioFormat, InputConverter
 from ..control.budgets import BudgetNotice, BudgetVerdict
 from ..control.identity import Principal
 from ..control.observer import SessionEnd, SessionObserver
@@ -43,20 +44,20 @@ from ..protocol.commands import (
     TranscribeItem,
     UserInput,
 )
-from ..protocol.connection import Output, RealtimeConnection
+from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from .backlog import Backlog
 from .clock import Clock, SystemClock
+from .driver import PLAYOUT_RATE, Driver, DriverHost, DriverOutput, Forward, Progress
 from .engines import EngineSet
 from .fairness import in_slices
 from .inbox import Ended, Inbox
-from .listener import Listener
 from .outbox import Outbox
-from .response import Progress, ResponseRunner
+from .pipeline import PipelineDriver
 from .transport import Playout, Transport, TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
-PLAYOUT_RATE = 24000  # what a Playout takes: 24 kHz PCM16 mono
+__all__ = ["PLAYOUT_RATE", "Session", "SessionLimits"]
 # Server events a sideband client may fall behind by before it is disconnected.
 SIDEBAND_BACKLOG = 4096
 SLOW_CLIENT = "slow_client"
@@ -97,6 +98,7 @@ class Session:
         playout: Playout | None = None,
         principal: Principal | None = None,
         observer: SessionObserver | None = None,
+        driver: Driver | None = None,
     ) -> None:
         self.connection = connection
         # Who opened the session (None: built directly, e.g. in tests); calls check it.
@@ -107,21 +109,20 @@ class Session:
         self.clock = clock or SystemClock()
         self.outbox = Outbox()
         self.inbox: Inbox[_Frame | Progress] = Inbox(limits.inbox_capacity)
-        self._responses: dict[str, asyncio.Task[None]] = {}
         self._started = self.clock.monotonic()
         self._last_activity = self._started
         self.ended: Ended | None = None
-        self.listener = Listener(engines, self.inbox.put, self._spawn, self.clock)
         connection.expires_at = int(self.clock.wall() + limits.max_duration_s)
         self.playout = playout
         connection.server_playout = playout is not None
         if playout is not None:
             playout.bind(self._playout_stopped)
         self._sidebands: set[Backlog] = set()
-        # Media-track audio ↔ the session's formats; streaming, so chunks join seamlessly.
-        self._from_track: OutputConverter | None = None
+        # Reply audio → the playout's rate; streaming, so chunks join seamlessly.
         self._to_playout: InputConverter | None = None
         self.observer = observer
+        self.driver: Driver = driver or PipelineDriver(engines)
+        self.driver.bind(self._driver_host())
 
     @property
     def id(self) -> str:
@@ -140,7 +141,7 @@ class Session:
             reader = tg.create_task(self._read(), name=f"{self.id}:reader")
             writer = tg.create_task(self._write(), name=f"{self.id}:writer")
             watchdog = tg.create_task(self._watch(), name=f"{self.id}:watchdog")
-            self._apply(self.connection.start())
+            self._apply(self.driver.start(self.connection))
             ended = await self._main()
             self.ended = ended
             reader.cancel()
@@ -161,7 +162,7 @@ class Session:
                 return msg
             if isinstance(msg, _Frame):
                 self._last_activity = self.clock.monotonic()
-                outputs = self.connection.receive(msg.raw)
+                outputs = self.driver.receive(self.connection, msg.raw)
             else:
                 outputs = msg(self.connection)
             for i, group in enumerate(in_slices(outputs)):
@@ -171,13 +172,40 @@ class Session:
 
     # -- outputs --------------------------------------------------------------------------
 
-    def _apply(self, outputs: list[Output]) -> None:
+    def switch_driver(self, driver: Driver, reason: str) -> None:
+        """Serve the rest of the session with ``driver`` (failover, renewal): the current
+        one is closed, the new one bound. Main loop only: call it from a `Progress` posted
+        to the inbox, which returns whatever the client should hear about the change."""
+        old = self.driver
+        log.info("session %s: %s → %s (%s)", self.id, old.name, driver.name, reason)
+        old.close()
+        driver.bind(self._driver_host())
+        self.driver = driver
+
+    def _driver_host(self) -> DriverHost:
+        # Not kept by the session: only a driver holds it (and drops it when closed), so a
+        # closed session is no reference cycle and is freed as soon as it is let go.
+        return DriverHost(
+            session_id=self.id,
+            post=self.inbox.put,
+            spawn=self._spawn,
+            clock=self.clock,
+            limits=self.limits,
+            media_space=self.outbox.media_space,
+            response_started=self._response_started,
+            touch=self._touch,
+        )
+
+    def _apply(self, outputs: Sequence[DriverOutput]) -> None:
         # A record of usage holds back the event that shows it (the next one).
         hold: asyncio.Future[None] | None = None
         for out in outputs:
             match out:
                 case ev.ServerEvent():
                     self._send(out, hold)
+                    hold = None
+                case Forward():
+                    self._forward(out, hold)
                     hold = None
                 case ResponseFinished():
                     if self.observer is not None:
@@ -186,27 +214,14 @@ class Session:
                     if self.observer is not None:
                         billed = out.transcription_model is not None
                         hold = self._observe(self.observer.user_input(out), billed)
-                case StartResponse(plan=plan):
-                    runner = ResponseRunner(
-                        plan,
-                        self.engines,
-                        self.inbox.put,
-                        self.outbox.media_space,
-                        before=self.listener.ready(plan.context),
-                        lead_s=self.limits.audio_lead_s,
-                        clock=self.clock,
-                        context_tokens=self.limits.llm_context_tokens,
-                        max_speech_chars=self.limits.max_speech_chars,
-                    )
-                    self._start_response(plan.response_id, runner)
-                    if self.observer is not None:
-                        self._observe(self.observer.before_response(), False)
+                case StartResponse():
+                    self._apply(self.driver.command(self.connection, out))
+                    self._response_started()
                 case CancelResponse(response_id=rid):
-                    self._cancel_response(rid)
-                case InputAudio(data=data, format=fmt):
-                    self._apply(self.listener.audio(self.connection, data, fmt))
-                case TranscribeItem(item_id=item_id, audio=audio, format=fmt):
-                    self._apply(self.listener.transcribe(self.connection, item_id, audio, fmt))
+                    self._apply(self.driver.command(self.connection, out))
+                    self.outbox.purge(rid)
+                case InputAudio() | TranscribeItem():
+                    self._apply(self.driver.command(self.connection, out))
                 case PlayAudio():
                     self._play(out)
                 case EndOfAudio(response_id=rid):
@@ -231,6 +246,15 @@ class Session:
             return
         if rid is None and isinstance(event, ev.ResponseLifecycle):
             rid = event.response.get("id")
+        self._put_control(text, rid, hold)
+
+    def _forward(self, event: Forward, hold: asyncio.Future[None] | None) -> None:
+        if event.media:
+            self.outbox.put_media(event.text, event.response_id or "")
+        else:
+            self._put_control(event.text, event.response_id, hold)
+
+    def _put_control(self, text: str, rid: str | None, hold: asyncio.Future[None] | None) -> None:
         self.outbox.put_control(text, rid, hold)
         if self.outbox.queued_chars > self.limits.max_outbox_bytes:
             self._too_slow(f"{self.outbox.queued_chars} bytes of server events went unread")
@@ -257,9 +281,9 @@ class Session:
         self._spawn(run(), "observer")
         return gate
 
-    def _heed(self, verdict: BudgetVerdict) -> list[Output]:
+    def _heed(self, verdict: BudgetVerdict) -> list[DriverOutput]:
         """What the client must hear about its budgets; a cut-off ends the session."""
-        out: list[Output] = []
+        out: list[DriverOutput] = []
         if verdict.rate_limits is not None:
             out.append(ev.RateLimitsUpdated(rate_limits=verdict.rate_limits))
         for notice in verdict.warnings:
@@ -269,13 +293,10 @@ class Session:
             out += self._cut_off(verdict.exceeded)
         return out
 
-    def _cut_off(self, notice: BudgetNotice) -> list[Output]:
-        out: list[Output] = []
+    def _cut_off(self, notice: BudgetNotice) -> list[DriverOutput]:
         failure = {"type": "budget_exceeded", "code": "budget_exceeded", "message": notice.message}
-        for rid in list(self.connection.responses):
-            details = {"type": "cancelled", "reason": None, "error": failure}
-            out += self.connection.finish_response(rid, "cancelled", details)
-            out.append(CancelResponse(rid))
+        details = {"type": "cancelled", "reason": None, "error": failure}
+        out = list(self.driver.stop_responses(self.connection, details))
         self.end("budget_exceeded", "budget_exceeded", notice.message, code=1008)
         return out
 
@@ -295,12 +316,9 @@ class Session:
         appended, in whatever input format the session has. Like appends, it keeps the
         session from being idle."""
 
-        def append(conn: RealtimeConnection) -> list[Output]:
+        def append(conn: RealtimeConnection) -> Sequence[DriverOutput]:
             self._last_activity = self.clock.monotonic()
-            if self._from_track is None or self._from_track.format.type != conn.input_format:
-                fmt = AudioFormat.from_type(conn.input_format)
-                self._from_track = OutputConverter(PLAYOUT_RATE, fmt)
-            return conn.append_track_audio(self._from_track.process(pcm24k))
+            return self.driver.track_audio(conn, pcm24k)
 
         await self.inbox.put(append)
 
@@ -309,7 +327,8 @@ class Session:
         sees the server events from here on (after a ``session.created``) and may send client
         events, which join the primary client's in one order."""
         queue = Backlog(SIDEBAND_BACKLOG, self.limits.max_outbox_bytes)
-        queue.put_nowait(self.connection.session_created().to_json())
+        created = self.driver.session_created(self.connection)
+        queue.put_nowait(created.text if isinstance(created, Forward) else created.to_json())
         self._sidebands.add(queue)
 
         async def read() -> None:
@@ -349,24 +368,12 @@ class Session:
     def _spawn(self, work: Awaitable[None], name: str) -> asyncio.Task[None]:
         return self._tg.create_task(work, name=f"{self.id}:{name}")  # type: ignore[arg-type]
 
-    def _start_response(self, rid: str, runner: ResponseRunner) -> None:
-        task = self._tg.create_task(runner.run(), name=f"{self.id}:{rid}")
-        self._responses[rid] = task
-        self.listener.detector.pause_idle()
-        task.add_done_callback(lambda _: self._response_ended(rid))
+    def _response_started(self) -> None:
+        if self.observer is not None:
+            self._observe(self.observer.before_response(), False)
 
-    def _response_ended(self, rid: str) -> None:
-        self._responses.pop(rid, None)
-        if not self._responses:
-            self.listener.detector.resume_idle()
-        # The idle time counts from the end of the last response, not from its start.
+    def _touch(self) -> None:
         self._last_activity = max(self._last_activity, self.clock.monotonic())
-
-    def _cancel_response(self, rid: str) -> None:
-        task = self._responses.pop(rid, None)
-        if task is not None:
-            task.cancel()
-        self.outbox.purge(rid)
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -408,7 +415,7 @@ class Session:
                     f"{limits.max_duration_s:g} seconds; open a new session to go on.",
                 )
                 return
-            if self._responses:
+            if self.driver.busy:
                 self._last_activity = max(self._last_activity, now)
             # Re-read the last activity: client events may have arrived during the sleep.
             elif limits.idle_timeout_s is not None and (
@@ -435,12 +442,11 @@ class Session:
         return task.done()
 
     async def _close(self, ended: Ended, writer: asyncio.Task[None]) -> None:
-        self.listener.close()
-        for task in list(self._responses.values()):
-            task.cancel()
-        # A response cut short by the close still owes the client its response.done.
-        for rid in list(self.connection.responses):
-            self._apply(self.connection.finish_response(rid, "cancelled", {"type": "cancelled"}))
+        self.driver.close()
+        # A response cut short by the close still owes the client its response.done; its
+        # audio already queued still goes out (its work is stopped by the close above).
+        stopped = self.driver.stop_responses(self.connection, {"type": "cancelled"})
+        self._apply([o for o in stopped if not isinstance(o, CancelResponse)])
         if ended.reason == SLOW_CLIENT:
             self.outbox.discard()  # it will never be read: free it now
         if ended.error_code:
