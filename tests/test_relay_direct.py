@@ -6,20 +6,24 @@ duration limit."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import json
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 from openai import AsyncOpenAI
 
 from _direct_upstream import Upstream, upstream_voxgate
-from conftest import validated
+from conftest import speech_pcm24k, validated
 from voxgate.call.webrtc import PeerClosed, WebRTCPeer
 from voxgate.control.policy import Policy
 from voxgate.settings import UpstreamSetting
 
-DURATION_S = 8
+DURATION_S = 14
+SPOKEN = "one two three four five"
+TRANSCRIBED = {"type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,37 @@ async def _upstream_session(upstream: Upstream, user: str) -> dict[str, Any]:
     return dict(record)
 
 
+async def _eventually(check: Callable[[], Awaitable[bool]], tries: int = 100) -> None:
+    """Until ``check`` holds (state another process changes in its own time: it has no event
+    to wait for), checking every 0.1 s, or fail."""
+    for _ in range(tries):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{check} did not hold within {tries / 10:g} s")
+
+
+async def _call(http: httpx.AsyncClient, peer: WebRTCPeer, user: str) -> str:
+    """Place a direct call through the relaying server; its call id."""
+    offered = await http.post(
+        "/v1/realtime/calls",
+        params={"model": "gpt-realtime"},
+        content=(await peer.create_offer()).encode(),
+        headers={
+            "Content-Type": "application/sdp",
+            "Authorization": "Bearer app-key",
+            "OpenAI-Safety-Identifier": user,
+        },
+    )
+    assert offered.status_code == 201, offered.text
+    location = offered.headers["location"]
+    assert location.startswith("/v1/realtime/calls/rtc_")
+    await peer.accept_answer(offered.text)
+    await peer.events.wait_open()
+    return str(location.rpartition("/")[2])
+
+
+@pytest.mark.slow
 async def test_direct_call_media_goes_upstream_usage_is_booked_and_the_limit_hangs_up(
     start_server: Any, database_url: str, upstream: Upstream
 ) -> None:
@@ -64,62 +99,97 @@ async def test_direct_call_media_goes_upstream_usage_is_booked_and_the_limit_han
     )
     base = f"http://127.0.0.1:{server.settings.port}"
     async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
-        offered = await http.post(
-            "/v1/realtime/calls",
-            params={"model": "gpt-realtime"},
-            content=(await peer.create_offer()).encode(),
-            headers={
-                "Content-Type": "application/sdp",
-                "Authorization": "Bearer app-key",
-                "OpenAI-Safety-Identifier": "user-7",
-            },
-        )
-        assert offered.status_code == 201, offered.text
-        assert offered.headers["location"].startswith("/v1/realtime/calls/rtc_")
-        await peer.accept_answer(offered.text)
-        await peer.events.wait_open()
+        call_id = await _call(http, peer, "user-7")
         created = await peer.events.next()
         validated(created.raw)
-        # The call lives on the upstream: its session, and voxgate's own session apart from it.
+        # The call lives on the upstream; voxgate holds a session of its own that governs it.
         assert created.type == "session.created"
         assert await _upstream_sessions(upstream) == 1
         assert (await http.get("/healthz")).json()["sessions"] == 1
-        peer.send(
-            {
-                "type": "conversation.item.create",
-                "item": {
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": "Hello over a direct call"}],
-                },
-            }
+        # A sideband attached here sees the call's events (through voxgate's own sideband).
+        sideband = await websockets.connect(
+            f"{server.ws_url}?call_id={call_id}",
+            additional_headers={"Authorization": "Bearer app-key"},
         )
-        peer.send({"type": "response.create", "response": {"max_output_tokens": 8}})
-        done = (await peer.events.until("response.done", 30.0))[-1]
+        first = json.loads(await sideband.recv())
+        assert first["type"] == "session.created"
+        assert first["session"]["id"] == created.data["session"]["id"]
+        peer.send({"type": "session.update", "session": TRANSCRIBED})
+        await peer.events.until("session.updated")
+        # The microphone's speech goes to the upstream: it hears, transcribes and answers.
+        await peer.say(speech_pcm24k(SPOKEN))
+        heard_events = await peer.events.until("response.done", 40.0)
+        [done] = [e for e in heard_events if e.type == "response.done"]
+        transcribed = [
+            e
+            for e in peer.events.received
+            if e.type.endswith("input_audio_transcription.completed")
+        ] or await peer.events.until("conversation.item.input_audio_transcription.completed")
         validated(done.raw)
-        # Reply audio came over the media track, from the upstream.
         await peer.audio.wait_audible(timeout_s=20.0)
+        mirrored = [json.loads(await sideband.recv())]
+        while mirrored[-1]["type"] != "response.done":
+            mirrored.append(json.loads(await sideband.recv()))
+        assert mirrored[-1] == done.data
+        metrics = (await http.get("/metrics")).text
+        assert 'voxgate_responses_total{status="completed"} 1.0' in metrics
         # The duration limit: voxgate hangs the upstream call up, and the client's call ends.
         with pytest.raises(PeerClosed):
             await peer.events.until(lambda e: False, timeout_s=DURATION_S + 15)
-        sessions = (await http.get("/v1/admin/sessions")).json()["data"]
-        [record] = sessions
+        await sideband.close()
+        [record] = (await http.get("/v1/admin/sessions")).json()["data"]
         detail = (await http.get(f"/v1/admin/sessions/{record['id']}")).json()
     assert record["engine"] == "upstream:hosted" and record["transport"] == "webrtc"
-    [row] = detail["usage"]
-    assert row["response_id"] == done.data["response"]["id"]
-    usage = done.data["response"]["usage"]
-    assert row["output_audio_tokens"] == usage["output_token_details"]["audio_tokens"] > 0
-    assert row["input_text_tokens"] == usage["input_token_details"]["text_tokens"] > 0
     assert detail["end_reason"] == "expired"
-    for _ in range(100):  # the upstream forgets the call once its session has closed
-        if await _upstream_sessions(upstream) == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert await _upstream_sessions(upstream) == 0
+    rows = {row["kind"]: row for row in detail["usage"]}
+    assert rows["response"]["response_id"] == done.data["response"]["id"]
+    usage = done.data["response"]["usage"]
+    assert rows["response"]["output_audio_tokens"] == usage["output_token_details"]["audio_tokens"]
+    assert rows["response"]["output_audio_tokens"] > 0
+    assert rows["response"]["input_audio_tokens"] == usage["input_token_details"]["audio_tokens"]
+    seconds = transcribed[-1].data["usage"]["seconds"]
+    assert rows["transcription"]["model"] == "whisper-1"
+    assert rows["transcription"]["audio_seconds_in"] == pytest.approx(seconds) and seconds > 1
+    await _eventually(lambda: _no_upstream_sessions(upstream))
     # Upstream, the session was the end user's (the safety identifier went along), and it
-    # ended because it was hung up.
+    # ended because voxgate hung it up.
     assert (await _upstream_session(upstream, "user-7"))["end_reason"] == "hangup"
+
+
+async def _no_upstream_sessions(upstream: Upstream) -> bool:
+    return await _upstream_sessions(upstream) == 0
+
+
+async def test_a_spent_budget_hangs_the_direct_call_up(
+    start_server: Any, database_url: str, upstream: Upstream
+) -> None:
+    server = start_server(
+        database_url=database_url,
+        upstreams=[direct_setting(upstream)],
+        policy=Policy(budget_tokens_per_session=5),
+    )
+    base = f"http://127.0.0.1:{server.settings.port}"
+    async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+        await _call(http, peer, "user-budget")
+        content = [{"type": "input_text", "text": "Tell me something long"}]
+        peer.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": content},
+            }
+        )
+        peer.send({"type": "response.create"})
+        done = (await peer.events.until("response.done", 30.0))[-1]
+        assert done.data["response"]["usage"]["total_tokens"] > 5
+        # Booked, over the budget: voxgate hangs the call up.
+        with pytest.raises(PeerClosed):
+            await peer.events.until(lambda e: False, timeout_s=15)
+        [record] = (await http.get("/v1/admin/sessions")).json()["data"]
+        detail = (await http.get(f"/v1/admin/sessions/{record['id']}")).json()
+    assert detail["end_reason"] == "budget_exceeded"
+    assert [row["response_id"] for row in detail["usage"]] == [done.data["response"]["id"]]
+    await _eventually(lambda: _no_upstream_sessions(upstream))
+    assert (await _upstream_session(upstream, "user-budget"))["end_reason"] == "hangup"
 
 
 async def test_direct_client_secret_is_minted_upstream_with_the_binding(

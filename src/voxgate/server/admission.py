@@ -18,6 +18,7 @@ from ..engines import tokens
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..session import manager as registry
+from ..session.driver import Driver
 from ..session.session import Session, SessionLimits
 from ..session.transport import Playout, Transport
 from .auth import require_scope
@@ -45,6 +46,7 @@ async def admit(
     playout: Playout | None = None,
     kind: str = "websocket",
     intent: str | None = None,
+    driver: Driver | None = None,
 ) -> Session:
     """An admitted, registered Session (serve it with ``state.manager.serve``, or release it
     with ``state.manager.release`` if the transport's set-up fails); raises Refused."""
@@ -69,6 +71,7 @@ async def admit(
             playout=playout,
             principal=principal,
             observer=ledger.observer(controls, principal, connection, kind) if ledger else None,
+            driver=driver,
         )
         await _take_leases(state, principal, session.id)
         try:  # again, with no await between the check and the registration

@@ -31,7 +31,7 @@ from ..engines.upstream_calls import (
     create_call,
     mint_client_secret,
 )
-from ..session.direct import DirectCall, NoClient
+from ..session.direct import DirectDriver, NoClient, hang_up_unless_ended
 from ..session.session import Session
 from ..transports.sdp_check import offer_problem
 from . import replicas
@@ -126,6 +126,7 @@ async def create_direct_call(
     offer: str,
     session_patch: dict[str, Any] | None,
 ) -> Response:
+    driver = DirectDriver(endpoint, safety_identifier)
     try:
         session = await admit(
             state,
@@ -135,11 +136,10 @@ async def create_direct_call(
             model=model,
             session_patch=session_patch,
             kind="webrtc",
+            driver=driver,
         )
     except Refused as exc:
         return exc.response()
-    # The upstream sees the client's events, not voxgate: "idle" is the upstream's to judge.
-    session.limits = replace(session.limits, idle_timeout_s=None)
     _relabel(session, endpoint)
     principal = session.principal
     assert principal is not None  # admitted sessions always have one
@@ -157,12 +157,11 @@ async def create_direct_call(
         state.controls.audit("direct_call", principal, code=exc.code, upstream=endpoint.name)
         return refused(exc)
     await state.shared.register_call(call.call_id, state.advertise_url, replicas.CALL_TTL_S)
-    watch = DirectCall(session, endpoint, call.call_id, safety_identifier)
-    watch.start()
+    driver.call_id, driver.end_session = call.call_id, session.end
 
     async def close() -> None:
         await replicas.forget_call(state.shared, call.call_id)
-        await watch.close()
+        await hang_up_unless_ended(driver)
 
     state.manager.serve_call(call.call_id, session, close)
     state.controls.audit(

@@ -2,16 +2,18 @@
 mode).
 
 The client's browser talks to the upstream; voxgate holds a `Session` for the call all the
-same (admitted, registered, counted, with its leases, its ledger and its duration limit) but
-one with no client of its own (`NoClient`). `DirectCall` is that session's link to the
-upstream call: voxgate's own sideband WebSocket on it, whose server events are read for
-usage (`UpstreamUsage`) and booked through the session's observer, like the embedded
-pipeline's. A budget used up ends the session; however the session ends (its duration
-limit, a revoked key, a hang-up sent to voxgate, shutdown), `close` hangs the upstream call
-up. If the upstream call ends first, the session ends with it.
+same (admitted, registered, counted, with its leases, ledger, budgets and duration limit),
+one with no client of its own (`NoClient`), served by a `DirectDriver`: voxgate's own
+sideband WebSocket on the upstream call. Every server event of the call comes through it and
+goes out through the session as it is (so voxgate's metrics and any sideband attached here
+see the call), with the usage it carries (`UpstreamUsage`) handed to the session's observer
+first, like the embedded pipeline's. Client events from a sideband attached here go to the
+upstream call. The upstream's events count as activity for the idle timeout.
 
-A call voxgate cannot watch is not left running ungoverned: when the sideband cannot be
-opened, the session ends and the call is hung up.
+However the session ends (a budget used up, the duration limit, a revoked key, a hang-up
+sent here, shutdown), whoever serves the call hangs the upstream call up (`hang_up_unless_
+ended`); when the upstream call ends first, the session ends with it. A call voxgate cannot
+watch is not left running ungoverned: if the sideband cannot be opened, the session ends.
 """
 
 from __future__ import annotations
@@ -20,19 +22,23 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..control.budgets import BudgetVerdict
 from ..engines.upstream_calls import UpstreamEndpoint, UpstreamRefused, hang_up, open_sideband
-from ..protocol.commands import ResponseFinished
-from ..protocol.upstream_usage import UpstreamRecord, UpstreamUsage
-from .session import Session
+from ..protocol import events as ev
+from ..protocol.connection import RealtimeConnection
+from ..protocol.upstream_usage import UpstreamUsage
+from .driver import DriverCommand, DriverHost, DriverOutput, Forward
 from .transport import TransportClosed
 
 log = logging.getLogger(__name__)
 HANGUP_TIMEOUT_S = 10.0
+# Ending the session: (reason, error code, message, close code), as `Session.end` takes them.
+EndSession = Callable[[str, str | None, str, int], None]
 
 
 class NoClient:
@@ -53,93 +59,131 @@ class NoClient:
         self._closed.set()
 
 
-class DirectCall:
-    """The sideband watch over one upstream call, for the session that governs it."""
+class DirectDriver:
+    """Serves a direct call's session from the upstream call's sideband."""
 
-    def __init__(
-        self,
-        session: Session,
-        endpoint: UpstreamEndpoint,
-        call_id: str,
-        safety_identifier: str | None,
-    ) -> None:
-        self.session = session
+    def __init__(self, endpoint: UpstreamEndpoint, safety_identifier: str | None) -> None:
+        self.name = f"direct:{endpoint.name}"
         self.endpoint = endpoint
-        self.call_id = call_id
+        # Set by whoever serves the call, before the session runs: the upstream call's id
+        # (once it answered the offer) and how to end the session when the call ends.
+        self.call_id: str | None = None
+        self.end_session: EndSession | None = None
         self._safety_identifier = safety_identifier
-        self.usage = UpstreamUsage(session.connection.config.model)
-        self._task: asyncio.Task[None] | None = None
+        self.usage = UpstreamUsage("")
+        self._host: DriverHost | None = None
+        self._ws: ClientConnection | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._created: str | None = None  # the upstream's latest session.created, as sent
+        self._responses: set[str] = set()
         # The upstream call is over already: nothing to hang up.
         self.upstream_ended = False
         self.attached = asyncio.Event()
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._watch(), name=f"{self.call_id}:upstream-sideband"
-        )
+    def bind(self, host: DriverHost) -> None:
+        self._host = host
 
-    async def close(self) -> None:
-        """Stop watching and hang the upstream call up (unless it ended by itself)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self.upstream_ended:
-            return
-        try:
-            async with asyncio.timeout(HANGUP_TIMEOUT_S):
-                await hang_up(self.endpoint, self.call_id)
-            log.info("hung up upstream call %s (%s)", self.call_id, self.endpoint.name)
-        except (UpstreamRefused, TimeoutError) as exc:
-            log.error("hanging up upstream call %s failed: %s", self.call_id, exc)
+    def start(self, conn: RealtimeConnection) -> Sequence[DriverOutput]:
+        assert self._host is not None and self.call_id is not None, "bind and answer first"
+        self.usage.model = conn.config.model
+        self._watch = self._host.spawn(self._sideband(self.call_id), "upstream-sideband")
+        return []  # the session's events are the upstream's
 
-    async def _watch(self) -> None:
+    def session_created(self, conn: RealtimeConnection) -> ev.ServerEvent | Forward:
+        if self._created is not None:
+            return Forward(self._created, "session.created")
+        return conn.session_created()
+
+    def receive(self, conn: RealtimeConnection, raw: str | bytes) -> Sequence[DriverOutput]:
+        """A client event from a sideband attached here: the upstream call's to handle."""
+        if self._ws is not None and self._host is not None:
+            ws, text = self._ws, raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+            self._host.spawn(_send(ws, text), "upstream-send")
+        return []
+
+    def track_audio(self, conn: RealtimeConnection, pcm24k: bytes) -> Sequence[DriverOutput]:
+        return []  # the call's media goes to the upstream, not here
+
+    def command(self, conn: RealtimeConnection, cmd: DriverCommand) -> Sequence[DriverOutput]:
+        return []  # the local connection sees no client events, so it asks for nothing
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._responses)
+
+    def stop_responses(
+        self, conn: RealtimeConnection, details: dict[str, Any]
+    ) -> Sequence[DriverOutput]:
+        # The upstream's responses end with the call, which is hung up when the session ends.
+        return []
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._host = None
+        self.end_session = None
+
+    # -- the sideband ---------------------------------------------------------------------
+
+    async def _sideband(self, call_id: str) -> None:
         try:
-            ws = await open_sideband(self.endpoint, self.call_id, self._safety_identifier)
+            ws = await open_sideband(self.endpoint, call_id, self._safety_identifier)
         except UpstreamRefused as exc:
-            self.session.end("upstream_unwatched", "upstream_sideband_failed", exc.message, 1011)
+            self._ended("upstream_unwatched", "upstream_sideband_failed", exc.message, 1011)
             return
+        self._ws = ws
         self.attached.set()
         try:
             async for raw in ws:
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(event, dict):
-                    await self._read(event)
-            self.upstream_ended = True
-            self.session.end("upstream_closed")
+                text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+                await self._event(text)
         except ConnectionClosed:
-            self.upstream_ended = True
-            self.session.end("upstream_closed")
+            pass
         finally:
+            self._ws = None
             with contextlib.suppress(Exception):
                 await ws.close()
+        self.upstream_ended = True
+        self._ended("upstream_closed", None, "", 1000)
 
-    async def _read(self, event: dict[str, object]) -> None:
-        observer = self.session.observer
-        if observer is None:
-            return
-        if event.get("type") == "response.created":
-            self._heed(await self._guarded(observer.before_response()))
-        for record in self.usage.feed(event):
-            self._heed(await self._book(record))
-
-    async def _book(self, record: UpstreamRecord) -> BudgetVerdict:
-        observer = self.session.observer
-        assert observer is not None
-        if isinstance(record, ResponseFinished):
-            return await self._guarded(observer.response_finished(record))
-        return await self._guarded(observer.user_input(record))
-
-    async def _guarded(self, work: Awaitable[BudgetVerdict]) -> BudgetVerdict:
+    async def _event(self, text: str) -> None:
+        host = self._host
         try:
-            return await work
-        except Exception:  # the books are never worth ending a call over
-            log.exception("booking usage of upstream call %s failed", self.call_id)
-            return BudgetVerdict()
+            event = json.loads(text)
+        except ValueError:
+            return
+        if host is None or not isinstance(event, dict):
+            return
+        kind = str(event.get("type") or "")
+        host.touch()
+        if kind == "session.created":
+            self._created = text
+        elif kind == "response.created":
+            self._responses.add(str((event.get("response") or {}).get("id") or ""))
+            host.response_started()  # the budgets are checked beside it
+        elif kind == "response.done":
+            self._responses.discard(str((event.get("response") or {}).get("id") or ""))
+        records = self.usage.feed(event)
+        outputs: list[DriverOutput] = [*records, Forward(text, kind)]
+        await host.post(lambda _: outputs)
 
-    def _heed(self, verdict: BudgetVerdict) -> None:
-        if verdict.exceeded is not None:
-            notice = verdict.exceeded
-            self.session.end("budget_exceeded", "budget_exceeded", notice.message, code=1008)
+    def _ended(self, reason: str, code: str | None, message: str, close_code: int) -> None:
+        if self.end_session is not None:
+            self.end_session(reason, code, message, close_code)
+
+
+async def _send(ws: ClientConnection, text: str) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(text)
+
+
+async def hang_up_unless_ended(driver: DirectDriver) -> None:
+    """After the session: end the upstream call, unless it ended first."""
+    if driver.upstream_ended or driver.call_id is None:
+        return
+    try:
+        async with asyncio.timeout(HANGUP_TIMEOUT_S):
+            await hang_up(driver.endpoint, driver.call_id)
+        log.info("hung up upstream call %s (%s)", driver.call_id, driver.endpoint.name)
+    except (UpstreamRefused, TimeoutError) as exc:
+        log.error("hanging up upstream call %s failed: %s", driver.call_id, exc)
