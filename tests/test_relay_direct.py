@@ -15,11 +15,11 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
-from _direct_upstream import Upstream, upstream_voxgate
+from _upstream import UpstreamVoxgate as Upstream
+from _upstream import upstream_voxgate
 from conftest import speech_pcm24k, validated
 from voxgate.call.webrtc import PeerClosed, WebRTCPeer
 from voxgate.control.policy import Policy
-from voxgate.settings import UpstreamSetting
 
 DURATION_S = 14
 SPOKEN = "one two three four five"
@@ -28,23 +28,17 @@ TRANSCRIBED = {"type": "realtime", "audio": {"input": {"transcription": {"model"
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    with upstream_voxgate(tmp_path_factory.mktemp("upstream")) as running:
+    with upstream_voxgate(tmp_path_factory.mktemp("direct")) as running:
         yield running
 
 
-def direct_setting(upstream: Upstream) -> UpstreamSetting:
-    return UpstreamSetting(
-        name="hosted",
-        url=upstream.ws_url,
-        api_key=upstream.api_key,
-        models=["gpt-realtime*"],
-        direct=True,
-    )
+def direct_setting(upstream: Upstream) -> dict[str, Any]:
+    return upstream.setting("hosted", models=["gpt-realtime*"], direct=True)
 
 
 async def _upstream_sessions(upstream: Upstream) -> int:
     async with httpx.AsyncClient() as http:
-        health = (await http.get(f"{upstream.root_url}/healthz")).json()
+        health = (await http.get(f"http://127.0.0.1:{upstream.port}/healthz")).json()
     return int(health["sessions"])
 
 
@@ -52,7 +46,7 @@ async def _upstream_session(upstream: Upstream, user: str) -> dict[str, Any]:
     """The upstream's own record of the end user's session (the upstream keeps a ledger too:
     found there by the safety identifier voxgate passed on)."""
     auth = {"Authorization": f"Bearer {upstream.api_key}"}
-    async with httpx.AsyncClient(base_url=upstream.base_url, headers=auth) as http:
+    async with httpx.AsyncClient(base_url=upstream.http_url, headers=auth) as http:
         found = await http.get("/admin/sessions", params={"user": user})
     [record] = found.json()["data"]
     return dict(record)
@@ -209,7 +203,7 @@ async def test_direct_client_secret_is_minted_upstream_with_the_binding(
     assert minted.value.startswith("ek_")
     assert minted.session is not None and minted.session.instructions == "Answer in French."
     # The secret is the upstream's: a session opened there with it is bound as minted.
-    upstream_client = AsyncOpenAI(base_url=upstream.base_url, api_key=minted.value)
+    upstream_client = AsyncOpenAI(base_url=upstream.http_url, api_key=minted.value)
     async with upstream_client.realtime.connect(model="gpt-realtime") as conn:
         first = await conn.recv()
         assert first.type == "session.created"
@@ -238,13 +232,7 @@ async def test_direct_call_refused_by_policy_never_reaches_the_upstream(
 async def test_upstream_that_refuses_the_key_is_reported_without_the_key(
     start_server: Any, upstream: Upstream
 ) -> None:
-    wrong = UpstreamSetting(
-        name="hosted",
-        url=upstream.ws_url,
-        api_key="sk-wrong-server-key-123456",
-        models=["gpt-realtime*"],
-        direct=True,
-    )
+    wrong = {**direct_setting(upstream), "api_key": "sk-wrong-server-key-123456"}
     server = start_server(upstreams=[wrong])
     async with httpx.AsyncClient() as http, WebRTCPeer() as peer:
         response = await http.post(
