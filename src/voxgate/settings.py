@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,18 +43,53 @@ class PromptSetting(BaseModel):
     version: str = "1"
 
 
+# --- Upstream Realtime services (docs/relay.md) ---
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str, where: str) -> str:
+    """``${NAME}`` replaced by the environment variable NAME; one that is unset is refused
+    (an upstream key that silently became empty would fail far from here)."""
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ValueError(f"{where} refers to ${{{name}}}, but {name} is not set")
+        return os.environ[name]
+
+    return _ENV_REF.sub(lookup, value)
+
+
 class UpstreamSetting(BaseModel):
-    """One upstream Realtime service (``[[upstreams]]``)."""
+    """One ``[[upstreams]]`` entry: sessions whose model matches one of ``models``
+    (shell-style globs, first upstream that matches) are relayed to ``url``."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(min_length=1, max_length=64)
     url: str
-    api_key: str = ""
-    models: list[str] = Field(default_factory=list)
+    api_key: str = Field("", repr=False)
+    models: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
     max_session_seconds: float = Field(3600.0, gt=0)
     direct: bool = False
     stall_timeout_s: float = Field(15.0, gt=0)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError(f"upstream url {value!r} must start with ws:// or wss://")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _expand_key(cls, value: str) -> str:
+        return expand_env(value, "upstream api_key")
+
+    @field_validator("headers")
+    @classmethod
+    def _expand_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k: expand_env(v, f"upstream header {k}") for k, v in value.items()}
 
 
 class Settings(BaseSettings):
@@ -148,8 +184,31 @@ class Settings(BaseSettings):
     # key and client-secret policies only tighten it.
     policy: Policy = Field(default_factory=Policy)
 
-    # -- upstreams ([[upstreams]]): models matching one are served by it, not locally --
+    # --- Upstream Realtime services (docs/relay.md) ---
+    # [[upstreams]] tables (VOXGATE_UPSTREAMS as JSON); the first whose models match serves.
     upstreams: list[UpstreamSetting] = Field(default_factory=list)
+    # One upstream named "default" from the environment alone.
+    upstream_url: str | None = None
+    upstream_api_key: str | None = Field(None, repr=False)
+    upstream_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _env_upstream(self) -> Settings:
+        if self.upstream_url:
+            entry: dict[str, Any] = {"name": "default", "url": self.upstream_url}
+            if self.upstream_api_key:
+                entry["api_key"] = self.upstream_api_key
+            if self.upstream_models:
+                entry["models"] = self.upstream_models
+            self.upstreams = [*self.upstreams, UpstreamSetting(**entry)]
+        elif self.upstream_api_key or self.upstream_models:
+            raise ValueError(
+                "VOXGATE_UPSTREAM_API_KEY/_MODELS are set but VOXGATE_UPSTREAM_URL is not"
+            )
+        names = [u.name for u in self.upstreams]
+        if len(set(names)) != len(names):
+            raise ValueError(f"upstream names must be unique, got {names}")
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
@@ -157,7 +216,7 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'voxgate.db'}"
         return self
 
-    @field_validator("api_keys", "ice_servers", "cors_origins", mode="before")
+    @field_validator("api_keys", "ice_servers", "cors_origins", "upstream_models", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         # Environment variables carry lists as "key1,key2".

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol.errors import ProtocolError
+from ..protocol.live import live_model_error
 from ..protocol.response_params import ResponseParams
 from ..protocol.session import SessionConfig
 from .policy import Policy
@@ -76,6 +77,9 @@ class PolicyGuard:
     def check_config(self, config: SessionConfig, before: SessionConfig | None = None) -> None:
         """The policy's allowed lists over a whole configuration (``before``: only what
         changed from it)."""
+        changed_model = before is None or config.model != before.model
+        if changed_model and (live := live_model_error(config.model, "session.model")):
+            raise live
         if (before is None or config.model != before.model) and not self.policy.allows(
             "allowed_models", config.model
         ):

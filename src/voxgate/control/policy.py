@@ -8,7 +8,7 @@ means "no limit at this level".
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +29,10 @@ _NUMBER_FIELDS = (
     "transcript_retention_days",
 )
 _LIST_FIELDS = ("allowed_models", "allowed_voices", "allowed_tools")
+# What a relayed session does when its upstream fails, strictest first: end it, move to the
+# next upstream, or go on on the embedded pipeline (docs/relay.md).
+Fallback = Literal["local", "next", "none"]
+_FALLBACK_ORDER: tuple[Fallback, ...] = ("none", "next", "local")
 
 
 class Policy(BaseModel):
@@ -53,6 +57,8 @@ class Policy(BaseModel):
     client_secrets_per_minute: int | None = Field(None, ge=0)
     # 0: store no transcripts; None: keep them forever.
     transcript_retention_days: float | None = Field(None, ge=0)
+    # None: "local" where the embedded engines run (see _FALLBACK_ORDER).
+    fallback: Fallback | None = None
 
     @classmethod
     def strictest(cls, *policies: Policy | None) -> Policy:
@@ -70,6 +76,8 @@ class Policy(BaseModel):
             for patterns in lists:
                 result = list(patterns) if result is None else _intersect(result, patterns)
             merged[name] = result
+        fallbacks = {p.fallback for p in present if p.fallback is not None}
+        merged["fallback"] = next((f for f in _FALLBACK_ORDER if f in fallbacks), None)
         return cls(**merged)
 
     def allows(self, field: str, name: str) -> bool:

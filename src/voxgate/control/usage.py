@@ -7,7 +7,9 @@ in docs/usage.md), overridden or extended by the operator's ``[prices."MODEL"]``
 The embedded engines cost nothing unless the operator prices them: a session served by the
 local pipeline reports whatever model name the client asked for ("gpt-realtime" by default),
 and charging the hosted list price for work done on the operator's own CPU would be wrong.
-So default prices apply only to usage whose engine is a hosted one (`HOSTED_ENGINES`).
+So default prices apply only to usage whose engine is a hosted one (`HOSTED_ENGINES`), or
+an upstream Realtime service a session was relayed to (engine ``upstream:<name>``): its usage
+is what the upstream reports for its own model.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ UsageKind = Literal["response", "transcription"]
 EMBEDDED_ENGINE = "embedded"
 # Engines whose usage is billed by a hosted provider at its list prices.
 HOSTED_ENGINES = frozenset({"openai"})
+UPSTREAM_ENGINE_PREFIX = "upstream:"
 _M = 1_000_000
 
 
@@ -150,7 +153,8 @@ class PriceTable:
 
     def price(self, model: str, engine: str) -> Price | None:
         found = _lookup(self.configured, model)
-        if found is None and engine in HOSTED_ENGINES:
+        hosted = engine in HOSTED_ENGINES or engine.startswith(UPSTREAM_ENGINE_PREFIX)
+        if found is None and hosted:
             found = _lookup(self.defaults, model)
         return found
 

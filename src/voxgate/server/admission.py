@@ -14,15 +14,18 @@ from ..control.budgets import admission_refusal
 from ..control.guard import PolicyGuard, first_allowed_voice
 from ..control.identity import Principal
 from ..control.policy import Policy
+from ..control.usage import EMBEDDED_ENGINE
 from ..engines import tokens
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..session import manager as registry
 from ..session.driver import Driver
+from ..session.relay import RelayDriver
 from ..session.session import Session, SessionLimits
 from ..session.transport import Playout, Transport
 from .auth import require_scope
 from .refusal import Refused, forbidden, too_many
+from .routing import route
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -47,9 +50,12 @@ async def admit(
     kind: str = "websocket",
     intent: str | None = None,
     driver: Driver | None = None,
+    engine: str = EMBEDDED_ENGINE,
 ) -> Session:
     """An admitted, registered Session (serve it with ``state.manager.serve``, or release it
-    with ``state.manager.release`` if the transport's set-up fails); raises Refused."""
+    with ``state.manager.release`` if the transport's set-up fails); raises Refused.
+    ``driver`` (and the ``engine`` that names it in the ledger) serves the session where the
+    caller chose (direct mode); otherwise the routing does."""
     controls = state.controls
     principal: Principal | None = None
     secret_used: str | None = None
@@ -59,7 +65,13 @@ async def admit(
         require_scope(principal, "realtime")
         _capacity(state)
         await _budgets(state, principal)
-        connection = _connection(state, principal, model, who.session, session_patch, intent)
+        connection, initial = _connection(
+            state, principal, model, who.session, session_patch, intent
+        )
+        if driver is None:
+            relay = _relay(state, connection, initial, safety_identifier)
+            engine = relay.upstream.engine if relay is not None else EMBEDDED_ENGINE
+            driver = relay
         ledger = state.ledger
         # Where the server plays the reply itself, generation may run further ahead.
         base = state.playout_limits if playout is not None else state.limits
@@ -70,7 +82,9 @@ async def admit(
             limits=limits_for(base, principal.policy),
             playout=playout,
             principal=principal,
-            observer=ledger.observer(controls, principal, connection, kind) if ledger else None,
+            observer=(
+                ledger.observer(controls, principal, connection, kind, engine) if ledger else None
+            ),
             driver=driver,
         )
         await _take_leases(state, principal, session.id)
@@ -85,8 +99,8 @@ async def admit(
             await controls.secrets.give_back(secret_used)
         raise
     state.manager.hold(session, lambda ended: _finalize(state, ended))
-    controls.audit("admission", principal, session_id=session.id, transport=kind)
-    log.info("admitted session %s for %s over %s", session.id, principal.label, kind)
+    controls.audit("admission", principal, session_id=session.id, transport=kind, engine=engine)
+    log.info("admitted session %s for %s over %s on %s", session.id, principal.label, kind, engine)
     return session
 
 
@@ -113,7 +127,10 @@ def _connection(
     bound: dict[str, Any] | None,
     patch: dict[str, Any] | None,
     intent: str | None = None,
-) -> RealtimeConnection:
+) -> tuple[RealtimeConnection, dict[str, Any]]:
+    """The session's connection, configured, and that configuration as a patch (what a
+    relayed session sends its upstream first: the binding, the policy's voice, the call's
+    session)."""
     bound_model = (bound or {}).get("model")
     if model is not None and bound_model is not None and model != bound_model:
         raise forbidden(
@@ -132,20 +149,57 @@ def _connection(
         limits=state.connection_limits,
     )
     guard = PolicyGuard(principal.policy, principal.bound)
+    initial: dict[str, Any] = {}
     try:
         if bound:
             connection.configure(bound)
+            initial = merged(initial, bound)
         if (voice := first_allowed_voice(connection.config, principal.policy)) is not None:
             connection.configure(voice)
+            initial = merged(initial, voice)
         guard.check_config(connection.config)
         connection.guard = guard
         if patch is not None:
             connection.configure(patch)
+            initial = merged(initial, patch)
     except ProtocolError as exc:
         status = 403 if exc.code in _FORBIDDEN_CODES else 400
         param = f"session.{exc.param.removeprefix('session.')}" if exc.param else "session"
         raise Refused(exc.code or "invalid_value", exc.message, status, param=param) from None
-    return connection
+    return connection, initial
+
+
+def merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` over ``base``, objects merged key by key (as ``session.update`` merges)."""
+    out = dict(base)
+    for key, value in patch.items():
+        old = out.get(key)
+        out[key] = (
+            merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return out
+
+
+def _relay(
+    state: AppState,
+    connection: RealtimeConnection,
+    initial: dict[str, Any],
+    safety_identifier: str | None,
+) -> RelayDriver | None:
+    """A relay to the upstream that serves the session's model; None: the embedded pipeline
+    serves it. Transcription sessions stay embedded."""
+    if connection.transcription is not None:
+        return None
+    upstream = route(state.upstreams, connection.config.model)
+    if upstream is None:
+        return None
+    return RelayDriver(
+        upstream,
+        state.upstream_protocol,
+        model=connection.config.model,
+        safety_identifier=safety_identifier,
+        initial={"type": "realtime", **initial} if initial else None,
+    )
 
 
 def limits_for(base: SessionLimits, policy: Policy) -> SessionLimits:

@@ -59,10 +59,10 @@ async def create_call(state: AppState, request: Request, model: str | None) -> R
         return parsed
     offer, session_patch = parsed
     wanted = direct.requested_model(state, model, session_patch, who.session)
-    if (endpoint := direct.direct_endpoint(state, wanted)) is not None:
+    if (upstream := direct.direct_upstream(state, wanted)) is not None:
         return await direct.create_direct_call(
             state,
-            endpoint,
+            upstream,
             credential=credential,
             safety_identifier=safety_identifier,
             bound=who.session,

@@ -17,7 +17,6 @@ straight to the upstream, while voxgate stays the backend.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Any
 
 from fastapi import Response
@@ -25,12 +24,8 @@ from fastapi.responses import JSONResponse
 
 from ..control.identity import Principal, hash_secret
 from ..control.secrets import DEFAULT_USES, ClientSecret, generate_secret
-from ..engines.upstream_calls import (
-    UpstreamEndpoint,
-    UpstreamRefused,
-    create_call,
-    mint_client_secret,
-)
+from ..engines.upstream import Upstream
+from ..engines.upstream.calls import CallFailed, create_call, mint_client_secret
 from ..session.direct import DirectDriver, NoClient, hang_up_unless_ended
 from ..session.session import Session
 from ..transports.sdp_check import offer_problem
@@ -43,12 +38,10 @@ from .state import AppState
 log = logging.getLogger(__name__)
 
 
-def direct_endpoint(state: AppState, model: str) -> UpstreamEndpoint | None:
+def direct_upstream(state: AppState, model: str) -> Upstream | None:
     """The upstream in direct mode that ``model`` is routed to, if it is."""
-    upstream = route(state.settings, model)
-    if upstream is None or not upstream.direct:
-        return None
-    return UpstreamEndpoint(upstream.name, upstream.url, upstream.api_key, dict(upstream.headers))
+    upstream = route(state.upstreams, model)
+    return upstream if upstream is not None and upstream.direct else None
 
 
 def requested_model(
@@ -63,11 +56,6 @@ def requested_model(
         if source and isinstance(source.get("model"), str):
             return str(source["model"])
     return model or state.settings.default_model
-
-
-def engine_label(endpoint: UpstreamEndpoint) -> str:
-    """How the ledger and the session list name an upstream's engine."""
-    return f"upstream:{endpoint.name}"
 
 
 def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -102,22 +90,14 @@ def upstream_session(
     return session
 
 
-def _relabel(session: Session, endpoint: UpstreamEndpoint) -> None:
-    """The ledger books this session under the upstream's engine."""
-    books = session.observer
-    info = getattr(books, "info", None)
-    if info is not None:
-        books.info = replace(info, engine=engine_label(endpoint))  # type: ignore[union-attr]
-
-
-def refused(exc: UpstreamRefused) -> JSONResponse:
+def refused(exc: CallFailed) -> JSONResponse:
     type_ = "server_error" if exc.status >= 500 else "invalid_request_error"
     return Refused(exc.code, exc.message, exc.status, type_=type_).response()
 
 
 async def create_direct_call(
     state: AppState,
-    endpoint: UpstreamEndpoint,
+    upstream: Upstream,
     *,
     credential: str | None,
     safety_identifier: str | None,
@@ -126,7 +106,7 @@ async def create_direct_call(
     offer: str,
     session_patch: dict[str, Any] | None,
 ) -> Response:
-    driver = DirectDriver(endpoint, safety_identifier)
+    driver = DirectDriver(upstream, safety_identifier)
     try:
         session = await admit(
             state,
@@ -137,10 +117,10 @@ async def create_direct_call(
             session_patch=session_patch,
             kind="webrtc",
             driver=driver,
+            engine=upstream.engine,
         )
     except Refused as exc:
         return exc.response()
-    _relabel(session, endpoint)
     principal = session.principal
     assert principal is not None  # admitted sessions always have one
     if (problem := offer_problem(offer)) is not None:
@@ -151,10 +131,10 @@ async def create_direct_call(
         principal, config.model, bound or principal.bound, session_patch, config.voice
     )
     try:
-        call = await create_call(endpoint, offer, forwarded, safety_identifier)
-    except UpstreamRefused as exc:
+        call = await create_call(upstream, offer, forwarded, safety_identifier)
+    except CallFailed as exc:
         await _unadmit(state, session)
-        state.controls.audit("direct_call", principal, code=exc.code, upstream=endpoint.name)
+        state.controls.audit("direct_call", principal, code=exc.code, upstream=upstream.name)
         return refused(exc)
     await state.shared.register_call(call.call_id, state.advertise_url, replicas.CALL_TTL_S)
     driver.call_id, driver.end_session = call.call_id, session.end
@@ -169,9 +149,9 @@ async def create_direct_call(
         principal,
         session_id=session.id,
         call_id=call.call_id,
-        upstream=endpoint.name,
+        upstream=upstream.name,
     )
-    log.info("direct call %s on %s governs session %s", call.call_id, endpoint.name, session.id)
+    log.info("direct call %s on %s governs session %s", call.call_id, upstream.name, session.id)
     return Response(
         call.answer_sdp,
         status_code=201,
@@ -188,7 +168,7 @@ async def _unadmit(state: AppState, session: Session) -> None:
 
 async def mint_direct_secret(
     state: AppState,
-    endpoint: UpstreamEndpoint,
+    upstream: Upstream,
     principal: Principal,
     safety_identifier: str | None,
     bound: dict[str, Any],
@@ -197,14 +177,14 @@ async def mint_direct_secret(
     model: str,
 ) -> tuple[dict[str, Any], str]:
     """Mint the client secret upstream and record it here: the upstream's answer and the id
-    of voxgate's record. Raises `UpstreamRefused` (audited)."""
+    of voxgate's record. Raises `CallFailed` (audited)."""
     controls = state.controls
     session = upstream_session(principal, model, bound, None, config_voice)
     body = {"expires_after": {"anchor": "created_at", "seconds": ttl}, "session": session}
     try:
-        minted = await mint_client_secret(endpoint, body, safety_identifier)
-    except UpstreamRefused as exc:
-        controls.audit("client_secret_mint", principal, code=exc.code, upstream=endpoint.name)
+        minted = await mint_client_secret(upstream, body, safety_identifier)
+    except CallFailed as exc:
+        controls.audit("client_secret_mint", principal, code=exc.code, upstream=upstream.name)
         raise
     now = controls.clock()
     expires_at = minted.get("expires_at")
@@ -230,6 +210,6 @@ async def mint_direct_secret(
         principal,
         client_secret_id=secret.id,
         expires_at=int(expires),
-        upstream=endpoint.name,
+        upstream=upstream.name,
     )
     return minted, secret.id

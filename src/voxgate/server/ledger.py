@@ -56,6 +56,7 @@ class Ledger:
         principal: Principal,
         connection: RealtimeConnection,
         transport: str,
+        engine: str = EMBEDDED_ENGINE,
     ) -> SessionLedger | None:
         """The books of a session about to start (None when the ledger is off)."""
         if not self.enabled:
@@ -66,7 +67,7 @@ class Ledger:
             tenant=principal.tenant,
             user_hash=principal.user_hash,
             model=connection.config.model,
-            engine=EMBEDDED_ENGINE,
+            engine=engine,
             transport=transport,
             started_at=controls.clock(),
             client_secret_id=principal.client_secret_id,

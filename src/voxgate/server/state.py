@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..control.shared import SharedState
+from ..engines.upstream import RealtimeWebSocket, Upstream, UpstreamProtocol
 from ..protocol.limits import MIB, ConnectionLimits
 from ..protocol.prompts import StoredPrompt
 from ..session.clock import SystemClock
@@ -15,6 +16,7 @@ from ..session.session import SessionLimits
 from ..settings import Settings
 from .controls import Controls
 from .metrics import Metrics
+from .routing import upstreams
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -38,10 +40,14 @@ class AppState:
     # How other replicas reach this one (the owner recorded for its calls).
     advertise_url: str = ""
     metrics: Metrics = field(init=False)
+    # How relayed sessions reach their upstream (the Realtime WebSocket protocol).
+    upstream_protocol: UpstreamProtocol = field(default_factory=RealtimeWebSocket)
+    upstreams: list[Upstream] = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(lambda: len(self.manager.sessions), SystemClock().monotonic)
         self.engines = self.metrics.meter_engines(self.engines)
+        self.upstreams = upstreams(self.settings)
 
     @property
     def shared(self) -> SharedState:

@@ -28,7 +28,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from ..engines.upstream_calls import UpstreamEndpoint, UpstreamRefused, hang_up, open_sideband
+from ..engines.upstream import Upstream
+from ..engines.upstream.calls import CallFailed, hang_up, open_sideband
 from ..protocol import events as ev
 from ..protocol.connection import RealtimeConnection
 from ..protocol.upstream_usage import UpstreamUsage
@@ -62,9 +63,9 @@ class NoClient:
 class DirectDriver:
     """Serves a direct call's session from the upstream call's sideband."""
 
-    def __init__(self, endpoint: UpstreamEndpoint, safety_identifier: str | None) -> None:
-        self.name = f"direct:{endpoint.name}"
-        self.endpoint = endpoint
+    def __init__(self, upstream: Upstream, safety_identifier: str | None) -> None:
+        self.name = f"direct:{upstream.name}"
+        self.upstream = upstream
         # Set by whoever serves the call, before the session runs: the upstream call's id
         # (once it answered the offer) and how to end the session when the call ends.
         self.call_id: str | None = None
@@ -127,8 +128,8 @@ class DirectDriver:
 
     async def _sideband(self, call_id: str) -> None:
         try:
-            ws = await open_sideband(self.endpoint, call_id, self._safety_identifier)
-        except UpstreamRefused as exc:
+            ws = await open_sideband(self.upstream, call_id, self._safety_identifier)
+        except CallFailed as exc:
             self._ended("upstream_unwatched", "upstream_sideband_failed", exc.message, 1011)
             return
         self._ws = ws
@@ -183,7 +184,7 @@ async def hang_up_unless_ended(driver: DirectDriver) -> None:
         return
     try:
         async with asyncio.timeout(HANGUP_TIMEOUT_S):
-            await hang_up(driver.endpoint, driver.call_id)
-        log.info("hung up upstream call %s (%s)", driver.call_id, driver.endpoint.name)
-    except (UpstreamRefused, TimeoutError) as exc:
+            await hang_up(driver.upstream, driver.call_id)
+        log.info("hung up upstream call %s (%s)", driver.call_id, driver.upstream.name)
+    except (CallFailed, TimeoutError) as exc:
         log.error("hanging up upstream call %s failed: %s", driver.call_id, exc)

@@ -27,6 +27,7 @@ from ..protocol import events as ev
 from ..protocol.commands import CancelResponse, InputAudio, StartResponse, TranscribeItem
 from ..protocol.connection import Output, RealtimeConnection
 from .clock import Clock
+from .rate_limits import RateLimitBook
 
 if TYPE_CHECKING:
     from .session import SessionLimits
@@ -69,6 +70,10 @@ class DriverHost:
     response_started: Callable[[], None]
     # Activity now: the idle timeout counts from here.
     touch: Callable[[], None]
+    # End the session: (reason, error code or None, message for the client, close code).
+    end: Callable[[str, str | None, str, int], None]
+    # The client's rate limits: the upstream's merged with the budgets'.
+    rate_limits: RateLimitBook
 
 
 class Driver(Protocol):
@@ -78,7 +83,8 @@ class Driver(Protocol):
     name: str
 
     def bind(self, host: DriverHost) -> None:
-        """Start serving for this session (before any other call)."""
+        """Start serving for this session, inside its task group (``host.spawn`` works);
+        before any other call but `busy` and `close`."""
         ...
 
     def start(self, conn: RealtimeConnection) -> Sequence[DriverOutput]:

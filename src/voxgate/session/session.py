@@ -54,6 +54,7 @@ from .fairness import in_slices
 from .inbox import Ended, Inbox
 from .outbox import Outbox
 from .pipeline import PipelineDriver
+from .rate_limits import RateLimitBook
 from .transport import Playout, Transport, TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,9 @@ class Session:
         # Reply audio → the playout's rate; streaming, so chunks join seamlessly.
         self._to_playout: InputConverter | None = None
         self.observer = observer
+        self.rate_limits = RateLimitBook()
+        # Bound when the session starts serving (its task group exists then).
         self.driver: Driver = driver or PipelineDriver(engines)
-        self.driver.bind(self._driver_host())
 
     @property
     def id(self) -> str:
@@ -138,6 +140,7 @@ class Session:
         """Serve the session until it ends; returns why it ended."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            self.driver.bind(self._driver_host())
             reader = tg.create_task(self._read(), name=f"{self.id}:reader")
             writer = tg.create_task(self._write(), name=f"{self.id}:writer")
             watchdog = tg.create_task(self._watch(), name=f"{self.id}:watchdog")
@@ -194,6 +197,8 @@ class Session:
             media_space=self.outbox.media_space,
             response_started=self._response_started,
             touch=self._touch,
+            end=self.end,
+            rate_limits=self.rate_limits,
         )
 
     def _apply(self, outputs: Sequence[DriverOutput]) -> None:
@@ -285,7 +290,8 @@ class Session:
         """What the client must hear about its budgets; a cut-off ends the session."""
         out: list[DriverOutput] = []
         if verdict.rate_limits is not None:
-            out.append(ev.RateLimitsUpdated(rate_limits=verdict.rate_limits))
+            merged = self.rate_limits.from_budget(verdict.rate_limits)
+            out.append(ev.RateLimitsUpdated(rate_limits=merged))
         for notice in verdict.warnings:
             error = ProtocolError(notice.message, code="budget_warning", type="budget_warning")
             out.append(self.connection.error(error))

@@ -1,0 +1,448 @@
+"""A session served by an upstream Realtime service, event for event (`RelayDriver`).
+
+- Upstream → client: every server event goes out as the upstream wrote it (ids unchanged),
+  except ``session.created``, which is the upstream's with the session's initial
+  configuration (a client secret's binding, the policy's voice) applied first: that is sent
+  as a ``session.update`` right after connecting, and ``session.created`` carries the
+  ``session`` of its ``session.updated``. ``rate_limits.updated`` is merged with voxgate's
+  budgets (`RateLimitBook`). Where the server plays the audio itself (WebRTC), audio deltas
+  become the playout's audio instead of events.
+- Client → upstream: each event is checked first, as the embedded pipeline checks it:
+  decoding and limits, the policy and the client secret's binding on ``session.update``
+  (validated against a mirror of the configuration in the session's connection) and on
+  ``response.create``'s overrides. A refused event gets an ``error`` and is not forwarded.
+- The books: ``response.done`` and a transcription's ``completed`` become the same
+  `ResponseFinished` / `UserInput` records the pipeline emits (the event waits until they
+  are recorded); ``response.created`` lets the budgets veto a response.
+- Failure: an upstream that cannot be reached, refuses, closes or stalls (no event for
+  ``stall_timeout_s`` while a response is expected) is an `UpstreamLost` signal with the
+  `UpstreamError` (``retryable``) and the responses it cut off (each already ended with a
+  ``response.done`` of status ``failed``). ``on_lost`` decides what follows (failover); by
+  default the session ends with an ``upstream_unavailable`` error.
+- ``hook`` sees every upstream event before it is relayed and may replace it (server-side
+  tools intercept ``function_call`` items there), using `send_upstream`.
+
+Tasks (in the session's group): one reads the upstream (and connects first), one writes to
+it. Client events that arrive before the upstream session is open wait, in order, in a
+queue bounded by `MAX_PENDING_BYTES` (past it the upstream counts as stalled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..audio import AudioFormat, OutputConverter
+from ..engines.upstream import (
+    Upstream,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamProtocol,
+    UpstreamStalled,
+)
+from ..protocol import events as ev
+from ..protocol.commands import CancelResponse, EndOfAudio, PlayAudio
+from ..protocol.connection import RealtimeConnection
+from ..protocol.errors import ProtocolError
+from ..protocol.ids import new_id
+from ..protocol.response_params import parse_response_params
+from . import relay_records as records
+from .driver import PLAYOUT_RATE, DriverCommand, DriverHost, DriverOutput, Forward, Progress
+
+log = logging.getLogger(__name__)
+# Client events waiting for the upstream (not yet open, or not reading), in characters.
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+LOST_CODE = "upstream_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamLost:
+    """The upstream link failed. ``phase``: "connect" before the client saw
+    ``session.created``, "session" after. ``cut``: responses it cut off."""
+
+    error: UpstreamError
+    phase: Literal["connect", "session"]
+    cut: tuple[str, ...] = ()
+
+
+LostHandler = Callable[[RealtimeConnection, UpstreamLost], Sequence[DriverOutput]]
+UpstreamHook = Callable[
+    ["RelayDriver", RealtimeConnection, dict[str, Any]], Sequence[DriverOutput] | None
+]
+
+
+class _Refused(UpstreamError):
+    """The upstream opened the session but refused its configuration (or spoke nonsense)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class RelayDriver:
+    def __init__(
+        self,
+        upstream: Upstream,
+        protocol: UpstreamProtocol,
+        *,
+        model: str,
+        safety_identifier: str | None = None,
+        initial: dict[str, Any] | None = None,
+        on_lost: LostHandler | None = None,
+        hook: UpstreamHook | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.protocol = protocol
+        self.name = f"relay:{upstream.name}"
+        self.model = model
+        self.safety_identifier = safety_identifier
+        self.initial = initial
+        self.on_lost = on_lost
+        self.hook = hook
+        # The upstream's session object as last reported, and its id.
+        self.session: dict[str, Any] | None = None
+        self.upstream_session_id: str | None = None
+        self._host: DriverHost | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._outgoing: deque[str] = deque()
+        self._pending_chars = 0
+        self._wake = asyncio.Event()
+        # Responses in progress upstream (the response object of their response.created),
+        # and response.create events sent that the upstream has not answered yet.
+        self._active: dict[str, dict[str, Any]] = {}
+        self._requested = 0
+        self._stall: asyncio.Timeout | None = None
+        self._done = False  # closed or lost: nothing more goes upstream
+        self._to_upstream: OutputConverter | None = None
+
+    # -- Driver ---------------------------------------------------------------------------
+
+    def bind(self, host: DriverHost) -> None:
+        self._host = host
+        self._tasks.append(host.spawn(self._run(host), f"upstream:{self.upstream.name}"))
+
+    def start(self, conn: RealtimeConnection) -> list[DriverOutput]:
+        return []  # session.created comes from the upstream
+
+    def session_created(self, conn: RealtimeConnection) -> ev.ServerEvent | Forward:
+        if self.session is None:
+            return conn.session_created()
+        created = {"type": "session.created", "event_id": new_id("event"), "session": self.session}
+        return Forward(json.dumps(created), "session.created")
+
+    def receive(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
+        event, client_event_id, error = ev.parse_client_event(raw)
+        if event is None:
+            assert error is not None
+            return [conn.error(error, client_event_id)]
+        try:
+            _check(conn, event)
+        except ProtocolError as exc:
+            return [conn.error(exc, event.event_id)]
+        if isinstance(event, ev.ResponseCreate):
+            self._requested += 1
+            self._arm()
+        return self._send(conn, raw if isinstance(raw, str) else raw.decode("utf-8"))
+
+    def track_audio(self, conn: RealtimeConnection, pcm24k: bytes) -> list[DriverOutput]:
+        fmt = conn.input_format
+        if self._to_upstream is None or self._to_upstream.format.type != fmt:
+            self._to_upstream = OutputConverter(PLAYOUT_RATE, AudioFormat.from_type(fmt))
+        audio = base64.b64encode(self._to_upstream.process(pcm24k)).decode("ascii")
+        return self.send_upstream(conn, {"type": "input_audio_buffer.append", "audio": audio})
+
+    def command(self, conn: RealtimeConnection, cmd: DriverCommand) -> list[DriverOutput]:
+        if isinstance(cmd, CancelResponse) and cmd.response_id in self._active:
+            return self.send_upstream(
+                conn, {"type": "response.cancel", "response_id": cmd.response_id}
+            )
+        return []  # the mirror connection starts no responses and hears no audio itself
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._active) or self._requested > 0
+
+    def stop_responses(
+        self, conn: RealtimeConnection, details: dict[str, Any]
+    ) -> list[DriverOutput]:
+        out: list[DriverOutput] = []
+        for rid in list(self._active):
+            if not self._done:
+                self.send_upstream(conn, {"type": "response.cancel", "response_id": rid})
+            out += [self._ended(rid, "cancelled", details), CancelResponse(rid)]
+        self._requested = 0
+        return out
+
+    def close(self) -> None:
+        self._done = True
+        for task in self._tasks:
+            task.cancel()
+        self._host = None  # it holds methods of the session: no reference cycle
+
+    # -- for hooks (server-side tools) ------------------------------------------------------
+
+    def send_upstream(self, conn: RealtimeConnection, event: dict[str, Any]) -> list[DriverOutput]:
+        """Send a client event of voxgate's own upstream (after what the client sent)."""
+        if event.get("type") == "response.create":
+            self._requested += 1
+            self._arm()
+        return self._send(conn, json.dumps(event))
+
+    # -- upstream → client --------------------------------------------------------------------
+
+    def _event(
+        self, conn: RealtimeConnection, text: str, data: dict[str, Any]
+    ) -> Sequence[DriverOutput]:
+        if self._done:
+            return []
+        if self.hook is not None and (replaced := self.hook(self, conn, data)) is not None:
+            return replaced
+        kind = str(data.get("type"))
+        rid = records.response_id_of(data)
+        forward = Forward(text, kind, rid)
+        match kind:
+            case "response.output_audio.delta":
+                if conn.server_playout:
+                    return [self._play(conn, data, rid or "")]
+                return [Forward(text, kind, rid, media=True)]
+            case "response.output_audio.done" if conn.server_playout and rid:
+                return [forward, EndOfAudio(rid)]
+            case "response.created" if rid:
+                self._requested = max(0, self._requested - 1)
+                self._active[rid] = dict(data["response"])
+                self._arm()
+                if self._host is not None:
+                    self._host.response_started()
+            case "response.done":
+                if rid:
+                    self._active.pop(rid, None)
+                self._arm()
+                finished = records.response_finished(data, self._priced_model())
+                return [finished, forward] if finished is not None else [forward]
+            case "conversation.item.input_audio_transcription.completed":
+                model = records.transcription_model(self.session or {}) or "unknown"
+                heard = records.transcription_done(data, model)
+                return [heard, forward] if heard is not None else [forward]
+            case "session.created" | "session.updated" if isinstance(data.get("session"), dict):
+                self.session = data["session"]
+            case "rate_limits.updated" if isinstance(data.get("rate_limits"), list):
+                return [self._rate_limits(data, forward)]
+        return [forward]
+
+    def _play(self, conn: RealtimeConnection, data: dict[str, Any], rid: str) -> PlayAudio:
+        audio = base64.b64decode(str(data.get("delta") or ""))
+        fmt = conn.config.audio.output.format.type
+        item_id, index = str(data.get("item_id") or ""), int(data.get("content_index") or 0)
+        return PlayAudio(rid, item_id, index, audio, fmt)
+
+    def _rate_limits(self, data: dict[str, Any], forward: Forward) -> Forward:
+        if self._host is None:
+            return forward
+        merged = self._host.rate_limits.from_upstream(data["rate_limits"])
+        if merged == data["rate_limits"]:
+            return forward
+        return Forward(json.dumps({**data, "rate_limits": merged}), forward.type)
+
+    def _priced_model(self) -> str:
+        model = (self.session or {}).get("model")
+        return model if isinstance(model, str) and model else self.model
+
+    def _ended(self, rid: str, status: str, details: dict[str, Any]) -> Forward:
+        """A ``response.done`` voxgate writes for a response the upstream will not finish."""
+        response = {**self._active.pop(rid, {"id": rid, "object": "realtime.response"})}
+        response.update(status=status, status_details=details)
+        done = {"type": "response.done", "event_id": new_id("event"), "response": response}
+        return Forward(json.dumps(done), "response.done", rid)
+
+    def _opened(
+        self, conn: RealtimeConnection, created: dict[str, Any], early: list[tuple[str, Any]]
+    ) -> list[DriverOutput]:
+        self.session = created.get("session")
+        self.upstream_session_id = (self.session or {}).get("id")
+        log.info(
+            "session %s relayed to upstream %s as %s",
+            conn.session_id,
+            self.upstream.name,
+            self.upstream_session_id,
+        )
+        out: list[DriverOutput] = [Forward(json.dumps(created), "session.created")]
+        for text, data in early:
+            out += self._event(conn, text, data)
+        return out
+
+    def _lost(
+        self, conn: RealtimeConnection, exc: UpstreamError, phase: Literal["connect", "session"]
+    ) -> list[DriverOutput]:
+        if self._done:
+            return []
+        self._done = True
+        for task in self._tasks:
+            task.cancel()
+        log.warning("session %s lost its upstream: %s", conn.session_id, exc.message)
+        failure = {"type": "server_error", "code": LOST_CODE, "message": exc.message}
+        cut = tuple(self._active)
+        out: list[DriverOutput] = [
+            self._ended(rid, "failed", {"type": "failed", "error": failure}) for rid in cut
+        ]
+        self._requested = 0
+        lost = UpstreamLost(exc, phase, cut)
+        if self.on_lost is not None:
+            return out + list(self.on_lost(conn, lost))
+        if self._host is not None:
+            message = f"The session's upstream Realtime service failed: {exc.message}. " + (
+                "Try again shortly." if exc.retryable else "Ask the server's operator."
+            )
+            self._host.end("upstream_lost", LOST_CODE, message, 1011)
+        return out
+
+    # -- client → upstream --------------------------------------------------------------------
+
+    def _send(self, conn: RealtimeConnection, text: str) -> list[DriverOutput]:
+        if self._done:
+            return []
+        self._outgoing.append(text)
+        self._pending_chars += len(text)
+        self._wake.set()
+        if self._pending_chars > MAX_PENDING_BYTES:
+            stalled = UpstreamStalled(
+                f"upstream '{self.upstream.name}' did not take {self._pending_chars} "
+                "characters of client events"
+            )
+            return self._lost(conn, stalled, "session" if self.session else "connect")
+        return []
+
+    def _arm(self) -> None:
+        """Watch for a stall while a response is expected (and only then)."""
+        if self._stall is None:
+            return
+        if self.busy:
+            when = asyncio.get_running_loop().time() + self.upstream.stall_timeout_s
+            self._stall.reschedule(when)
+        else:
+            self._stall.reschedule(None)
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    async def _run(self, host: DriverHost) -> None:
+        phase: Literal["connect", "session"] = "connect"
+        link: UpstreamConnection | None = None
+        try:
+            link = await self.protocol.connect(
+                self.upstream, self.model, safety_identifier=self.safety_identifier
+            )
+            created, early = await self._handshake(link)
+            phase = "session"
+            await host.post(lambda conn: self._opened(conn, created, early))
+            self._tasks.append(host.spawn(self._write(link), f"upstream:{self.upstream.name}:w"))
+            await self._read(host, link)
+        except UpstreamError as exc:
+            failed = exc
+            await host.post(lambda conn: self._lost(conn, failed, phase))
+        except Exception as exc:  # a bug must end this upstream link, not the server
+            log.exception("relaying to upstream %s failed", self.upstream.name)
+            bug = UpstreamError(f"internal error: {type(exc).__name__}", retryable=False)
+            await host.post(lambda conn: self._lost(conn, bug, phase))
+        finally:
+            if link is not None:
+                await link.close()
+
+    async def _recv(self, link: UpstreamConnection) -> tuple[str, dict[str, Any]]:
+        text = await link.recv()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise _Refused(
+                f"upstream '{self.upstream.name}' sent a frame that is not JSON"
+            ) from None
+        if not isinstance(data, dict):
+            raise _Refused(f"upstream '{self.upstream.name}' sent a frame that is not an event")
+        return text, data
+
+    async def _handshake(
+        self, link: UpstreamConnection
+    ) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+        """The upstream's ``session.created``, with the initial configuration applied, and
+        the events that came before the answer to it (relayed after it)."""
+        name, early = self.upstream.name, list[tuple[str, Any]]()
+        try:
+            async with asyncio.timeout(self.upstream.stall_timeout_s):
+                _, created = await self._recv(link)
+                if created.get("type") != "session.created":
+                    raise _Refused(f"upstream '{name}' opened with {_described(created)}")
+                if not self.initial:
+                    return created, early
+                update = {"type": "session.update", "session": self.initial}
+                await link.send(json.dumps(update))
+                while True:
+                    text, data = await self._recv(link)
+                    if data.get("type") == "session.updated":
+                        return {**created, "session": data.get("session")}, early
+                    if data.get("type") == "error":
+                        raise _Refused(
+                            f"upstream '{name}' refused the session's configuration "
+                            f"({_described(data)})"
+                        )
+                    early.append((text, data))
+        except TimeoutError:
+            raise UpstreamStalled(
+                f"upstream '{name}' did not open the session within "
+                f"{self.upstream.stall_timeout_s:g} s"
+            ) from None
+
+    async def _read(self, host: DriverHost, link: UpstreamConnection) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(None) as stall:
+                    self._stall = stall
+                    self._arm()
+                    text, data = await self._recv(link)
+            except TimeoutError:
+                raise UpstreamStalled(
+                    f"upstream '{self.upstream.name}' sent nothing for "
+                    f"{self.upstream.stall_timeout_s:g} s while a response was expected"
+                ) from None
+            finally:
+                self._stall = None
+            await host.post(self._delivery(text, data))
+
+    def _delivery(self, text: str, data: dict[str, Any]) -> Progress:
+        return lambda conn: self._event(conn, text, data)
+
+    async def _write(self, link: UpstreamConnection) -> None:
+        try:
+            while True:
+                while not self._outgoing:
+                    self._wake.clear()
+                    await self._wake.wait()
+                text = self._outgoing.popleft()
+                self._pending_chars -= len(text)
+                await link.send(text)
+        except UpstreamError:
+            return  # the reader sees the same close and reports it
+
+
+def _check(conn: RealtimeConnection, event: ev.ClientEvent) -> None:
+    """What the pipeline would refuse (beyond the shape): the policy, the client secret's
+    binding, Live API models (all in the connection's guard). ``session.update`` also
+    moves the mirror configuration."""
+    match event:
+        case ev.SessionUpdate(session=patch):
+            conn.configure(patch)
+        case ev.ResponseCreate(response=raw):
+            params = parse_response_params(raw)
+            if conn.guard is not None:
+                conn.guard.check_response(conn.config, params)
+        case _:
+            pass
+
+
+def _described(data: dict[str, Any]) -> str:
+    if data.get("type") == "error" and isinstance(data.get("error"), dict):
+        error = data["error"]
+        return f"error {error.get('code') or error.get('type')}: {error.get('message')}"
+    return f"a {data.get('type')!r} event"
