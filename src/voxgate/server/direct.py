@@ -137,7 +137,7 @@ async def create_direct_call(
         state.controls.audit("direct_call", principal, code=exc.code, upstream=upstream.name)
         return refused(exc)
     await state.shared.register_call(call.call_id, state.advertise_url, replicas.CALL_TTL_S)
-    driver.call_id, driver.end_session = call.call_id, session.end
+    driver.call_id = call.call_id
 
     async def close() -> None:
         await replicas.forget_call(state.shared, call.call_id)

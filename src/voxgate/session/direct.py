@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -34,12 +34,10 @@ from ..protocol import events as ev
 from ..protocol.connection import RealtimeConnection
 from ..protocol.upstream_usage import UpstreamUsage
 from .driver import DriverCommand, DriverHost, DriverOutput, Forward
-from .transport import TransportClosed
+from .transport import PlayoutCut, TransportClosed
 
 log = logging.getLogger(__name__)
 HANGUP_TIMEOUT_S = 10.0
-# Ending the session: (reason, error code, message, close code), as `Session.end` takes them.
-EndSession = Callable[[str, str | None, str, int], None]
 
 
 class NoClient:
@@ -66,10 +64,9 @@ class DirectDriver:
     def __init__(self, upstream: Upstream, safety_identifier: str | None) -> None:
         self.name = f"direct:{upstream.name}"
         self.upstream = upstream
-        # Set by whoever serves the call, before the session runs: the upstream call's id
-        # (once it answered the offer) and how to end the session when the call ends.
+        # Set by whoever serves the call before the session runs, once the upstream has
+        # answered the offer.
         self.call_id: str | None = None
-        self.end_session: EndSession | None = None
         self._safety_identifier = safety_identifier
         self.usage = UpstreamUsage("")
         self._host: DriverHost | None = None
@@ -118,11 +115,16 @@ class DirectDriver:
         # The upstream's responses end with the call, which is hung up when the session ends.
         return []
 
+    def playout_cut(self, conn: RealtimeConnection, cut: PlayoutCut) -> Sequence[DriverOutput]:
+        return []  # the upstream plays the call's audio
+
+    def playout_stopped(self, conn: RealtimeConnection, response_id: str) -> Sequence[DriverOutput]:
+        return []
+
     def close(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
         self._host = None
-        self.end_session = None
 
     # -- the sideband ---------------------------------------------------------------------
 
@@ -169,8 +171,8 @@ class DirectDriver:
         await host.post(lambda _: outputs)
 
     def _ended(self, reason: str, code: str | None, message: str, close_code: int) -> None:
-        if self.end_session is not None:
-            self.end_session(reason, code, message, close_code)
+        if self._host is not None:
+            self._host.end(reason, code, message, close_code)
 
 
 async def _send(ws: ClientConnection, text: str) -> None:

@@ -235,11 +235,7 @@ class Session:
                 case ClearOutputAudio(response_id=rid):
                     cut = self.playout.clear(rid) if self.playout is not None else None
                     if cut is not None:
-                        self._apply(
-                            self.connection.output_audio_cleared(
-                                cut.response_id, cut.item_id, cut.content_index, cut.played_ms
-                            )
-                        )
+                        self._apply(self.driver.playout_cut(self.connection, cut))
                 case _:
                     assert_never(out)
 
@@ -315,7 +311,7 @@ class Session:
         self.playout.play(out.response_id, out.item_id, out.content_index, pcm)
 
     async def _playout_stopped(self, response_id: str) -> None:
-        await self.inbox.put(lambda c: c.output_audio_stopped(response_id))
+        await self.inbox.put(lambda c: self.driver.playout_stopped(c, response_id))
 
     async def track_audio(self, pcm24k: bytes) -> None:
         """Microphone audio from a media track (24 kHz PCM16 mono): the input buffer, as if
