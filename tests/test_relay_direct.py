@@ -127,6 +127,7 @@ async def test_direct_call_media_goes_upstream_usage_is_booked_and_the_limit_han
         assert mirrored[-1] == done.data
         metrics = (await http.get("/metrics")).text
         assert 'voxgate_responses_total{status="completed"} 1.0' in metrics
+        assert 'voxgate_sessions_by_engine{engine="direct:hosted"} 1.0' in metrics
         # The duration limit: voxgate hangs the upstream call up, and the client's call ends.
         with pytest.raises(PeerClosed):
             await peer.events.until(lambda e: False, timeout_s=DURATION_S + 15)

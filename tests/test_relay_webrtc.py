@@ -28,8 +28,13 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamVoxga
 
 
 @pytest.fixture
-async def peer(start_server: Any, upstream: UpstreamVoxgate) -> AsyncIterator[WebRTCPeer]:
-    server: RunningServer = start_server(upstreams=[upstream.setting(models=["gpt-realtime*"])])
+def server(start_server: Any, upstream: UpstreamVoxgate) -> RunningServer:
+    running: RunningServer = start_server(upstreams=[upstream.setting(models=["gpt-realtime*"])])
+    return running
+
+
+@pytest.fixture
+async def peer(server: RunningServer) -> AsyncIterator[WebRTCPeer]:
     async with httpx.AsyncClient() as http, WebRTCPeer() as peer:
         offer = await peer.create_offer()
         answer = await post_offer(http, server.base_url, offer, api_key="k", model="gpt-realtime")
@@ -46,7 +51,9 @@ def types(events: list[ServerEvent]) -> list[str]:
     return [e.type for e in events]
 
 
-async def test_a_webrtc_client_talks_through_the_relay(peer: WebRTCPeer) -> None:
+async def test_a_webrtc_client_talks_through_the_relay(
+    peer: WebRTCPeer, server: RunningServer
+) -> None:
     peer.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 12}})
     await peer.events.until("session.updated")
     peer.say(bytes(24000) + speech_pcm24k(SPOKEN))
@@ -65,6 +72,12 @@ async def test_a_webrtc_client_talks_through_the_relay(peer: WebRTCPeer) -> None
     assert started.data["response_id"] == events[-1].data["response_id"] == rid
     assert seen.index("output_audio_buffer.started") < seen.index("response.done")
     assert peer.audio.audible_seconds(started.at, events[-1].at + 0.5) > 1.0
+    # The relayed session shows in the metrics like a local one, named by its upstream.
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{server.settings.port}/metrics")).text
+    assert 'voxgate_sessions_by_engine{engine="relay:default"} 1.0' in metrics
+    status = done.data["response"]["status"]
+    assert f'voxgate_responses_total{{status="{status}"}} 1.0' in metrics
 
 
 async def test_barge_in_truncates_the_upstream_item_at_the_played_position(
