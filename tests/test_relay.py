@@ -5,78 +5,33 @@ in the path, usage reaches the relaying server's ledger, and the upstream's key 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from agents import function_tool
 from agents.realtime import RealtimeAgent, RealtimeRunner
-from openai import AsyncOpenAI
 
-from _upstream import UpstreamVoxgate, upstream_voxgate
-from conftest import RunningServer, validated
-
-ADMIN_KEY = "sk-relay-admin-key-for-tests"
-MODEL = "gpt-realtime"
+from _relay import (
+    ADMIN_KEY,
+    MODEL,
+    Seen,
+    client,
+    events_until,
+    module_upstream,
+    next_event,
+    relay_server,
+    rest_get,
+    say,
+)
+from _upstream import UpstreamVoxgate
 
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamVoxgate]:
-    with upstream_voxgate(tmp_path_factory.mktemp("upstream")) as up:
-        yield up
-
-
-def relay_server(start_server: Any, up: UpstreamVoxgate, tmp_path: Path, **settings: Any) -> Any:
-    """The server under test: keys required, a fresh store, gpt-realtime* relayed to ``up``."""
-    settings.setdefault("upstreams", [up.setting(models=["gpt-realtime*"])])
-    return start_server(
-        api_keys=[ADMIN_KEY],
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}",
-        **settings,
-    )
-
-
-def client(server: RunningServer, key: str = ADMIN_KEY) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=server.base_url, api_key=key)
-
-
-class Seen:
-    """Every server event a client received, raw and validated by the SDK's types."""
-
-    def __init__(self) -> None:
-        self.raw: list[str] = []
-
-    def add(self, event: Any) -> Any:
-        text = event.to_json() if hasattr(event, "to_json") else json.dumps(event)
-        validated(text)
-        self.raw.append(text)
-        return event
-
-    def types(self) -> list[str]:
-        return [json.loads(r)["type"] for r in self.raw]
-
-
-async def events_until(conn: Any, seen: Seen, kind: str, timeout_s: float = 30) -> list[Any]:
-    got: list[Any] = []
-    async with asyncio.timeout(timeout_s):
-        async for event in conn:
-            got.append(seen.add(event))
-            if event.type == kind:
-                return got
-    raise AssertionError(f"the connection closed before {kind}")
-
-
-async def admin_get(server: RunningServer, path: str, key: str = ADMIN_KEY) -> Any:
-    async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.get(
-            f"{server.base_url}{path}", headers={"Authorization": f"Bearer {key}"}
-        )
-    assert response.status_code == 200, response.text
-    return response.json()
+    yield from module_upstream(tmp_path_factory)
 
 
 async def test_the_sdk_talks_to_the_upstream_through_the_relay(
@@ -89,16 +44,9 @@ async def test_the_sdk_talks_to_the_upstream_through_the_relay(
     server = relay_server(start_server, upstream, tmp_path)
     seen = Seen()
     async with client(server) as c, c.realtime.connect(model=MODEL) as conn:
-        created = seen.add(await asyncio.wait_for(conn.recv(), 20))
+        created = await next_event(conn, seen)
         assert created.type == "session.created"
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "Tell me about the sea."}],
-            }
-        )
-        await conn.response.create()
+        await say(conn, "Tell me about the sea.")
         events = await events_until(conn, seen, "response.done")
     done = events[-1]
     assert done.response.status == "completed"
@@ -110,8 +58,8 @@ async def test_the_sdk_talks_to_the_upstream_through_the_relay(
 
     # The session, its responses and items are the upstream's: the upstream's own books
     # hold the session the client saw and the response it was told about.
-    upstream_session = await admin_get(
-        _Http(upstream.http_url), f"/admin/sessions/{created.session.id}", upstream.api_key
+    upstream_session = await rest_get(
+        upstream.http_url, f"/admin/sessions/{created.session.id}", upstream.api_key
     )
     assert [u["response_id"] for u in upstream_session["usage"]] == [done.response.id]
     said = {t["item_id"] for t in upstream_session["transcript"] if t["role"] == "assistant"}
@@ -119,11 +67,12 @@ async def test_the_sdk_talks_to_the_upstream_through_the_relay(
 
     # The relaying server's own books: a session of its own (another id) on the upstream
     # engine, whose usage row is the upstream response, priced at the model's list price.
-    listed = await admin_get(server, "/admin/sessions")
+    listed = await rest_get(server.base_url, "/admin/sessions")
     (mine,) = listed["data"]
     assert mine["id"] != created.session.id
     assert mine["engine"] == "upstream:default"
-    record = await _eventually_usage(server, mine["id"])
+    # The usage row is durable before the client is shown response.done.
+    record = await rest_get(server.base_url, f"/admin/sessions/{mine['id']}")
     (row,) = record["usage"]
     assert row["response_id"] == done.response.id
     assert row["model"] == MODEL
@@ -134,18 +83,6 @@ async def test_the_sdk_talks_to_the_upstream_through_the_relay(
     assert all(upstream.api_key not in raw for raw in seen.raw)
     assert upstream.api_key not in caplog.text
     assert caplog.records, "the server's log was captured"
-
-
-class _Http:
-    """The REST base of a server that is not a RunningServer (the upstream process)."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-
-
-async def _eventually_usage(server: RunningServer, session_id: str) -> Any:
-    # The usage row is durable before the client sees response.done: one read is enough.
-    return await admin_get(server, f"/admin/sessions/{session_id}")
 
 
 calls: list[str] = []

@@ -474,7 +474,10 @@ def _made(event: dict[str, Any]) -> Forward:
 
 
 def _described(data: dict[str, Any]) -> str:
+    """An upstream's event named by its type and error code only: the message of an error
+    about voxgate's own credential may quote part of the key."""
     if data.get("type") == "error" and isinstance(data.get("error"), dict):
         error = data["error"]
-        return f"error {error.get('code') or error.get('type')}: {error.get('message')}"
+        param = f" on {error['param']}" if isinstance(error.get("param"), str) else ""
+        return f"error {error.get('code') or error.get('type')}{param}"
     return f"a {data.get('type')!r} event"

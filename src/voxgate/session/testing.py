@@ -19,6 +19,7 @@ from typing import Any
 from ..control.observer import SessionObserver
 from ..protocol.connection import RealtimeConnection
 from .clock import VirtualClock
+from .driver import Driver
 from .engines import EngineSet
 from .inbox import Ended
 from .session import Session, SessionLimits
@@ -159,6 +160,7 @@ async def running_session(
     validate: Validator | None = None,
     observer: SessionObserver | None = None,
     transport: MemoryTransport | None = None,
+    driver: Driver | None = None,
 ) -> AsyncIterator[RunningSession]:
     """Run a session on virtual time over a `MemoryTransport`. On exit the session is asked
     to end (if it has not) and must finish cleanly within the transport's timeout."""
@@ -171,6 +173,7 @@ async def running_session(
         limits=limits,
         clock=clock,
         observer=observer,
+        driver=driver,
     )
     task = asyncio.create_task(session.run(), name=f"test:{session.id}")
     running = RunningSession(session, transport, clock, task)

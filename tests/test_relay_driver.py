@@ -1,0 +1,268 @@
+"""`RelayDriver` in a session, against an upstream that speaks the Realtime wire protocol from
+a script (the `UpstreamProtocol` seam, in memory): what is relayed verbatim, what is applied
+first, what is held back, and the typed signal a failed upstream gives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from conftest import validated
+from voxgate.engines.testing import ScriptedLLM, ScriptedTTS, text_script
+from voxgate.engines.upstream import (
+    Upstream,
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamRefused,
+    UpstreamStalled,
+)
+from voxgate.protocol.connection import RealtimeConnection
+from voxgate.session.driver import DriverOutput, Forward
+from voxgate.session.engines import EngineSet
+from voxgate.session.relay import RelayDriver, UpstreamLost
+from voxgate.session.testing import running_session
+
+SESSION = {
+    "type": "realtime",
+    "object": "realtime.session",
+    "id": "sess_upstream1",
+    "model": "gpt-realtime",
+    "output_modalities": ["audio"],
+    "instructions": "Upstream default.",
+    "tools": [],
+    "tool_choice": "auto",
+    "max_output_tokens": "inf",
+    "tracing": None,
+    "prompt": None,
+    "expires_at": 0,
+    "audio": {
+        "input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "transcription": None,
+            "noise_reduction": None,
+            "turn_detection": None,
+        },
+        "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy", "speed": 1.0},
+    },
+    "include": None,
+    "truncation": "auto",
+}
+
+
+def event(kind: str, event_id: str, **fields: Any) -> str:
+    return json.dumps({"type": kind, "event_id": event_id, **fields})
+
+
+def response(rid: str, status: str = "in_progress", **fields: Any) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "realtime.response",
+        "status": status,
+        "status_details": None,
+        "output": [],
+        "conversation_id": "conv_up",
+        "output_modalities": ["audio"],
+        "max_output_tokens": "inf",
+        "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy"}},
+        "usage": None,
+        "metadata": None,
+        **fields,
+    }
+
+
+class ScriptedUpstream:
+    """The upstream end: `sent` is what the relay sent it; `emit` speaks to the relay."""
+
+    def __init__(self, refuse: UpstreamError | None = None) -> None:
+        self.sent: list[str] = []
+        self.got = asyncio.Queue[str]()
+        self._to_relay = asyncio.Queue[str | None]()
+        self.refuse = refuse
+        self.connects: list[tuple[str, str | None]] = []
+        self.closed = asyncio.Event()
+
+    async def connect(
+        self, upstream: Upstream, model: str, *, safety_identifier: str | None = None
+    ) -> ScriptedUpstream:
+        self.connects.append((model, safety_identifier))
+        if self.refuse is not None:
+            raise self.refuse
+        self.emit(event("session.created", "event_up0", session=SESSION))
+        return self
+
+    def emit(self, text: str | None) -> None:
+        """Send the relay an event (None: drop the connection)."""
+        self._to_relay.put_nowait(text)
+
+    async def send(self, text: str) -> None:
+        self.sent.append(text)
+        self.got.put_nowait(text)
+
+    async def recv(self) -> str:
+        text = await self._to_relay.get()
+        if text is None:
+            raise UpstreamClosed("upstream 'up' closed the session (the connection dropped)", None)
+        return text
+
+    async def close(self) -> None:
+        self.closed.set()
+
+    async def next_sent(self) -> dict[str, Any]:
+        async with asyncio.timeout(5):
+            return dict(json.loads(await self.got.get()))
+
+
+def engines() -> EngineSet:
+    # The embedded engines are never used by a relayed session.
+    return EngineSet(llm=ScriptedLLM([text_script("unused")]), tts=ScriptedTTS())
+
+
+def relay(up: ScriptedUpstream, **options: Any) -> RelayDriver:
+    stall = options.pop("stall_timeout_s", 15.0)
+    upstream = Upstream(name="up", url="ws://upstream.invalid/v1/realtime", stall_timeout_s=stall)
+    return RelayDriver(upstream, up, model="gpt-realtime", **options)
+
+
+async def test_upstream_events_reach_the_client_byte_for_byte() -> None:
+    up = ScriptedUpstream()
+    async with running_session(engines(), driver=relay(up, safety_identifier="user-1")) as run:
+        created = await run.transport.next_event()
+        assert created == json.loads(event("session.created", "event_up0", session=SESSION))
+        run.transport.send_event({"type": "response.create", "event_id": "evt_client_1"})
+        # The client's event goes upstream as the client wrote it.
+        assert await up.next_sent() == {"type": "response.create", "event_id": "evt_client_1"}
+        script = [
+            event("response.created", "event_up1", response=response("resp_up1")),
+            event(
+                "response.output_audio.delta",
+                "event_up2",
+                response_id="resp_up1",
+                item_id="item_up1",
+                output_index=0,
+                content_index=0,
+                delta="AAAA",
+            ),
+            event(
+                "response.done",
+                "event_up3",
+                response=response(
+                    "resp_up1",
+                    "completed",
+                    usage={
+                        "total_tokens": 30,
+                        "input_tokens": 10,
+                        "output_tokens": 20,
+                        "input_token_details": {"text_tokens": 10, "audio_tokens": 0},
+                        "output_token_details": {"text_tokens": 5, "audio_tokens": 15},
+                    },
+                ),
+            ),
+        ]
+        for text in script:
+            up.emit(text)
+        await run.transport.events_until("response.done")
+        relayed = run.transport.sent
+        assert relayed[-3:] == script
+        for text in relayed:
+            validated(text)
+    assert up.connects == [("gpt-realtime", "user-1")]
+    assert up.closed.is_set()
+
+
+async def test_the_initial_configuration_is_applied_before_session_created() -> None:
+    up = ScriptedUpstream()
+    initial = {
+        "type": "realtime",
+        "instructions": "Bound.",
+        "audio": {"output": {"voice": "marin"}},
+    }
+    async with running_session(engines(), driver=relay(up, initial=initial)) as run:
+        run.transport.send_event({"type": "input_audio_buffer.clear", "event_id": "evt_early"})
+        update = await up.next_sent()
+        assert update == {"type": "session.update", "session": initial}
+        applied = {**SESSION, "instructions": "Bound."}
+        applied["audio"]["output"]["voice"] = "marin"  # type: ignore[index]
+        up.emit(event("session.updated", "event_up1", session=applied))
+        created = await run.transport.next_event()
+        # The upstream's session.created (its event id), showing the applied configuration.
+        assert (created["type"], created["event_id"]) == ("session.created", "event_up0")
+        assert created["session"]["instructions"] == "Bound."
+        # What the client sent before the upstream session was open went after the update.
+        assert await up.next_sent() == {"type": "input_audio_buffer.clear", "event_id": "evt_early"}
+
+
+async def test_a_stall_while_a_response_is_expected_is_a_typed_signal() -> None:
+    up = ScriptedUpstream()
+    lost: list[UpstreamLost] = []
+
+    def on_lost(conn: RealtimeConnection, signal: UpstreamLost) -> list[DriverOutput]:
+        lost.append(signal)
+        return [Forward(json.dumps({"type": "error", "event_id": "event_x", "error": {}}), "error")]
+
+    driver = relay(up, stall_timeout_s=0.3, on_lost=on_lost)
+    async with running_session(engines(), driver=driver) as run:
+        await run.transport.next_event()
+        # Quiet while nothing is expected is no stall: longer than the stall timeout passes
+        # (the absence of an event can only be shown by waiting).
+        await asyncio.sleep(0.5)
+        assert not lost
+        run.transport.send_event({"type": "response.create"})
+        await up.next_sent()
+        up.emit(event("response.created", "event_up1", response=response("resp_up1")))
+        events = await run.transport.events_until("error")
+        done = next(e for e in events if e["type"] == "response.done")
+        assert done["response"]["id"] == "resp_up1"
+        assert done["response"]["status"] == "failed"
+        assert done["response"]["status_details"]["error"]["code"] == "upstream_unavailable"
+    (signal,) = lost
+    assert isinstance(signal.error, UpstreamStalled) and signal.error.retryable
+    assert (signal.phase, signal.cut) == ("session", ("resp_up1",))
+
+
+async def test_without_a_handler_a_lost_upstream_ends_the_session() -> None:
+    refused = UpstreamRefused("upstream 'up' refused the session (HTTP 503)", 503)
+    up = ScriptedUpstream(refuse=refused)
+    async with running_session(engines(), driver=relay(up)) as run:
+        events = await run.transport.rest()
+        ended = await run.ended()
+    assert [e["type"] for e in events] == ["error"]
+    assert events[0]["error"]["code"] == "upstream_unavailable"
+    assert "HTTP 503" in events[0]["error"]["message"]
+    assert ended.reason == "upstream_lost"
+    assert run.transport.close_calls[0][0] == 1011
+    assert refused.retryable
+
+
+async def test_a_hook_can_take_an_upstream_event_instead_of_the_client() -> None:
+    up = ScriptedUpstream()
+    taken: list[dict[str, Any]] = []
+
+    def hook(
+        driver: RelayDriver, conn: RealtimeConnection, data: dict[str, Any]
+    ) -> list[DriverOutput] | None:
+        if data["type"] != "response.function_call_arguments.done":
+            return None
+        taken.append(data)
+        output = {"type": "function_call_output", "call_id": data["call_id"], "output": "{}"}
+        driver.send_upstream(conn, {"type": "conversation.item.create", "item": output})
+        return []
+
+    async with running_session(engines(), driver=relay(up, hook=hook)) as run:
+        await run.transport.next_event()
+        call = event(
+            "response.function_call_arguments.done",
+            "event_up1",
+            response_id="resp_up1",
+            item_id="item_up1",
+            output_index=0,
+            call_id="call_1",
+            name="lookup",
+            arguments="{}",
+        )
+        up.emit(call)
+        sent = await up.next_sent()
+        assert sent["item"]["call_id"] == "call_1"
+        up.emit(event("input_audio_buffer.cleared", "event_up2"))
+        assert (await run.transport.next_event())["event_id"] == "event_up2"
+    assert [t["event_id"] for t in taken] == ["event_up1"]
