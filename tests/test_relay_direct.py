@@ -192,7 +192,7 @@ async def test_direct_client_secret_is_minted_upstream_with_the_binding(
 ) -> None:
     server = start_server(upstreams=[direct_setting(upstream)])
     client = AsyncOpenAI(base_url=server.base_url, api_key="app-key")
-    minted = await client.realtime.client_secrets.create(
+    raw = await client.realtime.client_secrets.with_raw_response.create(
         session={
             "type": "realtime",
             "model": "gpt-realtime",
@@ -200,6 +200,7 @@ async def test_direct_client_secret_is_minted_upstream_with_the_binding(
         },
         extra_headers={"OpenAI-Safety-Identifier": "user-42"},
     )
+    minted = raw.parse()
     await client.close()
     assert minted.value.startswith("ek_")
     assert minted.session is not None and minted.session.instructions == "Answer in French."
@@ -210,6 +211,28 @@ async def test_direct_client_secret_is_minted_upstream_with_the_binding(
         assert first.type == "session.created"
         assert first.session.instructions == "Answer in French."  # type: ignore[union-attr]
     await upstream_client.close()
+    # voxgate recorded it (audited, with the upstream that minted it) ...
+    base = f"http://127.0.0.1:{server.settings.port}"
+    async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+        audit = await http.get("/v1/admin/audit", params={"action": "client_secret_mint"})
+        [entry] = audit.json()["data"]
+        assert entry["detail"]["client_secret_id"] == raw.headers["x-voxgate-client-secret-id"]
+        assert entry["detail"]["upstream"] == "hosted", entry
+        # ... so a browser holding it may place its call through voxgate too, and be governed:
+        # the call is admitted with the secret's binding, which reaches the upstream.
+        offered = await http.post(
+            "/v1/realtime/calls",
+            content=(await peer.create_offer()).encode(),
+            headers={
+                "Content-Type": "application/sdp",
+                "Authorization": f"Bearer {minted.value}",
+            },
+        )
+        assert offered.status_code == 201, offered.text
+        await peer.accept_answer(offered.text)
+        await peer.events.wait_open()
+        created = await peer.events.next()
+        assert created.data["session"]["instructions"] == "Answer in French."
 
 
 async def test_direct_call_refused_by_policy_never_reaches_the_upstream(
