@@ -6,9 +6,10 @@ same (admitted, registered, counted, with its leases, ledger, budgets and durati
 one with no client of its own (`NoClient`), served by a `DirectDriver`: voxgate's own
 sideband WebSocket on the upstream call. Every server event of the call comes through it and
 goes out through the session as it is (so voxgate's metrics and any sideband attached here
-see the call), with the usage it carries (`UpstreamUsage`) handed to the session's observer
-first, like the embedded pipeline's. Client events from a sideband attached here go to the
-upstream call. The upstream's events count as activity for the idle timeout.
+see the call), with the usage it carries (`relay_records`, as for a relayed session) handed
+to the session's observer first, like the embedded pipeline's. Client events from a sideband
+attached here go to the upstream call. The upstream's events count as activity for the idle
+timeout.
 
 However the session ends (a budget used up, the duration limit, a revoked key, a hang-up
 sent here, shutdown), whoever serves the call hangs the upstream call up (`hang_up_unless_
@@ -32,7 +33,7 @@ from ..engines.upstream import Upstream
 from ..engines.upstream.calls import CallFailed, hang_up, open_sideband
 from ..protocol import events as ev
 from ..protocol.connection import RealtimeConnection
-from ..protocol.upstream_usage import UpstreamUsage
+from . import relay_records as records
 from .driver import DriverCommand, DriverHost, DriverOutput, Forward
 from .transport import PlayoutCut, TransportClosed
 
@@ -68,7 +69,8 @@ class DirectDriver:
         # answered the offer.
         self.call_id: str | None = None
         self._safety_identifier = safety_identifier
-        self.usage = UpstreamUsage("")
+        self.model = ""  # the admitted model, until the upstream's session names its own
+        self.session: dict[str, Any] = {}  # the upstream's session object, as last reported
         self._host: DriverHost | None = None
         self._ws: ClientConnection | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -83,7 +85,7 @@ class DirectDriver:
 
     def start(self, conn: RealtimeConnection) -> Sequence[DriverOutput]:
         assert self._host is not None and self.call_id is not None, "bind and answer first"
-        self.usage.model = conn.config.model
+        self.model = conn.config.model
         self._watch = self._host.spawn(self._sideband(self.call_id), "upstream-sideband")
         return []  # the session's events are the upstream's
 
@@ -159,16 +161,31 @@ class DirectDriver:
             return
         kind = str(event.get("type") or "")
         host.touch()
-        if kind == "session.created":
-            self._created = text
-        elif kind == "response.created":
-            self._responses.add(str((event.get("response") or {}).get("id") or ""))
+        rid = records.response_id_of(event)
+        outputs: list[DriverOutput] = [Forward(text, kind)]
+        if kind in ("session.created", "session.updated") and isinstance(
+            event.get("session"), dict
+        ):
+            self.session = event["session"]
+            if kind == "session.created":
+                self._created = text
+        elif kind == "response.created" and rid:
+            self._responses.add(rid)
             host.response_started()  # the budgets are checked beside it
         elif kind == "response.done":
-            self._responses.discard(str((event.get("response") or {}).get("id") or ""))
-        records = self.usage.feed(event)
-        outputs: list[DriverOutput] = [*records, Forward(text, kind)]
+            self._responses.discard(rid or "")
+            finished = records.response_finished(event, self._priced_model())
+            outputs = [finished, *outputs] if finished is not None else outputs
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            model = records.transcription_model(self.session) or "unknown"
+            heard = records.transcription_done(event, model)
+            outputs = [heard, *outputs] if heard is not None else outputs
+        # The usage record goes first: the event that shows it waits until it is booked.
         await host.post(lambda _: outputs)
+
+    def _priced_model(self) -> str:
+        model = self.session.get("model")
+        return model if isinstance(model, str) and model else self.model
 
     def _ended(self, reason: str, code: str | None, message: str, close_code: int) -> None:
         if self._host is not None:
