@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -84,8 +85,9 @@ async def _call(http: httpx.AsyncClient, peer: WebRTCPeer, user: str) -> str:
 
 @pytest.mark.slow
 async def test_direct_call_media_goes_upstream_usage_is_booked_and_the_limit_hangs_up(
-    start_server: Any, database_url: str, upstream: Upstream
+    start_server: Any, database_url: str, upstream: Upstream, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     server = start_server(
         database_url=database_url,
         upstreams=[direct_setting(upstream)],
@@ -149,6 +151,8 @@ async def test_direct_call_media_goes_upstream_usage_is_booked_and_the_limit_han
     # Upstream, the session was the end user's (the safety identifier went along), and it
     # ended because voxgate hung it up.
     assert (await _upstream_session(upstream, "user-7"))["end_reason"] == "hangup"
+    # The server's key went only upstream: not in the relaying server's log, at any level.
+    assert upstream.api_key not in caplog.text
 
 
 async def _no_upstream_sessions(upstream: Upstream) -> bool:
@@ -254,8 +258,9 @@ async def test_direct_call_refused_by_policy_never_reaches_the_upstream(
 
 
 async def test_upstream_that_refuses_the_key_is_reported_without_the_key(
-    start_server: Any, upstream: Upstream
+    start_server: Any, upstream: Upstream, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     wrong = {**direct_setting(upstream), "api_key": "sk-wrong-server-key-123456"}
     server = start_server(upstreams=[wrong])
     async with httpx.AsyncClient() as http, WebRTCPeer() as peer:
@@ -273,3 +278,4 @@ async def test_upstream_that_refuses_the_key_is_reported_without_the_key(
         assert refused.status_code == 502
         assert refused.json()["error"]["code"] == "upstream_auth_failed"
         assert "sk-wrong" not in refused.text and "123456" not in refused.text
+    assert "sk-wrong-server-key" not in caplog.text  # nor in the server's log, at any level
