@@ -16,6 +16,7 @@ straight to the upstream, while voxgate stays the backend.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -136,8 +137,18 @@ async def create_direct_call(
         await _unadmit(state, session)
         state.controls.audit("direct_call", principal, code=exc.code, upstream=upstream.name)
         return refused(exc)
-    await state.shared.register_call(call.call_id, state.advertise_url, replicas.CALL_TTL_S)
+    except BaseException:  # the request was cancelled (client gone) or a bug: free the slot
+        await asyncio.shield(_unadmit(state, session))
+        raise
     driver.call_id = call.call_id
+    try:
+        # Before the answer goes out: a hang-up or sideband attach may follow at once, on
+        # any replica.
+        await state.shared.register_call(call.call_id, state.advertise_url, replicas.CALL_TTL_S)
+    except BaseException:
+        await asyncio.shield(_unadmit(state, session))
+        await asyncio.shield(hang_up_unless_ended(driver))  # no call runs unwatched
+        raise
 
     async def close() -> None:
         await replicas.forget_call(state.shared, call.call_id)
