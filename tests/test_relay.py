@@ -5,6 +5,7 @@ in the path, usage reaches the relaying server's ledger, and the upstream's key 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from _relay import (
     say,
 )
 from _upstream import UpstreamVoxgate
+from conftest import speech_pcm24k
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,38 @@ async def test_the_sdk_talks_to_the_upstream_through_the_relay(
     assert all(upstream.api_key not in raw for raw in seen.raw)
     assert upstream.api_key not in caplog.text
     assert caplog.records, "the server's log was captured"
+
+
+async def test_transcriptions_of_relayed_sessions_reach_the_ledger(
+    start_server: Any, upstream: UpstreamVoxgate, tmp_path: Path
+) -> None:
+    server = relay_server(start_server, upstream, tmp_path)
+    seen = Seen()
+    speech = base64.b64encode(speech_pcm24k("hello world")).decode("ascii")
+    async with client(server) as c, c.realtime.connect(model=MODEL) as conn:
+        await next_event(conn, seen)
+        transcription = {"model": "whisper-1"}
+        audio = {"input": {"transcription": transcription, "turn_detection": None}}
+        await conn.session.update(session={"type": "realtime", "audio": audio})  # type: ignore[typeddict-item]
+        await events_until(conn, seen, "session.updated")
+        await conn.input_audio_buffer.append(audio=speech)
+        await conn.input_audio_buffer.commit()
+        done = await events_until(
+            conn, seen, "conversation.item.input_audio_transcription.completed"
+        )
+    heard = done[-1]
+    (mine,) = (await rest_get(server.base_url, "/admin/sessions"))["data"]
+    record = await rest_get(server.base_url, f"/admin/sessions/{mine['id']}")
+    (row,) = record["usage"]
+    assert (row["kind"], row["model"]) == ("transcription", "whisper-1")
+    assert row["audio_seconds_in"] == pytest.approx(heard.usage.seconds)
+    assert row["cost_usd"] > 0  # whisper-1's list price per minute
+    (entry,) = record["transcript"]
+    assert (entry["item_id"], entry["role"], entry["text"]) == (
+        heard.item_id,
+        "user",
+        heard.transcript,
+    )
 
 
 calls: list[str] = []

@@ -186,4 +186,4 @@ async def test_an_unreachable_upstream_ends_the_session_with_a_clear_error(
     assert "sk-not-the" not in caplog.text
     assert "cannot be reached" in caplog.text  # the log says what happened
     assert all(ADMIN_KEY not in raw for raw in seen.raw)
-    assert json.loads(seen.raw[0])["error"]["type"]
+    assert json.loads(seen.raw[0])["error"]["type"] == "server_error"

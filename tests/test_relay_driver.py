@@ -266,3 +266,46 @@ async def test_a_hook_can_take_an_upstream_event_instead_of_the_client() -> None
         up.emit(event("input_audio_buffer.cleared", "event_up2"))
         assert (await run.transport.next_event())["event_id"] == "event_up2"
     assert [t["event_id"] for t in taken] == ["event_up1"]
+
+
+async def test_a_response_voxgate_stops_ends_once_and_is_cancelled_upstream() -> None:
+    up = ScriptedUpstream()
+    driver = relay(up)
+    async with running_session(engines(), driver=driver) as run:
+        await run.transport.next_event()
+        run.transport.send_event({"type": "response.create"})
+        await up.next_sent()
+        up.emit(event("response.created", "event_up1", response=response("resp_up1")))
+        await run.transport.events_until("response.created")
+        assert driver.busy
+        details = {"type": "cancelled", "reason": None}
+        await run.session.inbox.put(lambda conn: driver.stop_responses(conn, details))
+        done = (await run.transport.events_until("response.done"))[-1]
+        assert (done["response"]["id"], done["response"]["status"]) == ("resp_up1", "cancelled")
+        assert await up.next_sent() == {"type": "response.cancel", "response_id": "resp_up1"}
+        assert not driver.busy
+        # The upstream's own end of it is not shown a second time.
+        up.emit(event("response.done", "event_up2", response=response("resp_up1", "cancelled")))
+        up.emit(event("input_audio_buffer.cleared", "event_up3"))
+        assert (await run.transport.next_event())["event_id"] == "event_up3"
+
+
+async def test_a_relay_switched_to_mid_session_announces_itself_with_session_updated() -> None:
+    up = ScriptedUpstream()
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    replay = [{"type": "conversation.item.create", "item": item}]
+    driver = relay(up, announce=False, replay=replay)
+    async with running_session(engines()) as run:  # starts on the embedded pipeline
+        assert (await run.transport.next_event())["type"] == "session.created"
+
+        def switch(conn: RealtimeConnection) -> list[DriverOutput]:
+            run.session.switch_driver(driver, "test")
+            return []
+
+        await run.session.inbox.put(switch)
+        assert await up.next_sent() == replay[0]  # before anything of the client's
+        updated = await run.transport.next_event()
+        assert (updated["type"], updated["session"]["id"]) == ("session.updated", "sess_upstream1")
+        run.transport.send_event({"type": "response.create", "event_id": "evt_after"})
+        assert (await up.next_sent())["event_id"] == "evt_after"
+    assert run.session.driver is driver

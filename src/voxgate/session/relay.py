@@ -21,6 +21,10 @@
   default the session ends with an ``upstream_unavailable`` error.
 - ``hook`` sees every upstream event before it is relayed and may replace it (server-side
   tools intercept ``function_call`` items there), using `send_upstream`.
+- A relay switched to mid-session (failover, renewal) passes ``announce=False``: the client
+  sees the new upstream session as a ``session.updated`` (its ``model`` names what serves the
+  session now), not a second ``session.created``. ``replay`` events (a carried-over
+  conversation) go upstream right after the initial configuration, before any client event.
 
 Tasks (in the session's group): one reads the upstream (and connects first), one writes to
 it. Client events that arrive before the upstream session is open wait, in order, in a
@@ -97,6 +101,8 @@ class RelayDriver:
         initial: dict[str, Any] | None = None,
         on_lost: LostHandler | None = None,
         hook: UpstreamHook | None = None,
+        announce: bool = True,
+        replay: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.upstream = upstream
         self.protocol = protocol
@@ -106,6 +112,8 @@ class RelayDriver:
         self.initial = initial
         self.on_lost = on_lost
         self.hook = hook
+        self.announce = announce
+        self.replay = list(replay)
         # The upstream's session object as last reported, and its id.
         self.session: dict[str, Any] | None = None
         self.upstream_session_id: str | None = None
@@ -117,6 +125,9 @@ class RelayDriver:
         # Responses in progress upstream (the response object of their response.created),
         # and response.create events sent that the upstream has not answered yet.
         self._active: dict[str, dict[str, Any]] = {}
+        # Responses voxgate ended itself (budget, close): what the upstream still says about
+        # them is dropped, so the client sees one response.done each.
+        self._ended_here: set[str] = set()
         self._requested = 0
         self._stall: asyncio.Timeout | None = None
         self._done = False  # closed or lost: nothing more goes upstream
@@ -210,6 +221,8 @@ class RelayDriver:
             return replaced
         kind = str(data.get("type"))
         rid = records.response_id_of(data)
+        if rid is not None and rid in self._ended_here:
+            return []
         forward = Forward(text, kind, rid)
         match kind:
             case "response.output_audio.delta":
@@ -281,6 +294,7 @@ class RelayDriver:
 
     def _ended(self, rid: str, status: str, details: dict[str, Any]) -> Forward:
         """A ``response.done`` voxgate writes for a response the upstream will not finish."""
+        self._ended_here.add(rid)
         response = {**self._active.pop(rid, {"id": rid, "object": "realtime.response"})}
         response.update(status=status, status_details=details)
         done = {"type": "response.done", "event_id": new_id("event"), "response": response}
@@ -297,7 +311,15 @@ class RelayDriver:
             self.upstream.name,
             self.upstream_session_id,
         )
-        out: list[DriverOutput] = [Forward(json.dumps(created), "session.created")]
+        if self.announce:
+            out: list[DriverOutput] = [Forward(json.dumps(created), "session.created")]
+        else:
+            updated = {
+                "type": "session.updated",
+                "event_id": new_id("event"),
+                "session": self.session,
+            }
+            out = [Forward(json.dumps(updated), "session.updated")]
         for text, data in early:
             out += self._event(conn, text, data)
         return out
@@ -363,6 +385,8 @@ class RelayDriver:
                 self.upstream, self.model, safety_identifier=self.safety_identifier
             )
             created, early = await self._handshake(link)
+            for event in self.replay:
+                await link.send(json.dumps(event))
             phase = "session"
             await host.post(lambda conn: self._opened(conn, created, early))
             self._tasks.append(host.spawn(self._write(link), f"upstream:{self.upstream.name}:w"))

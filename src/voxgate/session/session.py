@@ -452,7 +452,9 @@ class Session:
         if ended.reason == SLOW_CLIENT:
             self.outbox.discard()  # it will never be read: free it now
         if ended.error_code:
-            err = ProtocolError(ended.message, code=ended.error_code)
+            # 1011 (the server failed, e.g. its upstream) is a server error, not the client's.
+            kind = "server_error" if ended.close_code == 1011 else "invalid_request_error"
+            err = ProtocolError(ended.message, code=ended.error_code, type=kind)
             self._send(self.connection.error(err))
         self.outbox.close()
         # One deadline for flushing and the close frame: a client that reads nothing holds

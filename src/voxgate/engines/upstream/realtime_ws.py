@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 _wire_log = logging.getLogger("voxgate.upstream.wire")
 _wire_log.setLevel(logging.WARNING)
 OPEN_TIMEOUT_S = 10.0
+# A session's close waits at most this long for the upstream to answer the close frame.
+CLOSE_TIMEOUT_S = 2.0
 # Largest upstream event accepted (a conversation.item.retrieved with audio stays under 8 MiB).
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
@@ -44,6 +46,7 @@ class RealtimeWebSocket:
                 url,
                 additional_headers=headers,
                 open_timeout=self.open_timeout_s,
+                close_timeout=CLOSE_TIMEOUT_S,
                 max_size=MAX_EVENT_BYTES,
                 # Audio in base64 barely compresses: deflate would cost CPU for nothing.
                 compression=None,
