@@ -110,8 +110,10 @@ async def test_direct_call_media_goes_upstream_usage_is_booked_and_the_limit_han
         first = json.loads(await sideband.recv())
         assert first["type"] == "session.created"
         assert first["session"]["id"] == created.data["session"]["id"]
-        peer.send({"type": "session.update", "session": TRANSCRIBED})
-        await peer.events.until("session.updated")
+        # ... and what it sends goes to the upstream call: the backend turns transcripts on.
+        await sideband.send(json.dumps({"type": "session.update", "session": TRANSCRIBED}))
+        updated = (await peer.events.until("session.updated"))[-1]
+        assert updated.data["session"]["audio"]["input"]["transcription"]["model"] == "whisper-1"
         # The microphone's speech goes to the upstream: it hears, transcribes and answers.
         await peer.say(speech_pcm24k(SPOKEN))
         heard_events = await peer.events.until("response.done", 40.0)

@@ -33,12 +33,15 @@ from ..engines.upstream import Upstream
 from ..engines.upstream.calls import CallFailed, hang_up, open_sideband
 from ..protocol import events as ev
 from ..protocol.connection import RealtimeConnection
+from ..protocol.errors import ProtocolError
 from . import relay_records as records
 from .driver import DriverCommand, DriverHost, DriverOutput, Forward
 from .transport import PlayoutCut, TransportClosed
 
 log = logging.getLogger(__name__)
 HANGUP_TIMEOUT_S = 10.0
+# Client events (from sidebands attached here) waiting to go to the upstream call.
+MAX_WAITING = 1024
 
 
 class NoClient:
@@ -72,13 +75,12 @@ class DirectDriver:
         self.model = ""  # the admitted model, until the upstream's session names its own
         self.session: dict[str, Any] = {}  # the upstream's session object, as last reported
         self._host: DriverHost | None = None
-        self._ws: ClientConnection | None = None
+        self._outgoing: asyncio.Queue[str] = asyncio.Queue(MAX_WAITING)
         self._watch: asyncio.Task[None] | None = None
         self._created: str | None = None  # the upstream's latest session.created, as sent
         self._responses: set[str] = set()
         # The upstream call is over already: nothing to hang up.
         self.upstream_ended = False
-        self.attached = asyncio.Event()
 
     def bind(self, host: DriverHost) -> None:
         self._host = host
@@ -95,10 +97,19 @@ class DirectDriver:
         return conn.session_created()
 
     def receive(self, conn: RealtimeConnection, raw: str | bytes) -> Sequence[DriverOutput]:
-        """A client event from a sideband attached here: the upstream call's to handle."""
-        if self._ws is not None and self._host is not None:
-            ws, text = self._ws, raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-            self._host.spawn(_send(ws, text), "upstream-send")
+        """A client event from a sideband attached here: the upstream call's to handle, in
+        order (those sent before voxgate's own sideband is open wait for it)."""
+        try:
+            self._outgoing.put_nowait(
+                raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+            )
+        except asyncio.QueueFull:
+            error = ProtocolError(
+                f"{MAX_WAITING} client events are already waiting for the upstream call; "
+                "send fewer at once.",
+                code="too_many_pending_events",
+            )
+            return [conn.error(error)]
         return []
 
     def track_audio(self, conn: RealtimeConnection, pcm24k: bytes) -> Sequence[DriverOutput]:
@@ -136,16 +147,19 @@ class DirectDriver:
         except CallFailed as exc:
             self._ended("upstream_unwatched", "upstream_sideband_failed", exc.message, 1011)
             return
-        self._ws = ws
-        self.attached.set()
+        writer = asyncio.create_task(self._write(ws), name=f"{call_id}:upstream-writer")
         try:
             async for raw in ws:
                 text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
                 await self._event(text)
         except ConnectionClosed:
             pass
+        except Exception:  # a bug: the call must not go on unwatched (it is hung up)
+            log.exception("watching upstream call %s failed", call_id)
+            self._ended("upstream_unwatched", "upstream_sideband_failed", "internal error", 1011)
+            return
         finally:
-            self._ws = None
+            writer.cancel()
             with contextlib.suppress(Exception):
                 await ws.close()
         self.upstream_ended = True
@@ -183,6 +197,11 @@ class DirectDriver:
         # The usage record goes first: the event that shows it waits until it is booked.
         await host.post(lambda _: outputs)
 
+    async def _write(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.send(await self._outgoing.get())
+
     def _priced_model(self) -> str:
         model = self.session.get("model")
         return model if isinstance(model, str) and model else self.model
@@ -190,11 +209,6 @@ class DirectDriver:
     def _ended(self, reason: str, code: str | None, message: str, close_code: int) -> None:
         if self._host is not None:
             self._host.end(reason, code, message, close_code)
-
-
-async def _send(ws: ClientConnection, text: str) -> None:
-    with contextlib.suppress(ConnectionClosed):
-        await ws.send(text)
 
 
 async def hang_up_unless_ended(driver: DirectDriver) -> None:
