@@ -18,7 +18,7 @@ from openai import AsyncOpenAI
 
 from _upstream import UpstreamVoxgate as Upstream
 from _upstream import upstream_voxgate
-from conftest import speech_pcm24k, validated
+from conftest import free_port, speech_pcm24k, validated
 from voxgate.call.webrtc import PeerClosed, WebRTCPeer
 from voxgate.control.policy import Policy
 
@@ -281,3 +281,29 @@ async def test_upstream_that_refuses_the_key_is_reported_without_the_key(
         assert refused.json()["error"]["code"] == "upstream_auth_failed"
         assert "sk-wrong" not in refused.text and "123456" not in refused.text
     assert "sk-wrong-server-key" not in caplog.text  # nor in the server's log, at any level
+
+
+async def test_an_unreachable_direct_upstream_refuses_the_call_and_frees_its_slot(
+    start_server: Any,
+) -> None:
+    nowhere = {
+        "name": "hosted",
+        "url": f"ws://127.0.0.1:{free_port()}/v1/realtime",  # nothing listens there
+        "models": ["gpt-realtime*"],
+        "direct": True,
+    }
+    server = start_server(upstreams=[nowhere], policy=Policy(max_concurrent_sessions=1))
+    async with httpx.AsyncClient(base_url=server.base_url) as http, WebRTCPeer() as peer:
+        offer = (await peer.create_offer()).encode()
+        for _ in range(2):  # the second is not refused for the first one's slot
+            response = await http.post(
+                "/realtime/calls",
+                content=offer,
+                headers={"Content-Type": "application/sdp", "Authorization": "Bearer k"},
+            )
+            assert response.status_code == 502
+            error = response.json()["error"]
+            assert error["code"] == "upstream_unreachable" and "'hosted'" in error["message"]
+    async with httpx.AsyncClient() as http:
+        health = await http.get(f"http://127.0.0.1:{server.settings.port}/healthz")
+    assert health.json()["sessions"] == 0
