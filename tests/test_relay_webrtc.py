@@ -73,8 +73,10 @@ async def test_a_webrtc_client_talks_through_the_relay(
     assert seen.index("output_audio_buffer.started") < seen.index("response.done")
     assert peer.audio.audible_seconds(started.at, events[-1].at + 0.5) > 1.0
     # The relayed session shows in the metrics like a local one, named by its upstream.
-    async with httpx.AsyncClient() as http:
-        metrics = (await http.get(f"http://127.0.0.1:{server.settings.port}/metrics")).text
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.settings.port}") as http:
+        metrics = (await http.get("/metrics")).text
+        [record] = (await http.get("/v1/admin/sessions")).json()["data"]
+    assert (record["engine"], record["transport"]) == ("upstream:default", "webrtc")
     assert 'voxgate_sessions_by_engine{engine="relay:default"} 1.0' in metrics
     status = done.data["response"]["status"]
     assert f'voxgate_responses_total{{status="{status}"}} 1.0' in metrics
