@@ -18,6 +18,7 @@ from voxgate.engines.upstream import (
     UpstreamStalled,
 )
 from voxgate.protocol.connection import RealtimeConnection
+from voxgate.protocol.limits import ConnectionLimits
 from voxgate.session.driver import DriverOutput, Forward
 from voxgate.session.engines import EngineSet
 from voxgate.session.relay import RelayDriver, UpstreamLost
@@ -309,3 +310,19 @@ async def test_a_relay_switched_to_mid_session_announces_itself_with_session_upd
         run.transport.send_event({"type": "response.create", "event_id": "evt_after"})
         assert (await up.next_sent())["event_id"] == "evt_after"
     assert run.session.driver is driver
+
+
+async def test_events_over_the_pipelines_size_limits_are_not_forwarded() -> None:
+    up = ScriptedUpstream()
+    small = RealtimeConnection(limits=ConnectionLimits(max_item_bytes=1000))
+    async with running_session(engines(), driver=relay(up), connection=small) as run:
+        await run.transport.next_event()
+        text = {"type": "input_text", "text": "x" * 2000}
+        item = {"type": "message", "role": "user", "content": [text]}
+        run.transport.send_event({"type": "conversation.item.create", "item": item})
+        error = await run.transport.next_event()
+        assert (error["error"]["code"], error["error"]["param"]) == ("item_too_large", "item")
+        item["content"] = [{"type": "input_text", "text": "fits"}]
+        run.transport.send_event({"type": "conversation.item.create", "item": item})
+        assert (await up.next_sent())["item"]["content"][0]["text"] == "fits"
+    assert len(up.sent) == 1

@@ -52,7 +52,7 @@ from ..engines.upstream import (
 )
 from ..protocol import events as ev
 from ..protocol.commands import CancelResponse, ClearOutputAudio, EndOfAudio, PlayAudio
-from ..protocol.connection import RealtimeConnection
+from ..protocol.connection import MAX_APPEND_BYTES, RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
 from ..protocol.relay_media import MediaBridge
@@ -158,7 +158,7 @@ class RelayDriver:
         if isinstance(event, ev.OutputAudioBufferClear) and conn.server_playout:
             return [ClearOutputAudio(event.response_id)]  # voxgate's playout, not upstream's
         try:
-            _check(conn, event)
+            _check(conn, event, len(raw))
         except ProtocolError as exc:
             return [conn.error(exc, event.event_id)]
         if isinstance(event, ev.ResponseCreate):
@@ -477,11 +477,29 @@ class RelayDriver:
             return  # the reader sees the same close and reports it
 
 
-def _check(conn: RealtimeConnection, event: ev.ClientEvent) -> None:
+def _check(conn: RealtimeConnection, event: ev.ClientEvent, size: int) -> None:
     """What the pipeline would refuse (beyond the shape): the policy, the client secret's
-    binding, Live API models (all in the connection's guard). ``session.update`` also
-    moves the mirror configuration."""
+    binding, Live API models (all in the connection's guard), appends and items over the
+    pipeline's size limits (an item's audio counted as base64). ``session.update`` also moves
+    the mirror configuration."""
     match event:
+        case ev.InputAudioBufferAppend(audio=audio) if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
+            raise ProtocolError(
+                f"Audio chunk too large: at most {MAX_APPEND_BYTES // (1024 * 1024)} MiB of audio "
+                "per input_audio_buffer.append; split it into smaller appends.",
+                code="input_audio_buffer_append_too_large",
+                param="audio",
+            )
+        case ev.ConversationItemCreate() if (
+            size > (most := conn.budget.limits.max_item_bytes) * 4 // 3
+        ):
+            raise ProtocolError(
+                f"The item is {size} bytes of JSON; an item may have at most {most} bytes (text "
+                f"and audio together: {most * 4 // 3} as JSON with base64 audio). Split it into "
+                "several items.",
+                code="item_too_large",
+                param="item",
+            )
         case ev.SessionUpdate(session=patch):
             conn.configure(patch)
         case ev.ResponseCreate(response=raw):
