@@ -26,6 +26,7 @@ from _relay import (
 )
 from _upstream import UpstreamVoxgate
 from conftest import free_port
+from voxgate.control.policy import Policy
 
 TOOL = {
     "type": "function",
@@ -173,6 +174,8 @@ async def test_an_unreachable_upstream_ends_the_session_with_a_clear_error(
             {**nowhere, "models": ["gpt-realtime-mini"]},
             {**wrong_key, "models": [MODEL]},
         ],
+        # Without a fallback: the failure itself is what the client hears.
+        policy=Policy(fallback="none"),
     )
     seen = Seen()
     async with client(server) as c:

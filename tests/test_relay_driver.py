@@ -295,7 +295,7 @@ async def test_a_relay_switched_to_mid_session_announces_itself_with_session_upd
     up = ScriptedUpstream()
     item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
     replay = [{"type": "conversation.item.create", "item": item}]
-    driver = relay(up, announce=False, replay=replay)
+    driver = relay(up, announce="updated", replay=replay)
     async with running_session(engines()) as run:  # starts on the embedded pipeline
         assert (await run.transport.next_event())["type"] == "session.created"
 

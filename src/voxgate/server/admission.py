@@ -24,6 +24,7 @@ from ..session.relay import RelayDriver
 from ..session.session import Session, SessionLimits
 from ..session.transport import Playout, Transport
 from .auth import require_scope
+from .handover import relay_driver
 from .refusal import Refused, forbidden, too_many
 from .routing import route
 from .state import AppState
@@ -69,7 +70,7 @@ async def admit(
             state, principal, model, who.session, session_patch, intent
         )
         if driver is None:
-            relay = _relay(state, connection, initial, safety_identifier)
+            relay = _relay(state, principal, connection, initial, safety_identifier)
             engine = relay.upstream.engine if relay is not None else EMBEDDED_ENGINE
             driver = relay
         ledger = state.ledger
@@ -182,6 +183,7 @@ def merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 def _relay(
     state: AppState,
+    principal: Principal,
     connection: RealtimeConnection,
     initial: dict[str, Any],
     safety_identifier: str | None,
@@ -193,13 +195,8 @@ def _relay(
     upstream = route(state.upstreams, connection.config.model)
     if upstream is None:
         return None
-    return RelayDriver(
-        upstream,
-        state.upstream_protocol,
-        model=connection.config.model,
-        safety_identifier=safety_identifier,
-        initial={"type": "realtime", **initial} if initial else None,
-    )
+    first = {"type": "realtime", **initial} if initial else None
+    return relay_driver(state, principal, connection, upstream, first, safety_identifier)
 
 
 def limits_for(base: SessionLimits, policy: Policy) -> SessionLimits:

@@ -9,6 +9,8 @@ measured, never for audio deltas). From them:
 - ``voxgate_speech_stopped_to_first_audio_seconds``: ``speech_stopped`` → the reply's first
   audio (``response.output_audio.delta``, or ``output_audio_buffer.started`` over WebRTC);
 - ``voxgate_responses_total{status}``, ``voxgate_errors_total{code}``;
+- ``voxgate_upstream_failovers_total{upstream,reason,to}`` and
+  ``voxgate_upstream_renewals_total{upstream}``: relayed sessions' failovers and renewals;
 - ``voxgate_speech_input_seconds_total``: audio of the user's detected turns;
   ``voxgate_audio_output_seconds_total``: reply audio (from each response's usage).
 
@@ -134,6 +136,19 @@ class Metrics:
         )
         self.tts_audio = Counter(
             "voxgate_tts_audio_seconds", "Audio made by text to speech.", registry=r
+        )
+        # Relayed sessions (docs/relay.md): upstreams lost and what took over; renewals.
+        self.failovers = Counter(
+            "voxgate_upstream_failovers",
+            "Relayed sessions whose upstream failed, by upstream, failure and what took over.",
+            ["upstream", "reason", "to"],
+            registry=r,
+        )
+        self.renewals = Counter(
+            "voxgate_upstream_renewals",
+            "Upstream sessions renewed before their cap, by upstream.",
+            ["upstream"],
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -75,6 +75,8 @@ class DriverHost:
     end: Callable[[str, str | None, str, int], None]
     # The client's rate limits: the upstream's merged with the budgets'.
     rate_limits: RateLimitBook
+    # Serve the rest of the session with another driver (failover, renewal; main loop only).
+    switch: Callable[[Driver, str], None]
 
 
 class Driver(Protocol):

@@ -21,10 +21,15 @@
   default the session ends with an ``upstream_unavailable`` error.
 - ``hook`` sees every upstream event before it is relayed and may replace it (server-side
   tools intercept ``function_call`` items there), using `send_upstream`.
-- A relay switched to mid-session (failover, renewal) passes ``announce=False``: the client
-  sees the new upstream session as a ``session.updated`` (its ``model`` names what serves the
-  session now), not a second ``session.created``. ``replay`` events (a carried-over
-  conversation) go upstream right after the initial configuration, before any client event.
+- Carry-over (failover and renewal, `handover.py`): a ``mirror`` keeps the conversation as
+  the upstream's events describe it; ``replay`` events give a new upstream session an earlier
+  one's conversation right after the initial configuration, before any client event (the
+  upstream's answers to items with an id are waited for and not relayed); ``announce`` says
+  what the client hears of a new upstream session (``session.created`` for the first, a
+  ``session.updated`` — its ``model`` names what serves now — after a failover, nothing
+  after a renewal); `prepare`
+  opens the upstream session before the driver takes over (make before break);
+  ``after_event`` hears of each relayed event (renewal looks for a quiet moment there).
 
 Tasks (in the session's group): one reads the upstream (and connects first), one writes to
 it. Client events that arrive before the upstream session is open wait, in order, in a
@@ -38,7 +43,7 @@ import base64
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +56,7 @@ from ..engines.upstream import (
     UpstreamStalled,
 )
 from ..protocol import events as ev
+from ..protocol.carry import ConversationMirror
 from ..protocol.commands import CancelResponse, ClearOutputAudio, EndOfAudio, PlayAudio
 from ..protocol.connection import MAX_APPEND_BYTES, RealtimeConnection
 from ..protocol.errors import ProtocolError
@@ -59,6 +65,7 @@ from ..protocol.relay_media import MediaBridge
 from ..protocol.response_params import parse_response_params
 from . import relay_records as records
 from .driver import PLAYOUT_RATE, DriverCommand, DriverHost, DriverOutput, Forward, Progress
+from .relay_replay import replay
 from .transport import PlayoutCut
 
 log = logging.getLogger(__name__)
@@ -81,6 +88,9 @@ LostHandler = Callable[[RealtimeConnection, UpstreamLost], Sequence[DriverOutput
 UpstreamHook = Callable[
     ["RelayDriver", RealtimeConnection, dict[str, Any]], Sequence[DriverOutput] | None
 ]
+AfterEvent = Callable[["RelayDriver", RealtimeConnection], Sequence[DriverOutput]]
+Announce = Literal["created", "updated", "none"]
+_Opened = tuple[UpstreamConnection, dict[str, Any], list[tuple[str, Any]]]
 
 
 class _Refused(UpstreamError):
@@ -101,8 +111,10 @@ class RelayDriver:
         initial: dict[str, Any] | None = None,
         on_lost: LostHandler | None = None,
         hook: UpstreamHook | None = None,
-        announce: bool = True,
+        mirror: ConversationMirror | None = None,
         replay: Sequence[dict[str, Any]] = (),
+        announce: Announce = "created",
+        after_event: AfterEvent | None = None,
     ) -> None:
         self.upstream = upstream
         self.protocol = protocol
@@ -112,8 +124,11 @@ class RelayDriver:
         self.initial = initial
         self.on_lost = on_lost
         self.hook = hook
-        self.announce = announce
+        self.mirror = mirror
         self.replay = list(replay)
+        self.announce: Announce = announce
+        self.after_event = after_event
+        self._prepared: _Opened | None = None
         # The upstream's session object as last reported, and its id.
         self.session: dict[str, Any] | None = None
         self.upstream_session_id: str | None = None
@@ -201,6 +216,43 @@ class RelayDriver:
             task.cancel()
         self._host = None  # it holds methods of the session: no reference cycle
 
+    # -- carry-over (handover.py) ---------------------------------------------------------------
+
+    @property
+    def host(self) -> DriverHost | None:
+        return self._host
+
+    async def prepare(self) -> None:
+        """Open the upstream session (configuration and replay included) before the driver
+        is bound; raises UpstreamError. `discard` it if it is not switched to after all."""
+        link = await self.protocol.connect(
+            self.upstream, self.model, safety_identifier=self.safety_identifier
+        )
+        try:
+            created, early = await self._handshake(link)
+        except BaseException:
+            await link.close()
+            raise
+        self._prepared = (link, created, early)
+
+    async def discard(self) -> None:
+        """Close a prepared upstream session that will not be used."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            await prepared[0].close()
+
+    def spawn(self, work: Awaitable[None], name: str) -> None:
+        """A task of this driver's: it ends when the driver is closed."""
+        if self._host is not None:
+            self._tasks.append(self._host.spawn(work, f"{self.name}:{name}"))
+
+    def take_unsent(self) -> list[str]:
+        """Client events not yet written upstream (they go to whatever serves next)."""
+        unsent = list(self._outgoing)
+        self._outgoing.clear()
+        self._pending_chars = 0
+        return unsent
+
     # -- for hooks (server-side tools) ------------------------------------------------------
 
     def send_upstream(self, conn: RealtimeConnection, event: dict[str, Any]) -> list[DriverOutput]:
@@ -217,6 +269,16 @@ class RelayDriver:
     ) -> Sequence[DriverOutput]:
         if self._done:
             return []
+        if self.mirror is not None:
+            self.mirror.observe(data)
+        out = self._relayed(conn, text, data)
+        if self.after_event is not None:
+            out = [*out, *self.after_event(self, conn)]
+        return out
+
+    def _relayed(
+        self, conn: RealtimeConnection, text: str, data: dict[str, Any]
+    ) -> Sequence[DriverOutput]:
         if self.hook is not None and (replaced := self.hook(self, conn, data)) is not None:
             return replaced
         kind = str(data.get("type"))
@@ -311,17 +373,18 @@ class RelayDriver:
             self.upstream.name,
             self.upstream_session_id,
         )
-        if self.announce:
-            out: list[DriverOutput] = [Forward(json.dumps(created), "session.created")]
-        else:
-            updated = {
-                "type": "session.updated",
-                "event_id": new_id("event"),
-                "session": self.session,
-            }
-            out = [Forward(json.dumps(updated), "session.updated")]
+        if self.mirror is not None:
+            self.mirror.observe(created)
+        out: list[DriverOutput] = []
+        if self.announce == "created":
+            out.append(Forward(json.dumps(created), "session.created"))
+        elif self.announce == "updated":
+            updated = {**created, "type": "session.updated", "event_id": new_id("event")}
+            out.append(Forward(json.dumps(updated), "session.updated"))
         for text, data in early:
             out += self._event(conn, text, data)
+        if self.after_event is not None:
+            out += self.after_event(self, conn)
         return out
 
     def _lost(
@@ -381,12 +444,13 @@ class RelayDriver:
         phase: Literal["connect", "session"] = "connect"
         link: UpstreamConnection | None = None
         try:
-            link = await self.protocol.connect(
-                self.upstream, self.model, safety_identifier=self.safety_identifier
-            )
-            created, early = await self._handshake(link)
-            for event in self.replay:
-                await link.send(json.dumps(event))
+            if self._prepared is not None:
+                (link, created, early), self._prepared = self._prepared, None
+            else:
+                link = await self.protocol.connect(
+                    self.upstream, self.model, safety_identifier=self.safety_identifier
+                )
+                created, early = await self._handshake(link)
             phase = "session"
             await host.post(lambda conn: self._opened(conn, created, early))
             self._tasks.append(host.spawn(self._write(link), f"upstream:{self.upstream.name}:w"))
@@ -425,25 +489,28 @@ class RelayDriver:
                 _, created = await self._recv(link)
                 if created.get("type") != "session.created":
                     raise _Refused(f"upstream '{name}' opened with {_described(created)}")
-                if not self.initial:
-                    return created, early
-                update = {"type": "session.update", "session": self.initial}
-                await link.send(json.dumps(update))
-                while True:
-                    text, data = await self._recv(link)
-                    if data.get("type") == "session.updated":
-                        return {**created, "session": data.get("session")}, early
-                    if data.get("type") == "error":
-                        raise _Refused(
-                            f"upstream '{name}' refused the session's configuration "
-                            f"({_described(data)})"
-                        )
-                    early.append((text, data))
+                if self.initial:
+                    update = {"type": "session.update", "session": self.initial}
+                    await link.send(json.dumps(update))
+                    while True:
+                        text, data = await self._recv(link)
+                        if data.get("type") == "session.updated":
+                            created = {**created, "session": data.get("session")}
+                            break
+                        if data.get("type") == "error":
+                            raise _Refused(
+                                f"upstream '{name}' refused the session's configuration "
+                                f"({_described(data)})"
+                            )
+                        early.append((text, data))
         except TimeoutError:
             raise UpstreamStalled(
                 f"upstream '{name}' did not open the session within "
                 f"{self.upstream.stall_timeout_s:g} s"
             ) from None
+        if self.replay:
+            await replay(link, self.replay, self.upstream.name, self._recv)
+        return created, early
 
     async def _read(self, host: DriverHost, link: UpstreamConnection) -> None:
         while True:

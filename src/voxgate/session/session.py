@@ -199,6 +199,7 @@ class Session:
             touch=self._touch,
             end=self.end,
             rate_limits=self.rate_limits,
+            switch=self.switch_driver,
         )
 
     def _apply(self, outputs: Sequence[DriverOutput]) -> None:

@@ -1,0 +1,340 @@
+"""Failover and renewal of a relayed session: one `Handover` per session makes its relay
+drivers and moves the conversation from one engine to the next (see docs/relay.md).
+
+- Failover: when the relay reports its upstream lost (`relay.UpstreamLost`), the session goes
+  on, on the same client connection, as `failover.FailoverPlan` decides: on the embedded
+  pipeline (the session's connection is seeded with the mirrored conversation and
+  configuration, `protocol/carry.py`), on the next upstream (a new relay that replays the
+  conversation before anything else), or not at all (the session ends with an
+  ``upstream_unavailable`` error). The relay has already closed the responses it cut off
+  (``response.done``, status ``failed``); the user's turn they were answering is answered
+  again by the fallback. The client then hears a ``session.updated`` whose ``model`` names
+  the engine now serving it (`failover.LOCAL_MODEL` for the embedded pipeline). Client events
+  the lost upstream never received go to the fallback.
+- Renewal: from `failover.RenewalSchedule`'s time on, at the first quiet moment (no response
+  in progress or asked for, the user not speaking), a new upstream session is opened and given
+  the conversation while the old one still serves (make before break); if the conversation
+  did not move meanwhile and it is still quiet, the relay switches to it silently, else the
+  new session is dropped and the next quiet moment tries again. An upstream that ends the
+  session at its cap before a quiet moment came is reopened the same way, announced by a
+  ``session.updated``.
+
+Every failover and renewal goes to ``report`` (the server's audit log and metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ..engines.upstream import Upstream, UpstreamClosed, UpstreamError, UpstreamProtocol
+from ..protocol import events as ev
+from ..protocol.carry import ConversationMirror, replay_events, seed_connection
+from ..protocol.connection import RealtimeConnection
+from ..protocol.errors import ProtocolError
+from .driver import DriverHost, DriverOutput
+from .engines import EngineSet
+from .failover import (
+    LOCAL_MODEL,
+    RENEW_RETRY_S,
+    UPSTREAM_UNAVAILABLE,
+    Decision,
+    FailoverPlan,
+    Fallback,
+    RenewalSchedule,
+    failure_kind,
+)
+from .pipeline import PipelineDriver
+from .relay import RelayDriver, UpstreamHook, UpstreamLost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverRecord:
+    """One failover or renewal, for the audit log and the metrics."""
+
+    kind: Literal["failover", "renewal"]
+    upstream: str  # what failed or was renewed
+    to: str  # what serves now: "pipeline", "relay:<name>", or "none" (the session ended)
+    reason: str  # unreachable, refused, closed, stalled, error; or "cap" for a renewal
+    retryable: bool = True
+    phase: str = "session"
+    message: str = ""
+
+
+Report = Callable[[HandoverRecord], None]
+
+
+class Handover:
+    def __init__(
+        self,
+        upstreams: Sequence[Upstream],
+        protocol: UpstreamProtocol,
+        *,
+        model: str,
+        fallback: Fallback,
+        engines: EngineSet | None,
+        safety_identifier: str | None = None,
+        report: Report | None = None,
+        hook: UpstreamHook | None = None,
+    ) -> None:
+        self.upstreams = {u.name: u for u in upstreams}
+        self.protocol = protocol
+        self.model = model
+        self.engines = engines
+        self.safety_identifier = safety_identifier
+        self.report = report or (lambda record: None)
+        self.hook = hook  # given to every relay (server-side tools)
+        self.plan = FailoverPlan(
+            fallback, list(self.upstreams), local_available=engines is not None
+        )
+        self.mirror = ConversationMirror()
+        self.current: RelayDriver | None = None
+        self._schedule: RenewalSchedule | None = None
+        self._opened_at: float | None = None
+        self._renewing: RelayDriver | None = None
+        # The session id the client was told first (the first upstream's).
+        self._client_session_id: str | None = None
+
+    def relay(
+        self,
+        upstream: Upstream,
+        *,
+        initial: dict[str, object] | None = None,
+        replay: Sequence[dict[str, object]] = (),
+        announce: Literal["created", "updated", "none"] = "created",
+    ) -> RelayDriver:
+        """A relay driver to ``upstream`` whose failures and quiet moments come here."""
+        return RelayDriver(
+            upstream,
+            self.protocol,
+            model=self.model,
+            safety_identifier=self.safety_identifier,
+            initial=dict(initial) if initial else None,
+            on_lost=self._lost,
+            hook=self.hook,
+            mirror=self.mirror,
+            replay=[dict(e) for e in replay],
+            announce=announce,
+            after_event=self._after_event,
+        )
+
+    def first(self, upstream: Upstream, initial: dict[str, object] | None) -> RelayDriver:
+        """The session's first driver."""
+        self.current = self.relay(upstream, initial=initial)
+        return self.current
+
+    # -- failover -------------------------------------------------------------------------
+
+    def _lost(self, conn: RealtimeConnection, lost: UpstreamLost) -> list[DriverOutput]:
+        failed = self.current
+        if failed is None or failed.host is None:
+            return []
+        host, name = failed.host, failed.upstream.name
+        self._renewing = None  # a renewal under way ends with the failed driver's tasks
+        unsent = failed.take_unsent()
+        self.mirror.cut(lost.cut)
+        decision = self._decide(name, lost)
+        record = HandoverRecord(
+            "failover",
+            name,
+            "none",
+            failure_kind(lost.error),
+            lost.error.retryable,
+            lost.phase,
+            lost.error.message,
+        )
+        if decision.fallback == "none":
+            self.report(record)
+            message = (
+                f"The session's upstream Realtime service failed ({lost.error.message}) and "
+                "this session has no fallback. "
+                + ("Try again shortly." if lost.error.retryable else "Ask the server's operator.")
+            )
+            host.end("upstream_lost", UPSTREAM_UNAVAILABLE, message, 1011)
+            return []
+        if decision.fallback == "local":
+            out = self._to_local(conn, host, lost, unsent)
+            self.report(_to(record, "pipeline"))
+            return out
+        assert decision.next_upstream is not None
+        out = self._to_next(conn, host, self.upstreams[decision.next_upstream], lost, unsent)
+        self.report(_to(record, f"relay:{decision.next_upstream}"))
+        return out
+
+    def _decide(self, upstream: str, lost: UpstreamLost) -> Decision:
+        now = self._now()
+        at_cap = (
+            isinstance(lost.error, UpstreamClosed)
+            and self._schedule is not None
+            and now is not None
+            and self._schedule.at_cap(now)
+        )
+        if at_cap:  # the upstream's session cap, not a fault: open a new session there
+            return Decision("next", upstream)
+        return self.plan.decide(upstream, lost.error.retryable)
+
+    def _to_local(
+        self, conn: RealtimeConnection, host: DriverHost, lost: UpstreamLost, unsent: list[str]
+    ) -> list[DriverOutput]:
+        assert self.engines is not None
+        out: list[DriverOutput] = []
+        if lost.phase == "session":
+            dropped = seed_connection(conn, self.mirror, model=LOCAL_MODEL)
+            if dropped:
+                log.warning(
+                    "session %s: settings not carried to the pipeline: %s", conn.session_id, dropped
+                )
+        else:
+            conn.config = conn.config.model_copy(update={"model": LOCAL_MODEL})
+        self.current = None
+        host.switch(PipelineDriver(self.engines), f"failover: {lost.error.message}")
+        if lost.phase == "connect":
+            out += conn.start()
+        session_id = self._client_session_id or conn.session_id
+        wire = conn.config.to_wire(session_id=session_id, expires_at=conn.expires_at)
+        out.append(ev.SessionUpdated(session=wire))
+        for text in unsent:
+            out += conn.receive(text)
+        if lost.cut and conn.active_response_id is None:
+            try:  # answer the turn the lost upstream was answering
+                out += conn.create_response(None)
+            except ProtocolError as exc:
+                out.append(conn.error(exc))
+        return out
+
+    def _to_next(
+        self,
+        conn: RealtimeConnection,
+        host: DriverHost,
+        upstream: Upstream,
+        lost: UpstreamLost,
+        unsent: list[str],
+    ) -> list[DriverOutput]:
+        if lost.phase == "session":
+            events = replay_events(self.mirror)
+            relay = self.relay(
+                upstream, initial=events[0]["session"], replay=events[1:], announce="updated"
+            )
+        else:
+            previous = self.current.initial if self.current is not None else None
+            relay = self.relay(upstream, initial=previous)
+        self.current = relay
+        self._schedule = None
+        self._opened_at = self._now()
+        host.switch(relay, f"failover: {lost.error.message}")
+        for text in unsent:
+            relay.receive(conn, text)
+        if lost.cut:
+            relay.send_upstream(conn, {"type": "response.create"})
+        return []
+
+    # -- renewal --------------------------------------------------------------------------
+
+    def _after_event(self, driver: RelayDriver, conn: RealtimeConnection) -> list[DriverOutput]:
+        if driver is not self.current or driver.host is None:
+            return []
+        host = driver.host
+        if self._client_session_id is None:
+            self._client_session_id = self.mirror.session_id
+        now = host.clock.monotonic()
+        if self._schedule is None:
+            opened = self._opened_at if self._opened_at is not None else now
+            self._schedule = RenewalSchedule(driver.upstream.max_session_seconds, opened)
+            driver.spawn(self._wake(driver, host, self._schedule.renew_from), "renewal-timer")
+        if self._schedule.due(now) and self._renewing is None and self._quiet(driver):
+            self._renew(driver, host)
+        return []
+
+    def _quiet(self, driver: RelayDriver) -> bool:
+        return not driver.busy and not self.mirror.speaking
+
+    async def _wake(self, driver: RelayDriver, host: DriverHost, at: float) -> None:
+        await host.clock.sleep(at - host.clock.monotonic())
+        await host.post(lambda conn: self._after_event(driver, conn))
+
+    def _renew(self, old: RelayDriver, host: DriverHost) -> None:
+        events = replay_events(self.mirror)
+        new = self.relay(
+            old.upstream, initial=events[0]["session"], replay=events[1:], announce="none"
+        )
+        self._renewing = new
+        version, started = self.mirror.version, host.clock.monotonic()
+
+        async def prepare() -> None:
+            try:
+                await new.prepare()
+            except UpstreamError as exc:
+                failed = exc
+                await host.post(lambda conn: self._renewal_failed(old, failed))
+                return
+            except asyncio.CancelledError:
+                await new.discard()
+                raise
+            await host.post(lambda conn: self._renewed(conn, old, new, version, started))
+
+        old.spawn(prepare(), "renewal")
+
+    def _renewal_failed(self, old: RelayDriver, exc: UpstreamError) -> list[DriverOutput]:
+        self._renewing = None
+        log.warning("renewing upstream %s failed: %s", old.upstream.name, exc.message)
+        if self._schedule is not None:
+            self._schedule.failed(exc.retryable)
+        if exc.retryable and old is self.current and old.host is not None:
+            host = old.host  # a quiet session may hear nothing for long: try again later
+            old.spawn(self._wake(old, host, host.clock.monotonic() + RENEW_RETRY_S), "renewal")
+        return []
+
+    def _renewed(
+        self,
+        conn: RealtimeConnection,
+        old: RelayDriver,
+        new: RelayDriver,
+        version: int,
+        started: float,
+    ) -> list[DriverOutput]:
+        self._renewing = None
+        host = old.host
+        moved = self.mirror.version != version
+        if old is not self.current or host is None or moved or not self._quiet(old):
+            _close_later(new)  # the conversation moved on: the next quiet moment tries again
+            return self._after_event(old, conn)
+        unsent = old.take_unsent()
+        self.current, self._schedule, self._opened_at = new, None, started
+        host.switch(new, "renewal")
+        for text in unsent:
+            new.receive(conn, text)
+        name = old.upstream.name
+        self.report(HandoverRecord("renewal", name, f"relay:{name}", "cap"))
+        return []
+
+    def _now(self) -> float | None:
+        driver = self.current
+        host = driver.host if driver is not None else None
+        return host.clock.monotonic() if host is not None else None
+
+
+def _to(record: HandoverRecord, to: str) -> HandoverRecord:
+    return HandoverRecord(
+        record.kind,
+        record.upstream,
+        to,
+        record.reason,
+        record.retryable,
+        record.phase,
+        record.message,
+    )
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_later(driver: RelayDriver) -> None:
+    """Close a prepared upstream session nobody will use (from the main loop)."""
+    task = asyncio.get_running_loop().create_task(driver.discard(), name="discard-upstream")
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)

@@ -1,0 +1,308 @@
+"""The conversation carried from an upstream session to another engine (protocol/carry.py):
+the mirror is fed the server events a real voxgate connection makes (the same protocol an
+upstream speaks), then seeds a local connection or replays into a fresh one."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from _helpers_protocol import (
+    add_user_text,
+    events,
+    send,
+    start_response,
+    started,
+    types,
+    update,
+)
+from voxgate.protocol import carry
+from voxgate.protocol.carry import ConversationMirror, replay_events, seed_connection
+from voxgate.protocol.connection import Output, RealtimeConnection
+from voxgate.protocol.items import AssistantMessage, UserMessage, item_text
+from voxgate.session.context import chat_messages
+
+
+class Upstream:
+    """A voxgate connection playing the upstream; every server event it makes is mirrored."""
+
+    def __init__(self) -> None:
+        self.conn = started()
+        self.mirror = ConversationMirror()
+        self.mirror.observe(self.conn.session_created().model_dump(mode="json"))
+        # Transcripts of user audio reach clients (and so the mirror) only when asked for.
+        self.feed(update(self.conn, audio={"input": {"transcription": {"model": "whisper-1"}}}))
+
+    def feed(self, outputs: list[Output]) -> list[dict[str, Any]]:
+        seen = events(outputs)
+        for event in seen:
+            self.mirror.observe(json.loads(json.dumps(event)))
+        return seen
+
+    def reply(self, words: list[str], audio: bool = True, finish: bool = True) -> str:
+        """One assistant reply spoken piece by piece; returns its item id."""
+        rid = start_response(self.conn).response_id
+        self.mirror.observe({"type": "response.created", "response": self._response(rid)})
+        item_id = ""
+        for word in words:
+            seen = self.feed(self.conn.response_text(rid, word))
+            if audio:
+                seen += self.feed(self.conn.response_audio(rid, b"\x01\x00" * 2400))  # 100 ms
+            item_id = item_id or next(e["item"]["id"] for e in seen if "item" in e)
+        self.feed(self.conn.response_message_done(rid))
+        if finish:
+            self.feed(self.conn.finish_response(rid))
+        return item_id
+
+    def _response(self, rid: str) -> dict[str, Any]:
+        return {"id": rid, "object": "realtime.response", "conversation_id": "conv_1"}
+
+
+def spoken_turn(up: Upstream, transcript: str) -> str:
+    """A user turn committed from audio, transcribed later (as a VAD turn would be)."""
+    send(up.conn, "input_audio_buffer.append", audio=base64.b64encode(bytes(9600)).decode())
+    out = up.conn.commit()
+    up.feed(out)
+    item_id = next(e["item_id"] for e in events(out) if e["type"].endswith("committed"))
+    up.feed(up.conn.transcription_done(item_id, transcript, 0.2))
+    return item_id
+
+
+def texts(items: list[Any]) -> list[str]:
+    return [item_text(i) for i in items]
+
+
+def test_mirror_holds_items_in_order_with_transcripts() -> None:
+    up = Upstream()
+    up.feed(update(up.conn, instructions="Be a pirate."))
+    up.feed(send(up.conn, "conversation.item.create", item=_user("My name is Ada.", "item_a")))
+    up.reply(["Ahoy ", "Ada!"])
+    spoken_turn(up, "What is my name?")
+    assert texts(up.mirror.items()) == ["My name is Ada.", "Ahoy Ada!", "What is my name?"]
+    assert [i.id for i in up.mirror.items()] == [i.id for i in up.conn.conversation]
+    assert up.mirror.config_patch()["instructions"] == "Be a pirate."
+    assert "id" not in up.mirror.config_patch()
+
+
+def test_items_placed_by_previous_item_id_and_deleted() -> None:
+    up = Upstream()
+    add_user_text(up.conn, "second", "item_2")
+    up.feed(send(up.conn, "conversation.item.retrieve", item_id="item_2"))
+    up.mirror = ConversationMirror()  # start again, feeding the events this time
+    up.feed(send(up.conn, "conversation.item.delete", item_id="item_2"))
+    up.feed(send(up.conn, "conversation.item.create", item=_user("b", "item_b")))
+    up.feed(
+        send(
+            up.conn, "conversation.item.create", item=_user("a", "item_a"), previous_item_id="root"
+        )
+    )
+    up.feed(
+        send(
+            up.conn,
+            "conversation.item.create",
+            item=_user("c", "item_c"),
+            previous_item_id="item_a",
+        )
+    )
+    assert [i.id for i in up.mirror.items()] == ["item_a", "item_c", "item_b"]
+    up.feed(send(up.conn, "conversation.item.delete", item_id="item_c"))
+    assert [i.id for i in up.mirror.items()] == ["item_a", "item_b"]
+
+
+def test_truncation_keeps_only_the_words_heard() -> None:
+    up = Upstream()
+    item_id = up.reply(["One. ", "Two. ", "Three. ", "Four."])  # 100 ms of audio per piece
+    out = up.feed(
+        send(
+            up.conn,
+            "conversation.item.truncate",
+            item_id=item_id,
+            content_index=0,
+            audio_end_ms=150,
+        )
+    )
+    assert types(out) == ["conversation.item.truncated"]
+    (item,) = up.mirror.items()
+    local = up.conn.conversation.get(item_id)
+    assert item_text(item) == item_text(local) == "One. Two. "
+
+
+def test_cut_off_response_keeps_what_was_said_as_incomplete() -> None:
+    up = Upstream()
+    up.feed(send(up.conn, "conversation.item.create", item=_user("Tell me a story.", "item_u")))
+    item_id = up.reply(["Once upon ", "a time"], finish=False)
+    assert list(up.mirror.open_responses.values()) == [[item_id]]
+    up.mirror.cut(list(up.mirror.open_responses))
+    assert up.mirror.open_responses == {}
+    items = up.mirror.items()
+    assert texts(items) == ["Tell me a story.", "Once upon a time"]
+    assert items[1].status == "incomplete"
+
+
+def test_speech_and_versions_follow_the_upstream() -> None:
+    mirror = ConversationMirror()
+    mirror.observe({"type": "input_audio_buffer.speech_started", "item_id": "item_1"})
+    assert mirror.speaking
+    before = mirror.version
+    mirror.observe({"type": "rate_limits.updated", "rate_limits": []})
+    assert mirror.version == before  # not a change of the conversation
+    mirror.observe({"type": "input_audio_buffer.speech_stopped", "item_id": "item_1"})
+    assert not mirror.speaking and mirror.version == before + 1
+
+
+def test_out_of_band_response_is_not_carried() -> None:
+    up = Upstream()
+    add_user_text(up.conn, "hello", "item_h")
+    up.feed([])
+    up.mirror.observe(
+        {
+            "type": "conversation.item.added",
+            "item": _user("hello", "item_h"),
+            "previous_item_id": None,
+        }
+    )
+    rid = start_response(up.conn, conversation="none").response_id
+    up.mirror.observe(
+        {"type": "response.created", "response": {"id": rid, "conversation_id": None}}
+    )
+    up.feed(up.conn.response_text(rid, "classified"))
+    up.feed(up.conn.response_message_done(rid))
+    up.feed(up.conn.finish_response(rid))
+    assert texts(up.mirror.items()) == ["hello"]
+
+
+def test_seeded_connection_continues_the_conversation() -> None:
+    up = Upstream()
+    up.feed(update(up.conn, instructions="Speak like a pirate.", output_modalities=["audio"]))
+    up.feed(update(up.conn, audio={"output": {"voice": "marin"}}))
+    up.feed(send(up.conn, "conversation.item.create", item=_user("My name is Ada.", "item_a")))
+    reply = up.reply(["Ahoy ", "Ada!"])
+    spoken_turn(up, "What is my name?")
+
+    local = RealtimeConnection(model="embedded")
+    dropped = seed_connection(local, up.mirror, model="voxgate-local")
+    assert dropped == []
+    assert local.config.instructions == "Speak like a pirate."
+    assert local.config.voice == "marin"
+    assert local.config.model == "voxgate-local"
+    # The voice stays: assistant audio exists, as upstream.
+    assert local.audio_produced and local.model_locked
+    plan = start_response(local)
+    messages = chat_messages(plan.context)
+    said = [m["content"] for m in messages]
+    assert said == ["My name is Ada.", "Ahoy Ada!", "What is my name?"]
+    # The assistant item still has its audio: a barge-in can truncate it.
+    out = send(local, "conversation.item.truncate", item_id=reply, content_index=0, audio_end_ms=40)
+    assert types(events(out)) == ["conversation.item.truncated"]
+
+
+def test_seeding_skips_settings_the_local_pipeline_refuses() -> None:
+    mirror = ConversationMirror()
+    mirror.observe(
+        {
+            "type": "session.created",
+            "session": {
+                "id": "sess_up",
+                "type": "realtime",
+                "instructions": "Be brief.",
+                "tools": [{"type": "mcp", "server_label": "x", "server_url": "https://x"}],
+            },
+        }
+    )
+    local = RealtimeConnection()
+    dropped = seed_connection(local, mirror)
+    assert dropped == ["tools"]
+    assert local.config.instructions == "Be brief."
+
+
+def test_replay_recreates_the_conversation_as_text() -> None:
+    up = Upstream()
+    up.feed(update(up.conn, instructions="Be a pirate."))
+    up.feed(send(up.conn, "conversation.item.create", item=_user("My name is Ada.", "item_a")))
+    up.reply(["Ahoy ", "Ada!"])
+    spoken_turn(up, "What is my name?")
+
+    fresh = started()
+    replay = replay_events(up.mirror)
+    assert replay[0]["type"] == "session.update"
+    for event in replay:
+        out = fresh.receive(json.dumps(event))
+        assert "error" not in types(events(out)), events(out)
+    assert fresh.config.instructions == "Be a pirate."
+    assert [i.id for i in fresh.conversation] == [i.id for i in up.conn.conversation]
+    assert texts(list(fresh.conversation)) == [
+        "My name is Ada.",
+        "Ahoy Ada!",
+        "What is my name?",
+    ]
+    assert isinstance(next(iter(fresh.conversation)), UserMessage)
+
+
+def test_replay_summarises_the_oldest_items_past_the_bound() -> None:
+    up = Upstream()
+    for n in range(40):
+        up.feed(send(up.conn, "conversation.item.create", item=_user(f"fact {n}: " + "word " * 50)))
+        up.reply([f"noted {n}."], audio=False)
+    replay = replay_events(up.mirror, max_chars=3000, summary_chars=1000)
+    items = [e["item"] for e in replay[1:]]
+    summary = items[0]
+    assert summary["role"] == "system"
+    text = summary["content"][0]["text"]
+    assert text.startswith(carry.SUMMARY_HEADER) and len(text) <= 1000
+    # The newest past the bound are summarised first; the very oldest are dropped.
+    kept = [item_text(_parse(i)) for i in items[1:]]
+    assert kept[-1] == "noted 39."
+    assert sum(len(t) for t in kept) <= 3000
+    first_kept_fact = int(next(t for t in kept if t.startswith("fact")).split()[1].rstrip(":"))
+    assert f"fact {first_kept_fact - 1}:" in text
+    assert "fact 0:" not in text
+    fresh = started()
+    for event in replay:
+        assert "error" not in types(events(fresh.receive(json.dumps(event))))
+
+
+def test_replay_never_separates_a_tool_result_from_its_call() -> None:
+    mirror = ConversationMirror()
+    call = {
+        "type": "function_call",
+        "id": "item_c",
+        "call_id": "c1",
+        "name": "f",
+        "arguments": "{}",
+    }
+    output = {"type": "function_call_output", "id": "item_o", "call_id": "c1", "output": "x" * 50}
+    for raw in (call, output, _user("after", "item_u")):
+        mirror.observe({"type": "conversation.item.added", "item": raw})
+    replay = replay_events(mirror, max_chars=60)
+    created = [e["item"].get("id") for e in replay[1:]]
+    assert created[1:] == ["item_u"]  # the call and its output both went to the summary
+    fresh = started()
+    for event in replay:
+        assert "error" not in types(events(fresh.receive(json.dumps(event))))
+
+
+def test_assistant_text_reply_is_mirrored() -> None:
+    up = Upstream()
+    up.feed(update(up.conn, output_modalities=["text"]))
+    up.reply(["plain ", "text"], audio=False)
+    (item,) = up.mirror.items()
+    assert isinstance(item, AssistantMessage)
+    assert item_text(item) == "plain text"
+
+
+def _user(text: str, item_id: str | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": text}],
+    }
+    if item_id:
+        item["id"] = item_id
+    return item
+
+
+def _parse(raw: dict[str, Any]) -> Any:
+    from voxgate.protocol.items import parse_item
+
+    return parse_item(raw)
