@@ -8,7 +8,7 @@ from voxgate.protocol.relay_media import MediaBridge
 
 
 def test_a_response_is_announced_once_and_stopped_once_played() -> None:
-    bridge = MediaBridge()
+    bridge = MediaBridge(set())
     play, started = bridge.audio("resp_1")
     assert play and started is not None
     assert started["type"] == "output_audio_buffer.started"
@@ -22,7 +22,7 @@ def test_a_response_is_announced_once_and_stopped_once_played() -> None:
 
 
 def test_barge_in_truncates_at_the_played_position_and_mutes_the_rest() -> None:
-    bridge = MediaBridge()
+    bridge = MediaBridge(set())
     assert not bridge.barge_in()  # nothing plays: speech clears nothing
     bridge.audio("resp_1")
     assert bridge.barge_in()
@@ -43,3 +43,15 @@ def test_barge_in_truncates_at_the_played_position_and_mutes_the_rest() -> None:
     assert not bridge.audio_done("resp_1")
     play, started = bridge.audio("resp_2")
     assert play and started is not None
+
+
+def test_what_plays_is_shared_with_whoever_serves_the_session_next() -> None:
+    playing: set[str] = set()
+    bridge = MediaBridge(playing)
+    bridge.audio("resp_1")
+    assert playing == {"resp_1"}
+    # A relay that takes over (failover, renewal) sees it playing: barge-in clears it.
+    successor = MediaBridge(playing)
+    assert successor.barge_in()
+    successor.cut("resp_1", "item_1", 0, 500)
+    assert playing == set()

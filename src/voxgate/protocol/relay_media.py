@@ -15,7 +15,9 @@ the protocol that belong to the party playing the audio are voxgate's:
   ``output_audio_buffer.cleared``. Audio of a cut response still arriving is not played.
 
 `MediaBridge` keeps that state for one relayed session and says what to do; the relay
-driver does it (plays, sends, passes events on).
+driver does it (plays, sends, passes events on). Which responses play is kept in the set it
+is given, the session connection's ``playing``: a driver that takes over mid-session (a
+failover, a renewal) — another relay or the embedded pipeline — knows what still plays.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ def buffer_event(kind: str, response_id: str) -> Event:
 class MediaBridge:
     """One relayed session's playout bookkeeping (see the module docstring)."""
 
-    def __init__(self) -> None:
-        # Responses whose audio is queued or playing → whether all of it has arrived.
-        self.playing: dict[str, bool] = {}
+    def __init__(self, playing: set[str]) -> None:
+        # Responses whose audio is queued or playing (shared; see the module docstring), and
+        # those of them whose audio has all arrived.
+        self.playing = playing
+        self._complete: set[str] = set()
         # Responses cut short whose audio may still be arriving: not played. Bounded: an
         # entry goes when the response's audio is done.
         self._cut: set[str] = set()
@@ -53,7 +57,7 @@ class MediaBridge:
             return False, None
         if response_id in self.playing:
             return True, None
-        self.playing[response_id] = False
+        self.playing.add(response_id)
         return True, buffer_event("started", response_id)
 
     def audio_done(self, response_id: str) -> bool:
@@ -61,7 +65,7 @@ class MediaBridge:
         self._cut.discard(response_id)
         if response_id not in self.playing:
             return False
-        self.playing[response_id] = True
+        self._complete.add(response_id)
         return True
 
     def barge_in(self) -> bool:
@@ -72,9 +76,10 @@ class MediaBridge:
         self, response_id: str, item_id: str, content_index: int, played_ms: int
     ) -> tuple[Event, Event]:
         """The playout was cut: the truncation for the upstream, the event for the client."""
-        complete = self.playing.pop(response_id, True)
-        if not complete:
+        if response_id in self.playing and response_id not in self._complete:
             self._cut.add(response_id)
+        self.playing.discard(response_id)
+        self._complete.discard(response_id)
         truncate = {
             "type": "conversation.item.truncate",
             "item_id": item_id,
@@ -85,6 +90,8 @@ class MediaBridge:
 
     def stopped(self, response_id: str) -> Event | None:
         """A finished response's audio has all played: the event for the client, once."""
-        if self.playing.pop(response_id, None) is None:
+        self._complete.discard(response_id)
+        if response_id not in self.playing:
             return None
+        self.playing.discard(response_id)
         return buffer_event("stopped", response_id)

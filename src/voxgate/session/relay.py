@@ -57,14 +57,14 @@ from ..engines.upstream import (
 )
 from ..protocol import events as ev
 from ..protocol.carry import ConversationMirror
-from ..protocol.commands import CancelResponse, ClearOutputAudio, EndOfAudio, PlayAudio
+from ..protocol.commands import CancelResponse, ClearOutputAudio
 from ..protocol.connection import MAX_APPEND_BYTES, RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
-from ..protocol.relay_media import MediaBridge
 from ..protocol.response_params import parse_response_params
 from . import relay_records as records
 from .driver import PLAYOUT_RATE, DriverCommand, DriverHost, DriverOutput, Forward, Progress
+from .relay_playout import RelayPlayout
 from .relay_replay import replay
 from .transport import PlayoutCut
 
@@ -148,7 +148,7 @@ class RelayDriver:
         self._done = False  # closed or lost: nothing more goes upstream
         self._to_upstream: OutputConverter | None = None
         # Where voxgate plays the audio (WebRTC): the playout's side of the protocol.
-        self.media = MediaBridge()
+        self.playout = RelayPlayout()
 
     # -- Driver ---------------------------------------------------------------------------
 
@@ -286,16 +286,12 @@ class RelayDriver:
         if rid is not None and rid in self._ended_here:
             return []
         forward = Forward(text, kind, rid)
+        played = self.playout.upstream(conn, data, forward) if conn.server_playout else None
+        if played is not None:
+            return played
         match kind:
             case "response.output_audio.delta":
-                if conn.server_playout:
-                    return self._play(conn, data, rid or "")
                 return [Forward(text, kind, rid, media=True)]
-            case "response.output_audio.done" if conn.server_playout and rid:
-                return [forward, EndOfAudio(rid)] if self.media.audio_done(rid) else [forward]
-            case "input_audio_buffer.speech_started" if conn.server_playout:
-                # Barge-in: what plays stops; playout_cut truncates the item upstream.
-                return [forward, ClearOutputAudio(None)] if self.media.barge_in() else [forward]
             case "response.created" if rid:
                 self._requested = max(0, self._requested - 1)
                 self._active[rid] = dict(data["response"])
@@ -318,29 +314,14 @@ class RelayDriver:
                 return [self._rate_limits(data, forward)]
         return [forward]
 
-    def _play(self, conn: RealtimeConnection, data: dict[str, Any], rid: str) -> list[DriverOutput]:
-        play, started = self.media.audio(rid)
-        if not play:  # a response cut short: its audio still arriving goes unheard
-            return []
-        out: list[DriverOutput] = [_made(started)] if started is not None else []
-        audio = base64.b64decode(str(data.get("delta") or ""))
-        fmt = conn.config.audio.output.format.type
-        item_id, index = str(data.get("item_id") or ""), int(data.get("content_index") or 0)
-        return [*out, PlayAudio(rid, item_id, index, audio, fmt)]
-
-    # -- server-side playout ------------------------------------------------------------------
-
     def playout_cut(self, conn: RealtimeConnection, cut: PlayoutCut) -> list[DriverOutput]:
-        """The user heard ``played_ms`` of the item: the upstream's copy keeps that much
-        (it answers with ``conversation.item.truncated``, passed on like any event)."""
-        truncate, cleared = self.media.cut(
-            cut.response_id, cut.item_id, cut.content_index, cut.played_ms
-        )
-        return [*self.send_upstream(conn, truncate), _made(cleared)]
+        """The upstream's copy of the item keeps what the user heard (it answers with
+        ``conversation.item.truncated``, passed on like any event)."""
+        truncate, out = self.playout.cut(conn, cut)
+        return [*self.send_upstream(conn, truncate), *out]
 
     def playout_stopped(self, conn: RealtimeConnection, response_id: str) -> list[DriverOutput]:
-        stopped = self.media.stopped(response_id)
-        return [_made(stopped)] if stopped is not None else []
+        return self.playout.stopped(conn, response_id)
 
     def _rate_limits(self, data: dict[str, Any], forward: Forward) -> Forward:
         if self._host is None:
@@ -575,11 +556,6 @@ def _check(conn: RealtimeConnection, event: ev.ClientEvent, size: int) -> None:
                 conn.guard.check_response(conn.config, params)
         case _:
             pass
-
-
-def _made(event: dict[str, Any]) -> Forward:
-    """A server event voxgate makes in the relayed stream (not the upstream's)."""
-    return Forward(json.dumps(event), str(event["type"]))
 
 
 def _described(data: dict[str, Any]) -> str:
