@@ -16,6 +16,7 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
+from _fault_proxy import FaultProxy
 from _upstream import UpstreamVoxgate as Upstream
 from _upstream import upstream_voxgate
 from conftest import free_port, speech_pcm24k, validated
@@ -307,3 +308,24 @@ async def test_an_unreachable_direct_upstream_refuses_the_call_and_frees_its_slo
     async with httpx.AsyncClient() as http:
         health = await http.get(f"http://127.0.0.1:{server.settings.port}/healthz")
     assert health.json()["sessions"] == 0
+
+
+async def test_a_cut_sideband_ends_the_call_rather_than_leave_it_unwatched(
+    start_server: Any, database_url: str, upstream: Upstream
+) -> None:
+    with FaultProxy("127.0.0.1", upstream.port) as proxy:
+        # The call's set-up passes; voxgate's sideband is cut after its first event.
+        proxy.drop_after("session.created")
+        behind = {**direct_setting(upstream), "url": proxy.ws_url}
+        server = start_server(database_url=database_url, upstreams=[behind])
+        base = f"http://127.0.0.1:{server.settings.port}"
+        async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+            await _call(http, peer, "user-cut")
+            assert (await asyncio.to_thread(proxy.wait_fault)).kind == "drop"
+            # voxgate cannot watch the call any more: it hangs it up, and the call ends.
+            with pytest.raises(PeerClosed):
+                await peer.events.until(lambda e: False, timeout_s=15)
+            [record] = (await http.get("/v1/admin/sessions")).json()["data"]
+        assert record["end_reason"] == "upstream_unwatched"
+        await _eventually(lambda: _no_upstream_sessions(upstream))
+        assert (await _upstream_session(upstream, "user-cut"))["end_reason"] == "hangup"

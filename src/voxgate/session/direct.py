@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from ..engines.upstream import Upstream
 from ..engines.upstream.calls import CallFailed, hang_up, open_sideband
@@ -152,8 +152,11 @@ class DirectDriver:
             async for raw in ws:
                 text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
                 await self._event(text)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosedError:
+            # Cut, not closed by the upstream: the call may well go on, unwatched — end it.
+            message = f"voxgate's sideband to call {call_id} was cut"
+            self._ended("upstream_unwatched", "upstream_sideband_failed", message, 1011)
+            return
         except Exception:  # a bug: the call must not go on unwatched (it is hung up)
             log.exception("watching upstream call %s failed", call_id)
             self._ended("upstream_unwatched", "upstream_sideband_failed", "internal error", 1011)
