@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from test_relay_driver import SESSION, ScriptedUpstream, engines, event
 from voxgate.engines.upstream import Upstream
+from voxgate.session.clock import VirtualClock
 from voxgate.session.handover import Handover, HandoverRecord
 from voxgate.session.testing import running_session
 
@@ -21,10 +23,13 @@ class AnsweringUpstream(ScriptedUpstream):
     """Answers the relay's ``session.update`` and ``conversation.item.create`` as an upstream
     would; ``gate`` (when set) holds the answer to the configuration back."""
 
-    def __init__(self, name: str, gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self, name: str, gate: asyncio.Event | None = None, answer_items: bool = True
+    ) -> None:
         super().__init__()
         self.name = name
         self.gate = gate
+        self.answer_items = answer_items
 
     async def send(self, text: str) -> None:
         await super().send(text)
@@ -34,7 +39,7 @@ class AnsweringUpstream(ScriptedUpstream):
                 await self.gate.wait()
             session = {**SESSION, **sent["session"], "id": f"sess_{self.name}"}
             self.emit(event("session.updated", f"event_{self.name}_u", session=session))
-        elif sent["type"] == "conversation.item.create":
+        elif sent["type"] == "conversation.item.create" and self.answer_items:
             item = {**sent["item"], "object": "realtime.item", "status": "completed"}
             self.emit(event("conversation.item.added", f"event_{self.name}_a", item=item))
             self.emit(event("conversation.item.done", f"event_{self.name}_d", item=item))
@@ -79,6 +84,16 @@ async def said(up: AnsweringUpstream, text: str, item_id: str) -> None:
     up.emit(event("conversation.item.done", f"event_{item_id}_d", item=item))
 
 
+async def advance_until(clock: VirtualClock, done: Callable[[], object]) -> None:
+    """Move virtual time on in small steps until ``done()`` (a renewal waits for a quiet
+    moment to last, on the session's clock)."""
+    for _ in range(1000):
+        if done():
+            return
+        await clock.advance(0.1)
+    raise AssertionError("nothing happened within 100 s of virtual time")
+
+
 async def sent_items(up: AnsweringUpstream) -> list[str]:
     return [
         json.loads(t)["item"]["id"]
@@ -97,7 +112,8 @@ async def test_renewal_at_a_quiet_moment_replays_and_switches_silently() -> None
         await run.transport.events_until("conversation.item.done")
         await run.clock.advance(CAP_S / 2 - 1)
         assert protocol.opened == [first]  # not before half the cap
-        await run.clock.advance(1)
+        await advance_until(run.clock, lambda: second.sent)
+        assert run.clock.monotonic() >= CAP_S / 2
         update = await second.next_sent()
         assert update["type"] == "session.update"
         assert update["session"]["instructions"] == SESSION["instructions"]
@@ -129,14 +145,15 @@ async def test_a_conversation_that_moves_on_during_renewal_is_renewed_again() ->
         await run.transport.next_event()
         await said(first, "My name is Ada.", "item_ada")
         await run.transport.events_until("conversation.item.done")
-        await run.clock.advance(CAP_S / 2)
+        await advance_until(run.clock, lambda: stale.sent)
         assert (await stale.next_sent())["type"] == "session.update"
         # While the new session is being prepared, the old one hears more.
         await said(first, "I live in Paris.", "item_paris")
         await run.transport.events_until("conversation.item.done")
         gate.set()
         await asyncio.wait_for(stale.closed.wait(), 5)  # dropped, not switched to
-        # The next quiet moment (right away) prepares another, with everything in it.
+        # The next quiet moment prepares another, with everything in it.
+        await advance_until(run.clock, lambda: fresh.sent)
         assert (await fresh.next_sent())["type"] == "session.update"
         await asyncio.wait_for(first.closed.wait(), 5)
         assert await sent_items(fresh) == ["item_ada", "item_paris"]
@@ -160,6 +177,7 @@ async def test_no_renewal_while_a_response_runs() -> None:
         first.emit(event("response.done", "event_r2", response={**response, "status": "completed"}))
         await run.transport.events_until("response.done")
         # Quiet again: now it renews.
+        await advance_until(run.clock, lambda: second.sent)
         assert (await second.next_sent())["type"] == "session.update"
         await asyncio.wait_for(first.closed.wait(), 5)
     assert [r.kind for r in records] == ["renewal"]
@@ -188,3 +206,30 @@ async def test_an_upstream_that_closes_at_its_cap_is_reopened_with_the_conversat
         # The turn the closed session was answering is asked for again.
         assert (await second.next_sent())["type"] == "response.create"
     assert [(r.kind, r.reason, r.to) for r in records] == [("failover", "closed", "relay:up")]
+
+
+async def test_a_client_change_during_renewal_is_never_lost_to_the_switch() -> None:
+    gate = asyncio.Event()
+    first, stale, fresh = (
+        AnsweringUpstream("one", answer_items=False),  # answers when the test says so
+        AnsweringUpstream("stale", gate),
+        AnsweringUpstream("fresh"),
+    )
+    protocol, records = Upstreams(first, stale, fresh), list[HandoverRecord]()
+    h = handover(protocol, records)
+    async with running_session(engines(), driver=h.first(h.upstreams["up"], None)) as run:
+        await run.transport.next_event()
+        await advance_until(run.clock, lambda: stale.sent)
+        assert (await stale.next_sent())["type"] == "session.update"
+        # The client adds an item while the new session is prepared; the old upstream has
+        # not answered it yet when the preparation is done.
+        item = user_item("Remember the milk.", "item_milk")
+        run.transport.send_event({"type": "conversation.item.create", "item": item})
+        assert (await first.next_sent())["item"]["id"] == "item_milk"
+        gate.set()
+        await asyncio.wait_for(stale.closed.wait(), 5)  # dropped: it missed the item
+        assert protocol.opened == [first, stale]  # no new try before the upstream answers
+        await said(first, "Remember the milk.", "item_milk")
+        await advance_until(run.clock, lambda: first.closed.is_set())
+        assert await sent_items(fresh) == ["item_milk"]
+    assert [r.kind for r in records] == ["renewal"]

@@ -35,6 +35,8 @@ LOCAL_MODEL = "voxgate-local"
 RENEW_LEAD_S = 300.0
 # A renewal that failed retryably is tried again this long after (or at an earlier event).
 RENEW_RETRY_S = 5.0
+# A quiet moment must last this long (no event, no client change) before a renewal starts.
+RENEW_QUIET_S = 0.5
 
 
 def failure_kind(error: EngineError) -> str:

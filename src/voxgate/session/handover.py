@@ -39,6 +39,7 @@ from .driver import DriverHost, DriverOutput
 from .engines import EngineSet
 from .failover import (
     LOCAL_MODEL,
+    RENEW_QUIET_S,
     RENEW_RETRY_S,
     UPSTREAM_UNAVAILABLE,
     Decision,
@@ -97,6 +98,10 @@ class Handover:
         self._schedule: RenewalSchedule | None = None
         self._opened_at: float | None = None
         self._renewing: RelayDriver | None = None
+        # Renewal waits for a quiet moment to last RENEW_QUIET_S: the mark being waited on,
+        # and the last one that lasted.
+        self._settling: tuple[int, int] | None = None
+        self._settled: tuple[int, int] | None = None
         # The session id the client was told first (the first upstream's).
         self._client_session_id: str | None = None
 
@@ -247,14 +252,41 @@ class Handover:
             self._schedule = RenewalSchedule(driver.upstream.max_session_seconds, opened)
             driver.spawn(self._wake(driver, host, self._schedule.renew_from), "renewal-timer")
         if self._schedule.due(now) and self._renewing is None and self._quiet(driver):
-            self._renew(driver, host)
+            mark = self._mark(driver)
+            if self._settled == mark:
+                self._renew(driver, host)
+            elif self._settling != mark:
+                # A quiet moment is one that lasts: a burst of events (an item's added and
+                # done) must not start a renewal its next event makes stale.
+                self._settling = mark
+                driver.spawn(self._settle(driver, host, mark), "renewal-settle")
         return []
 
+    def _mark(self, driver: RelayDriver) -> tuple[int, int]:
+        """Moves whenever the conversation may have changed (see `_renewed`)."""
+        return self.mirror.version, driver.changes_sent
+
+    async def _settle(self, driver: RelayDriver, host: DriverHost, mark: tuple[int, int]) -> None:
+        await host.clock.sleep(RENEW_QUIET_S)
+
+        def check(conn: RealtimeConnection) -> list[DriverOutput]:
+            self._settling = None
+            if self._mark(driver) == mark:
+                self._settled = mark
+            return self._after_event(driver, conn)
+
+        await host.post(check)
+
     def _quiet(self, driver: RelayDriver) -> bool:
-        return not driver.busy and not self.mirror.speaking
+        """No response running or asked for, the user not speaking, and the upstream has
+        answered the client's last change (so the conversation mirrored is the whole of it)."""
+        answered = driver.changes_heard == driver.changes_sent
+        return answered and not driver.busy and not self.mirror.speaking
 
     async def _wake(self, driver: RelayDriver, host: DriverHost, at: float) -> None:
-        await host.clock.sleep(at - host.clock.monotonic())
+        # A loop's timer may fire a hair before the clock reads ``at``: sleep until it does.
+        while (left := at - host.clock.monotonic()) > 0:
+            await host.clock.sleep(left)
         await host.post(lambda conn: self._after_event(driver, conn))
 
     def _renew(self, old: RelayDriver, host: DriverHost) -> None:
@@ -263,7 +295,7 @@ class Handover:
             old.upstream, initial=events[0]["session"], replay=events[1:], announce="none"
         )
         self._renewing = new
-        version, started = self.mirror.version, host.clock.monotonic()
+        version, started = self._mark(old), host.clock.monotonic()
 
         async def prepare() -> None:
             try:
@@ -294,12 +326,12 @@ class Handover:
         conn: RealtimeConnection,
         old: RelayDriver,
         new: RelayDriver,
-        version: int,
+        version: tuple[int, int],
         started: float,
     ) -> list[DriverOutput]:
         self._renewing = None
         host = old.host
-        moved = self.mirror.version != version
+        moved = self._mark(old) != version
         if old is not self.current or host is None or moved or not self._quiet(old):
             _close_later(new)  # the conversation moved on: the next quiet moment tries again
             return self._after_event(old, conn)

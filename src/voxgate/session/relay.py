@@ -129,6 +129,11 @@ class RelayDriver:
         self.announce: Announce = announce
         self.after_event = after_event
         self._prepared: _Opened | None = None
+        # Client events other than audio appends sent upstream, and how many of them had
+        # gone out when the upstream last spoke: a renewal waits until the upstream has
+        # answered the last one, and is dropped if one goes out while it is prepared.
+        self.changes_sent = 0
+        self.changes_heard = 0
         # The upstream's session object as last reported, and its id.
         self.session: dict[str, Any] | None = None
         self.upstream_session_id: str | None = None
@@ -179,6 +184,8 @@ class RelayDriver:
         if isinstance(event, ev.ResponseCreate):
             self._requested += 1
             self._arm()
+        if not isinstance(event, ev.InputAudioBufferAppend):
+            self.changes_sent += 1
         return self._send(conn, raw if isinstance(raw, str) else raw.decode("utf-8"))
 
     def track_audio(self, conn: RealtimeConnection, pcm24k: bytes) -> list[DriverOutput]:
@@ -260,6 +267,8 @@ class RelayDriver:
         if event.get("type") == "response.create":
             self._requested += 1
             self._arm()
+        if event.get("type") != "input_audio_buffer.append":
+            self.changes_sent += 1
         return self._send(conn, json.dumps(event))
 
     # -- upstream → client --------------------------------------------------------------------
@@ -269,6 +278,7 @@ class RelayDriver:
     ) -> Sequence[DriverOutput]:
         if self._done:
             return []
+        self.changes_heard = self.changes_sent
         if self.mirror is not None:
             self.mirror.observe(data)
         out = self._relayed(conn, text, data)
