@@ -61,9 +61,10 @@ class MediaBridge:
         return True, buffer_event("started", response_id)
 
     def audio_done(self, response_id: str) -> bool:
-        """The response's audio is complete: whether its playout is to be ended."""
+        """The response's audio is complete (its ``output_audio.done``, or the response
+        ended): whether its playout is to be ended — once."""
         self._cut.discard(response_id)
-        if response_id not in self.playing:
+        if response_id not in self.playing or response_id in self._complete:
             return False
         self._complete.add(response_id)
         return True

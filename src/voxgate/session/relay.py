@@ -213,7 +213,8 @@ class RelayDriver:
         for rid in list(self._active):
             if not self._done:
                 self.send_upstream(conn, {"type": "response.cancel", "response_id": rid})
-            out += [self._ended(rid, "cancelled", details), CancelResponse(rid)]
+            out += [self._ended(rid, "cancelled", details), *self.playout.ended(conn, rid)]
+            out.append(CancelResponse(rid))
         self._requested = 0
         return out
 
@@ -313,7 +314,8 @@ class RelayDriver:
                     self._active.pop(rid, None)
                 self._arm()
                 finished = records.response_finished(data, self._priced_model())
-                return [finished, forward] if finished is not None else [forward]
+                out: list[DriverOutput] = [finished] if finished is not None else []
+                return [*out, forward, *(self.playout.ended(conn, rid) if rid else [])]
             case "conversation.item.input_audio_transcription.completed":
                 model = records.transcription_model(self.session or {}) or "unknown"
                 heard = records.transcription_done(data, model)
@@ -389,9 +391,10 @@ class RelayDriver:
         log.warning("session %s lost its upstream: %s", conn.session_id, exc.message)
         failure = {"type": "server_error", "code": LOST_CODE, "message": exc.message}
         cut = tuple(self._active)
-        out: list[DriverOutput] = [
-            self._ended(rid, "failed", {"type": "failed", "error": failure}) for rid in cut
-        ]
+        out: list[DriverOutput] = []
+        for rid in cut:
+            out += [self._ended(rid, "failed", {"type": "failed", "error": failure})]
+            out += self.playout.ended(conn, rid)  # what it played so far plays out
         self._requested = 0
         lost = UpstreamLost(exc, phase, cut)
         if self.on_lost is not None:

@@ -56,6 +56,14 @@ class RelayPlayout:
         item_id, index = str(data.get("item_id") or ""), int(data.get("content_index") or 0)
         return [*out, PlayAudio(rid, item_id, index, audio, fmt)]
 
+    def ended(self, conn: RealtimeConnection, response_id: str) -> list[DriverOutput]:
+        """A response ended (``response.done``, or voxgate ended it: a lost upstream, a
+        cancel): its playout gets no more audio, so once played it stops. Nothing when its
+        audio was complete already or never played."""
+        if not conn.server_playout or not self._of(conn).audio_done(response_id):
+            return []
+        return [EndOfAudio(response_id)]
+
     def cut(
         self, conn: RealtimeConnection, cut: PlayoutCut
     ) -> tuple[dict[str, Any], list[DriverOutput]]:
