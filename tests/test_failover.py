@@ -126,7 +126,7 @@ async def test_dropped_mid_response_goes_on_locally(
     assert counted == {'{reason="closed",to="pipeline",upstream="default"}': 1.0}
 
 
-@pytest.mark.parametrize("status", [503, 401, None])
+@pytest.mark.parametrize("status", [401, 403, 429, 503, None])
 async def test_refused_or_unreachable_at_connect_goes_on_locally(
     start_server: Any,
     upstream: UpstreamVoxgate,
@@ -155,7 +155,7 @@ async def test_refused_or_unreachable_at_connect_goes_on_locally(
         assert entry["code"] == "unreachable" and entry["detail"]["retryable"] is True
     else:
         assert entry["code"] == "refused"
-        assert entry["detail"]["retryable"] is (status == 503)
+        assert entry["detail"]["retryable"] is (status in (429, 503))
         assert f"HTTP {status}" in entry["detail"]["message"]
     record = await my_session(server)
     assert {u["model"] for u in record["usage"]} == {"voxgate-local"}
@@ -264,3 +264,36 @@ async def test_next_upstream_is_given_the_conversation(
     assert [u["response_id"] for u in record["usage"]] == [again.response.id]
     (entry,) = await audited(server, "upstream_failover")
     assert entry["detail"]["upstream"] == "primary" and entry["detail"]["to"] == "relay:secondary"
+
+
+async def test_stall_before_the_response_started_is_answered_locally(
+    start_server: Any,
+    upstream: UpstreamVoxgate,
+    proxy: FaultProxy,
+    chat: SlowChatServer,
+    tmp_path: Path,
+) -> None:
+    stalling = {
+        **upstream.setting(models=["gpt-realtime*"]),
+        "url": proxy.ws_url,
+        "stall_timeout_s": 1.0,
+    }
+    server = relay_behind_proxy(start_server, proxy, upstream, chat, tmp_path, upstreams=[stalling])
+    async with client(server).realtime.connect(model=MODEL) as conn:
+        events = Events(conn)
+        await events.expect("session.created")
+        first = await first_turn_upstream(conn, events)
+        # The upstream takes the next user item, then falls silent: the response the client
+        # asked for never starts there.
+        proxy.stall_after("conversation.item.done", 3)
+        done = await turn(conn, events, "Tell me about the sea.")
+        assert done.response.status == "completed"
+        assert reply_text(done) == LOCAL_ANSWER
+    kinds = [e.type for e in events.all]
+    updated = kinds.index("session.updated")
+    created = [i for i, kind in enumerate(kinds) if kind == "response.created"]
+    assert len(created) == 2  # the upstream's first turn, then the fallback's answer
+    assert created[0] < updated < created[1]
+    assert_earlier_turns_reached(chat, reply_text(first))
+    (entry,) = await audited(server, "upstream_failover")
+    assert entry["code"] == "stalled"

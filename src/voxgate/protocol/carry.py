@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .audio_math import bytes_to_ms, ms_to_bytes
+from .audio_math import ms_to_bytes
 from .connection import RealtimeConnection
 from .errors import ProtocolError
 from .ids import new_id
@@ -278,10 +278,6 @@ class ConversationMirror:
                     item.status = "incomplete"
         self.open_responses.clear()
         self.speaking = False
-
-    def audio_ms(self, item_id: str) -> float:
-        speech = self._speech.get(item_id)
-        return bytes_to_ms(speech.format, len(speech.audio)) if speech else 0.0
 
 
 def _previous(event: Mapping[str, Any]) -> Any:

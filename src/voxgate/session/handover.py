@@ -25,6 +25,7 @@ Every failover and renewal goes to ``report`` (the server's audit log and metric
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -205,8 +206,8 @@ class Handover:
         out.append(ev.SessionUpdated(session=wire))
         for text in unsent:
             out += conn.receive(text)
-        if lost.cut and conn.active_response_id is None:
-            try:  # answer the turn the lost upstream was answering
+        if _owed(lost, unsent) and conn.active_response_id is None:
+            try:  # answer the turn the lost upstream was answering (or asked to)
                 out += conn.create_response(None)
             except ProtocolError as exc:
                 out.append(conn.error(exc))
@@ -234,7 +235,7 @@ class Handover:
         host.switch(relay, f"failover: {lost.error.message}")
         for text in unsent:
             relay.receive(conn, text)
-        if lost.cut:
+        if _owed(lost, unsent):
             relay.send_upstream(conn, {"type": "response.create"})
         return []
 
@@ -348,6 +349,21 @@ class Handover:
         driver = self.current
         host = driver.host if driver is not None else None
         return host.clock.monotonic() if host is not None else None
+
+
+def _owed(lost: UpstreamLost, unsent: list[str]) -> bool:
+    """Whether the client is owed a response the lost upstream took on: one it cut off, or
+    one asked for that it never started (those still unsent go to the fallback as they are)."""
+    unsent_asks = sum(_type_of(text) == "response.create" for text in unsent)
+    return bool(lost.cut) or lost.asked > unsent_asks
+
+
+def _type_of(text: str) -> object:
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    return event.get("type") if isinstance(event, dict) else None
 
 
 def _to(record: HandoverRecord, to: str) -> HandoverRecord:

@@ -77,11 +77,13 @@ LOST_CODE = "upstream_unavailable"
 @dataclass(frozen=True, slots=True)
 class UpstreamLost:
     """The upstream link failed. ``phase``: "connect" before the client saw
-    ``session.created``, "session" after. ``cut``: responses it cut off."""
+    ``session.created``, "session" after. ``cut``: responses it cut off; ``asked``: responses
+    asked for (``response.create`` sent) that it never started."""
 
     error: UpstreamError
     phase: Literal["connect", "session"]
     cut: tuple[str, ...] = ()
+    asked: int = 0
 
 
 LostHandler = Callable[[RealtimeConnection, UpstreamLost], Sequence[DriverOutput]]
@@ -395,8 +397,8 @@ class RelayDriver:
         for rid in cut:
             out += [self._ended(rid, "failed", {"type": "failed", "error": failure})]
             out += self.playout.ended(conn, rid)  # what it played so far plays out
-        self._requested = 0
-        lost = UpstreamLost(exc, phase, cut)
+        asked, self._requested = self._requested, 0
+        lost = UpstreamLost(exc, phase, cut, asked)
         if self.on_lost is not None:
             return out + list(self.on_lost(conn, lost))
         if self._host is not None:
