@@ -12,10 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from openai import AsyncOpenAI
 
 from _upstream import UpstreamVoxgate, upstream_voxgate
 from conftest import RunningServer, speech_pcm24k, validated
-from voxgate.call.webrtc import ServerEvent, WebRTCPeer, post_offer
+from voxgate.call.webrtc import ServerEvent, WebRTCPeer, call_id_from_location, post_offer
 
 SPOKEN = "one two three four five"
 TRANSCRIBED = {"type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
@@ -121,3 +122,30 @@ async def test_barge_in_truncates_the_upstream_item_at_the_played_position(
     # And the sound stops (allowing for frames in flight on a busy machine).
     await asyncio.sleep(1.5)
     assert peer.audio.audible_seconds(cleared.at + 1.0, cleared.at + 1.5) == 0
+
+
+async def test_an_sdk_call_through_the_relay_starts_configured_and_takes_a_sideband(
+    server: RunningServer,
+) -> None:
+    client = AsyncOpenAI(base_url=server.base_url, api_key="k")
+    session: Any = {"type": "realtime", "model": "gpt-realtime", "instructions": "Be a pirate."}
+    async with WebRTCPeer() as peer:
+        offer = await peer.create_offer()
+        raw = await client.realtime.calls.with_raw_response.create(sdp=offer, session=session)
+        assert raw.status_code == 201
+        call_id = call_id_from_location(raw.headers["location"])
+        await peer.accept_answer(raw.parse().text)
+        await peer.events.wait_open()
+        created = await peer.events.next()
+        validated(created.raw)
+        # The call's session part went upstream before the client saw the session.
+        assert created.data["session"]["instructions"] == "Be a pirate."
+        # A backend joins the call here; it sees the relayed session and its events.
+        async with client.realtime.connect(call_id=call_id) as sideband:
+            first = await sideband.recv()
+            assert first.type == "session.created"
+            assert first.session.id == created.data["session"]["id"]  # type: ignore[union-attr]
+            await sideband.session.update(session={"type": "realtime", "instructions": "Be brief."})
+            updated = (await peer.events.until("session.updated"))[-1]
+            assert updated.data["session"]["instructions"] == "Be brief."
+    await client.close()
