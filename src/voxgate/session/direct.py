@@ -12,9 +12,10 @@ attached here go to the upstream call. The upstream's events count as activity f
 timeout.
 
 However the session ends (a budget used up, the duration limit, a revoked key, a hang-up
-sent here, shutdown), whoever serves the call hangs the upstream call up (`hang_up_unless_
-ended`); when the upstream call ends first, the session ends with it. A call voxgate cannot
-watch is not left running ungoverned: if the sideband cannot be opened, the session ends.
+sent here, shutdown), whoever serves the call then hangs the upstream call up
+(`hang_up_unless_ended`); when the upstream call ends first, the session ends with it. A
+call voxgate cannot watch is not left running ungoverned: if the sideband cannot be opened,
+or is cut, the session ends (and so the call is hung up).
 """
 
 from __future__ import annotations
