@@ -19,6 +19,7 @@ from ..engines import tokens
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..session import manager as registry
+from ..session.driver import Driver
 from ..session.relay import RelayDriver
 from ..session.session import Session, SessionLimits
 from ..session.tool_flow import SessionTools
@@ -54,9 +55,13 @@ async def admit(
     playout: Playout | None = None,
     kind: str = "websocket",
     intent: str | None = None,
+    driver: Driver | None = None,
+    engine: str = EMBEDDED_ENGINE,
 ) -> Session:
     """An admitted, registered Session (serve it with ``state.manager.serve``, or release it
-    with ``state.manager.release`` if the transport's set-up fails); raises Refused."""
+    with ``state.manager.release`` if the transport's set-up fails); raises Refused.
+    ``driver`` (and the ``engine`` that names it in the ledger) serves the session where the
+    caller chose (direct mode); otherwise the routing does."""
     controls = state.controls
     principal: Principal | None = None
     secret_used: str | None = None
@@ -70,8 +75,10 @@ async def admit(
             state, principal, model, who.session, session_patch, intent
         )
         tools = session_tools(state, principal, connection.session_id)
-        driver = _relay(state, principal, connection, initial, safety_identifier, tools)
-        engine = driver.upstream.engine if driver is not None else EMBEDDED_ENGINE
+        if driver is None:
+            relay = _relay(state, principal, connection, initial, safety_identifier, tools)
+            engine = relay.upstream.engine if relay is not None else EMBEDDED_ENGINE
+            driver = relay
         ledger = state.ledger
         # Where the server plays the reply itself, generation may run further ahead.
         base = state.playout_limits if playout is not None else state.limits

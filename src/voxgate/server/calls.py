@@ -22,7 +22,7 @@ from ..protocol.errors import ProtocolError
 from ..session.session import Session
 from ..transports.sdp_check import offer_problem
 from ..transports.webrtc import WebRTCCall
-from . import replicas
+from . import direct, replicas
 from .admission import admit
 from .auth import require_scope
 from .http_limits import RequestRefused
@@ -51,13 +51,25 @@ def http_error(
 async def create_call(state: AppState, request: Request, model: str | None) -> Response:
     credential, safety_identifier = identity(request)
     try:  # refuse a bad credential before reading a body
-        await state.controls.auth.authenticate(credential, safety_identifier, use=False)
+        who = await state.controls.auth.authenticate(credential, safety_identifier, use=False)
     except Refused as exc:
         return exc.response()
     parsed = await _read_offer(request)
     if isinstance(parsed, JSONResponse):
         return parsed
     offer, session_patch = parsed
+    wanted = direct.requested_model(state, model, session_patch, who.session)
+    if (upstream := direct.direct_upstream(state, wanted)) is not None:
+        return await direct.create_direct_call(
+            state,
+            upstream,
+            credential=credential,
+            safety_identifier=safety_identifier,
+            bound=who.session,
+            model=model,
+            offer=offer,
+            session_patch=session_patch,
+        )
     settings = state.settings
     call = WebRTCCall(
         settings.ice_server_configs, connect_timeout_s=settings.webrtc_connect_timeout_s

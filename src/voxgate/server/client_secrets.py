@@ -18,9 +18,11 @@ from ..control.guard import PolicyGuard, first_allowed_voice
 from ..control.identity import Principal
 from ..control.secrets import DEFAULT_USES, ClientSecret, MintError, generate_secret, ttl_of
 from ..engines import tokens
+from ..engines.upstream.calls import CallFailed
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
+from . import direct
 from .auth import require_scope
 from .identity import identity
 from .refusal import Refused, too_many
@@ -47,6 +49,16 @@ async def create_client_secret(state: AppState, request: Request) -> Response:
         return exc.response()
     except MintError as exc:
         return Refused(exc.code, exc.message, 400, param=exc.param).response()
+    model = str(wire.get("model") or state.settings.default_model)
+    if (upstream := direct.direct_upstream(state, model)) is not None:
+        voice = ((wire.get("audio") or {}).get("output") or {}).get("voice")
+        try:
+            minted, secret_id = await direct.mint_direct_secret(
+                state, upstream, principal, safety_identifier, patch, ttl, voice, model
+            )
+        except CallFailed as exc:
+            return direct.refused(exc)
+        return JSONResponse(minted, headers={SECRET_ID_HEADER: secret_id})
     now = controls.clock()
     new = generate_secret()
     secret = ClientSecret(

@@ -19,14 +19,22 @@ The language model and text to speech are wrapped (``metered.py``) for
 ``voxgate_tts_compute_seconds_total`` / ``voxgate_tts_audio_seconds_total``, and speech to
 text for ``voxgate_stt_compute_seconds_total`` / ``voxgate_stt_audio_seconds_total``.
 
-``voxgate_sessions`` is the number of live sessions. Every histogram and counter lives in
-the server's own registry, so several servers in one process (tests) do not mix.
+``voxgate_sessions`` is the number of live sessions; ``voxgate_sessions_by_engine{engine}``
+splits them by what serves them: ``pipeline`` (the embedded engines), ``relay:<upstream>``,
+``direct:<upstream>`` (a call whose media goes to the upstream; voxgate watches it). A
+relayed or direct session's events pass through the same ``MeteredTransport`` (for a direct
+call, the events voxgate's sideband sees), so the histograms and counters count them too;
+events an upstream wrote are read defensively (a field missing is not an error).
+
+Every histogram and counter lives in the server's own registry, so several servers in one
+process (tests) do not mix.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -38,6 +46,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from ..session.engines import EngineSet
 from ..session.transport import Transport
@@ -66,11 +76,17 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, live_sessions: Callable[[], int], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        live_sessions: Callable[[], int],
+        clock: Callable[[], float],
+        engines: Callable[[], Iterable[str]] = lambda: (),
+    ) -> None:
         self.registry = CollectorRegistry()
         self.clock = clock
         r = self.registry
         Gauge("voxgate_sessions", "Live sessions.", registry=r).set_function(live_sessions)
+        r.register(_ByEngine(engines))
         self.to_transcript = Histogram(
             "voxgate_speech_stopped_to_transcript_seconds",
             "From speech_stopped to the turn's input transcript.",
@@ -155,6 +171,23 @@ class Metrics:
         return replace(engines, llm=llm, tts=tts, stt=stt)
 
 
+class _ByEngine(Collector):
+    """``voxgate_sessions_by_engine``: live sessions counted by what serves each now."""
+
+    def __init__(self, engines: Callable[[], Iterable[str]]) -> None:
+        self._engines = engines
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "voxgate_sessions_by_engine",
+            "Live sessions by what serves them (pipeline, relay:<upstream>, direct:<upstream>).",
+            labels=["engine"],
+        )
+        for engine, count in sorted(Tally(self._engines()).items()):
+            family.add_metric([engine], count)
+        yield family
+
+
 class MeteredTransport:
     """A ``Transport`` that measures the server events it sends (see the module's note)."""
 
@@ -188,25 +221,25 @@ class MeteredTransport:
         m, now = self._metrics, self._metrics.clock()
         match event.get("type"):
             case "input_audio_buffer.speech_started":
-                self._started_ms[event["item_id"]] = event["audio_start_ms"]
+                self._started_ms[str(event.get("item_id"))] = _ms(event.get("audio_start_ms"))
                 self._awaiting_audio = None  # the user spoke again before any reply
             case "input_audio_buffer.speech_stopped":
-                item = event["item_id"]
+                item, end_ms = str(event.get("item_id")), _ms(event.get("audio_end_ms"))
                 self._stopped_at[item] = self._awaiting_audio = now
-                start = self._started_ms.pop(item, event["audio_end_ms"])
-                m.speech_in.inc(max(0, event["audio_end_ms"] - start) / 1000)
+                start = self._started_ms.pop(item, end_ms)
+                m.speech_in.inc(max(0, end_ms - start) / 1000)
             case "conversation.item.input_audio_transcription.completed":
-                stopped = self._stopped_at.pop(event["item_id"], None)
+                stopped = self._stopped_at.pop(str(event.get("item_id")), None)
                 if stopped is not None:
                     m.to_transcript.observe(now - stopped)
             case "output_audio_buffer.started":
                 self._first_audio()
             case "response.done":
-                response = event["response"]
-                m.responses.labels(status=response.get("status", "unknown")).inc()
+                response = event.get("response") or {}
+                m.responses.labels(status=str(response.get("status") or "unknown")).inc()
                 usage = response.get("usage") or {}
-                tokens = (usage.get("output_token_details") or {}).get("audio_tokens") or 0
-                m.audio_out.inc(tokens / _AUDIO_TOKENS_PER_S)
+                tokens = _ms((usage.get("output_token_details") or {}).get("audio_tokens"))
+                m.audio_out.inc(max(0, tokens) / _AUDIO_TOKENS_PER_S)
             case "error":
                 m.errors.labels(code=(event.get("error") or {}).get("code") or "none").inc()
             case _:
@@ -216,3 +249,8 @@ class MeteredTransport:
         for pending in (self._stopped_at, self._started_ms):
             if len(pending) > _PENDING:
                 pending.pop(next(iter(pending)))
+
+
+def _ms(value: Any) -> int:
+    """A count from an event (an upstream's may lack it): 0 unless it is a number."""
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0

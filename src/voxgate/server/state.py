@@ -53,7 +53,11 @@ class AppState:
     upstreams: list[Upstream] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.metrics = Metrics(lambda: len(self.manager.sessions), SystemClock().monotonic)
+        self.metrics = Metrics(
+            lambda: len(self.manager.sessions),
+            SystemClock().monotonic,
+            lambda: [session.driver.name for session in self.manager.sessions.values()],
+        )
         self.engines = self.metrics.meter_engines(self.engines)
         self.upstreams = upstreams(self.settings)
 

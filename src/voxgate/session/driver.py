@@ -28,6 +28,7 @@ from ..protocol.commands import CancelResponse, InputAudio, StartResponse, Trans
 from ..protocol.connection import Output, RealtimeConnection
 from .clock import Clock
 from .rate_limits import RateLimitBook
+from .transport import PlayoutCut
 
 if TYPE_CHECKING:
     from .mcp import SessionMcp
@@ -125,6 +126,15 @@ class Driver(Protocol):
         """End every response in progress now, as ``cancelled`` with ``details``: their
         ``response.done`` events, and a `CancelResponse` each (the session drops their
         queued audio)."""
+        ...
+
+    def playout_cut(self, conn: RealtimeConnection, cut: PlayoutCut) -> Sequence[DriverOutput]:
+        """Server-side playout was cut short (barge-in, the client's clear): what the client
+        hears about it, and the item truncated to what was played."""
+        ...
+
+    def playout_stopped(self, conn: RealtimeConnection, response_id: str) -> Sequence[DriverOutput]:
+        """A finished response's audio has all played (``output_audio_buffer.stopped``)."""
         ...
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from .listener import Listener
 from .mcp import SessionMcp
 from .response import ResponseRunner
 from .tool_flow import SessionTools
+from .transport import PlayoutCut
 
 
 class PipelineDriver:
@@ -123,6 +124,14 @@ class PipelineDriver:
             out += conn.finish_response(rid, "cancelled", details)
             out.append(CancelResponse(rid))
         return out
+
+    def playout_cut(self, conn: RealtimeConnection, cut: PlayoutCut) -> list[Output]:
+        return conn.output_audio_cleared(
+            cut.response_id, cut.item_id, cut.content_index, cut.played_ms
+        )
+
+    def playout_stopped(self, conn: RealtimeConnection, response_id: str) -> list[Output]:
+        return conn.output_audio_stopped(response_id)
 
     def close(self) -> None:
         if self._listener is not None:

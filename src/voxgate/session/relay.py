@@ -57,14 +57,16 @@ from ..engines.upstream import (
 )
 from ..protocol import events as ev
 from ..protocol.carry import ConversationMirror
-from ..protocol.commands import CancelResponse, EndOfAudio, PlayAudio
+from ..protocol.commands import CancelResponse, ClearOutputAudio
 from ..protocol.connection import MAX_APPEND_BYTES, RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
 from ..protocol.response_params import parse_response_params
 from . import relay_records as records
 from .driver import PLAYOUT_RATE, DriverCommand, DriverHost, DriverOutput, Forward, Progress
+from .relay_playout import RelayPlayout
 from .relay_replay import replay
+from .transport import PlayoutCut
 
 log = logging.getLogger(__name__)
 # Client events waiting for the upstream (not yet open, or not reading), in characters.
@@ -152,6 +154,8 @@ class RelayDriver:
         self._stall: asyncio.Timeout | None = None
         self._done = False  # closed or lost: nothing more goes upstream
         self._to_upstream: OutputConverter | None = None
+        # Where voxgate plays the audio (WebRTC): the playout's side of the protocol.
+        self.playout = RelayPlayout()
 
     # -- Driver ---------------------------------------------------------------------------
 
@@ -173,6 +177,8 @@ class RelayDriver:
         if event is None:
             assert error is not None
             return [conn.error(error, client_event_id)]
+        if isinstance(event, ev.OutputAudioBufferClear) and conn.server_playout:
+            return [ClearOutputAudio(event.response_id)]  # voxgate's playout, not upstream's
         try:
             _check(conn, event, len(raw))
         except ProtocolError as exc:
@@ -209,7 +215,8 @@ class RelayDriver:
         for rid in list(self._active):
             if not self._done:
                 self.send_upstream(conn, {"type": "response.cancel", "response_id": rid})
-            out += [self._ended(rid, "cancelled", details), CancelResponse(rid)]
+            out += [self._ended(rid, "cancelled", details), *self.playout.ended(conn, rid)]
+            out.append(CancelResponse(rid))
         self._requested = 0
         return out
 
@@ -292,13 +299,12 @@ class RelayDriver:
         if rid is not None and rid in self._ended_here:
             return []
         forward = Forward(text, kind, rid)
+        played = self.playout.upstream(conn, data, forward) if conn.server_playout else None
+        if played is not None:
+            return played
         match kind:
             case "response.output_audio.delta":
-                if conn.server_playout:
-                    return [self._play(conn, data, rid or "")]
                 return [Forward(text, kind, rid, media=True)]
-            case "response.output_audio.done" if conn.server_playout and rid:
-                return [forward, EndOfAudio(rid)]
             case "response.created" if rid:
                 self._requested = max(0, self._requested - 1)
                 self._active[rid] = dict(data["response"])
@@ -310,7 +316,8 @@ class RelayDriver:
                     self._active.pop(rid, None)
                 self._arm()
                 finished = records.response_finished(data, self._priced_model())
-                return [finished, forward] if finished is not None else [forward]
+                out: list[DriverOutput] = [finished] if finished is not None else []
+                return [*out, forward, *(self.playout.ended(conn, rid) if rid else [])]
             case "conversation.item.input_audio_transcription.completed":
                 model = records.transcription_model(self.session or {}) or "unknown"
                 heard = records.transcription_done(data, model)
@@ -321,11 +328,14 @@ class RelayDriver:
                 return [self._rate_limits(data, forward)]
         return [forward]
 
-    def _play(self, conn: RealtimeConnection, data: dict[str, Any], rid: str) -> PlayAudio:
-        audio = base64.b64decode(str(data.get("delta") or ""))
-        fmt = conn.config.audio.output.format.type
-        item_id, index = str(data.get("item_id") or ""), int(data.get("content_index") or 0)
-        return PlayAudio(rid, item_id, index, audio, fmt)
+    def playout_cut(self, conn: RealtimeConnection, cut: PlayoutCut) -> list[DriverOutput]:
+        """The upstream's copy of the item keeps what the user heard (it answers with
+        ``conversation.item.truncated``, passed on like any event)."""
+        truncate, out = self.playout.cut(conn, cut)
+        return [*self.send_upstream(conn, truncate), *out]
+
+    def playout_stopped(self, conn: RealtimeConnection, response_id: str) -> list[DriverOutput]:
+        return self.playout.stopped(conn, response_id)
 
     def _rate_limits(self, data: dict[str, Any], forward: Forward) -> Forward:
         if self._host is None:
@@ -383,9 +393,10 @@ class RelayDriver:
         log.warning("session %s lost its upstream: %s", conn.session_id, exc.message)
         failure = {"type": "server_error", "code": LOST_CODE, "message": exc.message}
         cut = tuple(self._active)
-        out: list[DriverOutput] = [
-            self._ended(rid, "failed", {"type": "failed", "error": failure}) for rid in cut
-        ]
+        out: list[DriverOutput] = []
+        for rid in cut:
+            out += [self._ended(rid, "failed", {"type": "failed", "error": failure})]
+            out += self.playout.ended(conn, rid)  # what it played so far plays out
         asked, self._requested = self._requested, 0
         lost = UpstreamLost(exc, phase, cut, asked)
         if self.on_lost is not None:

@@ -324,11 +324,7 @@ class Session:
                 case ClearOutputAudio(response_id=rid):
                     cut = self.playout.clear(rid) if self.playout is not None else None
                     if cut is not None:
-                        self._apply(
-                            self.connection.output_audio_cleared(
-                                cut.response_id, cut.item_id, cut.content_index, cut.played_ms
-                            )
-                        )
+                        self._apply(self.driver.playout_cut(self.connection, cut))
                         if self.tools is not None:  # cut while still playing: a barge-in
                             self._apply(self.tools.interrupted(self.connection, cut.response_id))
                 case _:
@@ -418,7 +414,7 @@ class Session:
             await self.playout.room()
 
     async def _playout_stopped(self, response_id: str) -> None:
-        await self.inbox.put(lambda c: c.output_audio_stopped(response_id))
+        await self.inbox.put(lambda c: self.driver.playout_stopped(c, response_id))
 
     async def track_audio(self, audio: bytes, fmt: AudioFormat = PCM16) -> None:
         """Microphone audio from a media track (24 kHz PCM16 mono unless ``fmt`` says else,

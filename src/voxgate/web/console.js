@@ -44,6 +44,7 @@ const $ = (id) => document.getElementById(id);
 const stats = {
   state: "idle",
   callId: null,
+  model: null, // the session's model as the server last reported it
   speaking: false,
   userTranscripts: [],
   assistantTranscripts: [],
@@ -210,6 +211,11 @@ function usingClientSecret() {
   return $("api-key").value.trim().startsWith(SECRET_PREFIX);
 }
 
+function showModel(session) {
+  stats.model = session?.model ?? null;
+  $("model").textContent = stats.model ?? "–";
+}
+
 function onSessionCreated() {
   if (usingClientSecret()) {
     // The secret fixed the session's configuration when it was minted; changing a bound
@@ -244,7 +250,12 @@ function send(event) {
 // ---- server events --------------------------------------------------------------------------
 
 const handlers = {
-  "session.created": onSessionCreated,
+  "session.created": (e) => {
+    showModel(e.session);
+    onSessionCreated();
+  },
+  // A relayed session's model is its upstream's; after a failover it names the new engine.
+  "session.updated": (e) => showModel(e.session),
   "input_audio_buffer.speech_started": (e) => bubble(e.item_id, "user"),
   "input_audio_buffer.speech_stopped": () => {
     turn = { since: performance.now(), armed: !stats.audible };

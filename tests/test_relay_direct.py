@@ -1,0 +1,331 @@
+"""Direct mode: a model routed to an upstream with ``direct = true`` has its WebRTC media go
+straight to that upstream (a second voxgate process here), while voxgate admits the call,
+books its usage from its own sideband on the upstream call, and hangs it up at the session's
+duration limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from openai import AsyncOpenAI
+
+from _fault_proxy import FaultProxy
+from _upstream import UpstreamVoxgate as Upstream
+from _upstream import upstream_voxgate
+from conftest import free_port, speech_pcm24k, validated
+from voxgate.call.webrtc import PeerClosed, WebRTCPeer
+from voxgate.control.policy import Policy
+
+DURATION_S = 14
+SPOKEN = "one two three four five"
+TRANSCRIBED = {"type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    with upstream_voxgate(tmp_path_factory.mktemp("direct")) as running:
+        yield running
+
+
+def direct_setting(upstream: Upstream) -> dict[str, Any]:
+    return upstream.setting("hosted", models=["gpt-realtime*"], direct=True)
+
+
+async def _upstream_sessions(upstream: Upstream) -> int:
+    async with httpx.AsyncClient() as http:
+        health = (await http.get(f"http://127.0.0.1:{upstream.port}/healthz")).json()
+    return int(health["sessions"])
+
+
+async def _upstream_session(upstream: Upstream, user: str) -> dict[str, Any]:
+    """The upstream's own record of the end user's session (the upstream keeps a ledger too:
+    found there by the safety identifier voxgate passed on)."""
+    auth = {"Authorization": f"Bearer {upstream.api_key}"}
+    async with httpx.AsyncClient(base_url=upstream.http_url, headers=auth) as http:
+        found = await http.get("/admin/sessions", params={"user": user})
+    [record] = found.json()["data"]
+    return dict(record)
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], tries: int = 100) -> None:
+    """Until ``check`` holds (state another process changes in its own time: it has no event
+    to wait for), checking every 0.1 s, or fail."""
+    for _ in range(tries):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{check} did not hold within {tries / 10:g} s")
+
+
+async def _call(http: httpx.AsyncClient, peer: WebRTCPeer, user: str) -> str:
+    """Place a direct call through the relaying server; its call id."""
+    offered = await http.post(
+        "/v1/realtime/calls",
+        params={"model": "gpt-realtime"},
+        content=(await peer.create_offer()).encode(),
+        headers={
+            "Content-Type": "application/sdp",
+            "Authorization": "Bearer app-key",
+            "OpenAI-Safety-Identifier": user,
+        },
+    )
+    assert offered.status_code == 201, offered.text
+    location = offered.headers["location"]
+    assert location.startswith("/v1/realtime/calls/rtc_")
+    await peer.accept_answer(offered.text)
+    await peer.events.wait_open()
+    return str(location.rpartition("/")[2])
+
+
+@pytest.mark.slow
+async def test_direct_call_media_goes_upstream_usage_is_booked_and_the_limit_hangs_up(
+    start_server: Any, database_url: str, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = start_server(
+        database_url=database_url,
+        upstreams=[direct_setting(upstream)],
+        policy=Policy(max_session_seconds=DURATION_S),
+    )
+    base = f"http://127.0.0.1:{server.settings.port}"
+    async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+        call_id = await _call(http, peer, "user-7")
+        created = await peer.events.next()
+        validated(created.raw)
+        # The call lives on the upstream; voxgate holds a session of its own that governs it.
+        assert created.type == "session.created"
+        assert await _upstream_sessions(upstream) == 1
+        assert (await http.get("/healthz")).json()["sessions"] == 1
+        # A sideband attached here sees the call's events (through voxgate's own sideband).
+        sideband = await websockets.connect(
+            f"{server.ws_url}?call_id={call_id}",
+            additional_headers={"Authorization": "Bearer app-key"},
+        )
+        first = json.loads(await sideband.recv())
+        assert first["type"] == "session.created"
+        assert first["session"]["id"] == created.data["session"]["id"]
+        # ... and what it sends goes to the upstream call: the backend turns transcripts on.
+        await sideband.send(json.dumps({"type": "session.update", "session": TRANSCRIBED}))
+        updated = (await peer.events.until("session.updated"))[-1]
+        assert updated.data["session"]["audio"]["input"]["transcription"]["model"] == "whisper-1"
+        # The microphone's speech goes to the upstream: it hears, transcribes and answers.
+        await peer.say(speech_pcm24k(SPOKEN))
+        heard_events = await peer.events.until("response.done", 40.0)
+        [done] = [e for e in heard_events if e.type == "response.done"]
+        transcribed = [
+            e
+            for e in peer.events.received
+            if e.type.endswith("input_audio_transcription.completed")
+        ] or await peer.events.until("conversation.item.input_audio_transcription.completed")
+        validated(done.raw)
+        await peer.audio.wait_audible(timeout_s=20.0)
+        mirrored = [json.loads(await sideband.recv())]
+        while mirrored[-1]["type"] != "response.done":
+            mirrored.append(json.loads(await sideband.recv()))
+        assert mirrored[-1] == done.data
+        metrics = (await http.get("/metrics")).text
+        assert 'voxgate_responses_total{status="completed"} 1.0' in metrics
+        assert 'voxgate_sessions_by_engine{engine="direct:hosted"} 1.0' in metrics
+        # The duration limit: voxgate hangs the upstream call up, and the client's call ends.
+        with pytest.raises(PeerClosed):
+            await peer.events.until(lambda e: False, timeout_s=DURATION_S + 15)
+        await sideband.close()
+        [record] = (await http.get("/v1/admin/sessions")).json()["data"]
+        detail = (await http.get(f"/v1/admin/sessions/{record['id']}")).json()
+    assert record["engine"] == "upstream:hosted" and record["transport"] == "webrtc"
+    assert detail["end_reason"] == "expired"
+    rows = {row["kind"]: row for row in detail["usage"]}
+    assert rows["response"]["response_id"] == done.data["response"]["id"]
+    usage = done.data["response"]["usage"]
+    assert rows["response"]["output_audio_tokens"] == usage["output_token_details"]["audio_tokens"]
+    assert rows["response"]["output_audio_tokens"] > 0
+    assert rows["response"]["input_audio_tokens"] == usage["input_token_details"]["audio_tokens"]
+    seconds = transcribed[-1].data["usage"]["seconds"]
+    assert rows["transcription"]["model"] == "whisper-1"
+    assert rows["transcription"]["audio_seconds_in"] == pytest.approx(seconds) and seconds > 1
+    await _eventually(lambda: _no_upstream_sessions(upstream))
+    # Upstream, the session was the end user's (the safety identifier went along), and it
+    # ended because voxgate hung it up.
+    assert (await _upstream_session(upstream, "user-7"))["end_reason"] == "hangup"
+    # The server's key went only upstream: not in the relaying server's log, at any level.
+    assert upstream.api_key not in caplog.text
+
+
+async def _no_upstream_sessions(upstream: Upstream) -> bool:
+    return await _upstream_sessions(upstream) == 0
+
+
+async def test_a_spent_budget_hangs_the_direct_call_up(
+    start_server: Any, database_url: str, upstream: Upstream
+) -> None:
+    server = start_server(
+        database_url=database_url,
+        upstreams=[direct_setting(upstream)],
+        policy=Policy(budget_tokens_per_session=5),
+    )
+    base = f"http://127.0.0.1:{server.settings.port}"
+    async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+        await _call(http, peer, "user-budget")
+        content = [{"type": "input_text", "text": "Tell me something long"}]
+        peer.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": content},
+            }
+        )
+        peer.send({"type": "response.create"})
+        done = (await peer.events.until("response.done", 30.0))[-1]
+        assert done.data["response"]["usage"]["total_tokens"] > 5
+        # Booked, over the budget: voxgate hangs the call up.
+        with pytest.raises(PeerClosed):
+            await peer.events.until(lambda e: False, timeout_s=15)
+        [record] = (await http.get("/v1/admin/sessions")).json()["data"]
+        detail = (await http.get(f"/v1/admin/sessions/{record['id']}")).json()
+    assert detail["end_reason"] == "budget_exceeded"
+    assert [row["response_id"] for row in detail["usage"]] == [done.data["response"]["id"]]
+    await _eventually(lambda: _no_upstream_sessions(upstream))
+    assert (await _upstream_session(upstream, "user-budget"))["end_reason"] == "hangup"
+
+
+async def test_direct_client_secret_is_minted_upstream_with_the_binding(
+    start_server: Any, upstream: Upstream
+) -> None:
+    server = start_server(upstreams=[direct_setting(upstream)])
+    client = AsyncOpenAI(base_url=server.base_url, api_key="app-key")
+    raw = await client.realtime.client_secrets.with_raw_response.create(
+        session={
+            "type": "realtime",
+            "model": "gpt-realtime",
+            "instructions": "Answer in French.",
+        },
+        extra_headers={"OpenAI-Safety-Identifier": "user-42"},
+    )
+    minted = raw.parse()
+    await client.close()
+    assert minted.value.startswith("ek_")
+    assert minted.session is not None and minted.session.instructions == "Answer in French."
+    # The secret is the upstream's: a session opened there with it is bound as minted.
+    upstream_client = AsyncOpenAI(base_url=upstream.http_url, api_key=minted.value)
+    async with upstream_client.realtime.connect(model="gpt-realtime") as conn:
+        first = await conn.recv()
+        assert first.type == "session.created"
+        assert first.session.instructions == "Answer in French."  # type: ignore[union-attr]
+    await upstream_client.close()
+    # voxgate recorded it (audited, with the upstream that minted it) ...
+    base = f"http://127.0.0.1:{server.settings.port}"
+    async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+        audit = await http.get("/v1/admin/audit", params={"action": "client_secret_mint"})
+        [entry] = audit.json()["data"]
+        assert entry["detail"]["client_secret_id"] == raw.headers["x-voxgate-client-secret-id"]
+        assert entry["detail"]["upstream"] == "hosted", entry
+        # ... so a browser holding it may place its call through voxgate too, and be governed:
+        # the call is admitted with the secret's binding, which reaches the upstream.
+        offered = await http.post(
+            "/v1/realtime/calls",
+            content=(await peer.create_offer()).encode(),
+            headers={
+                "Content-Type": "application/sdp",
+                "Authorization": f"Bearer {minted.value}",
+            },
+        )
+        assert offered.status_code == 201, offered.text
+        await peer.accept_answer(offered.text)
+        await peer.events.wait_open()
+        created = await peer.events.next()
+        assert created.data["session"]["instructions"] == "Answer in French."
+
+
+async def test_direct_call_refused_by_policy_never_reaches_the_upstream(
+    start_server: Any, upstream: Upstream
+) -> None:
+    server = start_server(
+        upstreams=[direct_setting(upstream)], policy=Policy(allowed_models=["gpt-4o-*"])
+    )
+    async with httpx.AsyncClient() as http, WebRTCPeer() as peer:
+        response = await http.post(
+            f"{server.base_url}/realtime/calls",
+            params={"model": "gpt-realtime"},
+            content=(await peer.create_offer()).encode(),
+            headers={"Content-Type": "application/sdp", "Authorization": "Bearer k"},
+        )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "model_not_allowed"
+    assert await _upstream_sessions(upstream) == 0
+
+
+async def test_upstream_that_refuses_the_key_is_reported_without_the_key(
+    start_server: Any, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = {**direct_setting(upstream), "api_key": "sk-wrong-server-key-123456"}
+    server = start_server(upstreams=[wrong])
+    async with httpx.AsyncClient() as http, WebRTCPeer() as peer:
+        response = await http.post(
+            f"{server.base_url}/realtime/calls",
+            content=(await peer.create_offer()).encode(),
+            headers={"Content-Type": "application/sdp", "Authorization": "Bearer k"},
+        )
+        minted = await http.post(
+            f"{server.base_url}/realtime/client_secrets",
+            json={"session": {"type": "realtime", "model": "gpt-realtime"}},
+            headers={"Authorization": "Bearer k"},
+        )
+    for refused in (response, minted):
+        assert refused.status_code == 502
+        assert refused.json()["error"]["code"] == "upstream_auth_failed"
+        assert "sk-wrong" not in refused.text and "123456" not in refused.text
+    assert "sk-wrong-server-key" not in caplog.text  # nor in the server's log, at any level
+
+
+async def test_an_unreachable_direct_upstream_refuses_the_call_and_frees_its_slot(
+    start_server: Any,
+) -> None:
+    nowhere = {
+        "name": "hosted",
+        "url": f"ws://127.0.0.1:{free_port()}/v1/realtime",  # nothing listens there
+        "models": ["gpt-realtime*"],
+        "direct": True,
+    }
+    server = start_server(upstreams=[nowhere], policy=Policy(max_concurrent_sessions=1))
+    async with httpx.AsyncClient(base_url=server.base_url) as http, WebRTCPeer() as peer:
+        offer = (await peer.create_offer()).encode()
+        for _ in range(2):  # the second is not refused for the first one's slot
+            response = await http.post(
+                "/realtime/calls",
+                content=offer,
+                headers={"Content-Type": "application/sdp", "Authorization": "Bearer k"},
+            )
+            assert response.status_code == 502
+            error = response.json()["error"]
+            assert error["code"] == "upstream_unreachable" and "'hosted'" in error["message"]
+    async with httpx.AsyncClient() as http:
+        health = await http.get(f"http://127.0.0.1:{server.settings.port}/healthz")
+    assert health.json()["sessions"] == 0
+
+
+async def test_a_cut_sideband_ends_the_call_rather_than_leave_it_unwatched(
+    start_server: Any, database_url: str, upstream: Upstream
+) -> None:
+    with FaultProxy("127.0.0.1", upstream.port) as proxy:
+        # The call's set-up passes; voxgate's sideband is cut after its first event.
+        proxy.drop_after("session.created")
+        behind = {**direct_setting(upstream), "url": proxy.ws_url}
+        server = start_server(database_url=database_url, upstreams=[behind])
+        base = f"http://127.0.0.1:{server.settings.port}"
+        async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+            await _call(http, peer, "user-cut")
+            assert (await asyncio.to_thread(proxy.wait_fault)).kind == "drop"
+            # voxgate cannot watch the call any more: it hangs it up, and the call ends.
+            with pytest.raises(PeerClosed):
+                await peer.events.until(lambda e: False, timeout_s=15)
+            [record] = (await http.get("/v1/admin/sessions")).json()["data"]
+        assert record["end_reason"] == "upstream_unwatched"
+        await _eventually(lambda: _no_upstream_sessions(upstream))
+        assert (await _upstream_session(upstream, "user-cut"))["end_reason"] == "hangup"
