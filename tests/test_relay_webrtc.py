@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,8 +30,11 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamVoxga
 
 
 @pytest.fixture
-def server(start_server: Any, upstream: UpstreamVoxgate) -> RunningServer:
-    running: RunningServer = start_server(upstreams=[upstream.setting(models=["gpt-realtime*"])])
+def server(start_server: Any, upstream: UpstreamVoxgate, tmp_path: Path) -> RunningServer:
+    # Its own store: the admin listing below must hold this test's session alone.
+    running: RunningServer = start_server(
+        data_dir=tmp_path / "relay", upstreams=[upstream.setting(models=["gpt-realtime*"])]
+    )
     return running
 
 

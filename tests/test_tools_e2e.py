@@ -115,9 +115,13 @@ def tools(service: ToolService) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def server(service: ToolService, model: SlowChatServer) -> Iterator[RunningServer]:
+def server(
+    service: ToolService, model: SlowChatServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     settings = Settings(
         port=free_port(),
+        # Its own store: a key made here must not turn other tests' servers out of dev mode.
+        data_dir=tmp_path_factory.mktemp("tools-e2e"),
         api_keys=[ADMIN_KEY],
         llm_base_url=model.url,
         llm_model="scripted",
