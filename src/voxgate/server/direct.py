@@ -27,8 +27,9 @@ from ..control.identity import Principal, hash_secret
 from ..control.secrets import DEFAULT_USES, ClientSecret, generate_secret
 from ..engines.upstream import Upstream
 from ..engines.upstream.calls import CallFailed, create_call, mint_client_secret
-from ..session.direct import DirectDriver, NoClient, hang_up_unless_ended
+from ..session.direct import DirectDriver, hang_up_unless_ended
 from ..session.session import Session
+from ..transports.headless import HeadlessTransport
 from ..transports.sdp_check import offer_problem
 from . import replicas
 from .admission import admit
@@ -113,7 +114,7 @@ async def create_direct_call(
             state,
             credential=credential,
             safety_identifier=safety_identifier,
-            transport=NoClient(),
+            transport=HeadlessTransport(),
             model=model,
             session_patch=session_patch,
             kind="webrtc",

@@ -3,13 +3,13 @@ mode).
 
 The client's browser talks to the upstream; voxgate holds a `Session` for the call all the
 same (admitted, registered, counted, with its leases, ledger, budgets and duration limit),
-one with no client of its own (`NoClient`), served by a `DirectDriver`: voxgate's own
-sideband WebSocket on the upstream call. Every server event of the call comes through it and
-goes out through the session as it is (so voxgate's metrics and any sideband attached here
-see the call), with the usage it carries (`relay_records`, as for a relayed session) handed
-to the session's observer first, like the embedded pipeline's. Client events from a sideband
-attached here go to the upstream call. The upstream's events count as activity for the idle
-timeout.
+one with no client of its own (the headless transport phone calls use), served by a
+`DirectDriver`: voxgate's own sideband WebSocket on the upstream call. Every server event of
+the call comes through it and goes out through the session as it is (so voxgate's metrics
+and any sideband attached here see the call), with the usage it carries (`relay_records`, as
+for a relayed session) handed to the session's observer first, like the embedded pipeline's.
+Client events from a sideband attached here go to the upstream call. The upstream's events
+count as activity for the idle timeout.
 
 However the session ends (a budget used up, the duration limit, a revoked key, a hang-up
 sent here, shutdown), whoever serves the call then hangs the upstream call up
@@ -37,30 +37,12 @@ from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from . import relay_records as records
 from .driver import DriverCommand, DriverHost, DriverOutput, Forward
-from .transport import PlayoutCut, TransportClosed
+from .transport import PlayoutCut
 
 log = logging.getLogger(__name__)
 HANGUP_TIMEOUT_S = 10.0
 # Client events (from sidebands attached here) waiting to go to the upstream call.
 MAX_WAITING = 1024
-
-
-class NoClient:
-    """The transport of a session whose client talks to someone else: nothing arrives
-    until it is closed, and what is sent goes nowhere (sidebands still see every event)."""
-
-    def __init__(self) -> None:
-        self._closed = asyncio.Event()
-
-    async def receive(self) -> str | bytes:
-        await self._closed.wait()
-        raise TransportClosed("the session ended")
-
-    async def send(self, text: str) -> None:
-        return None
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        self._closed.set()
 
 
 class DirectDriver:
