@@ -22,7 +22,6 @@ Its verdict comes back through the inbox: rate limits, budget warnings, or a cut
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Sequence
@@ -49,7 +48,6 @@ from ..protocol.commands import (
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.mcp import ListMcpTools
-from .backlog import Backlog
 from .clock import Clock, SystemClock
 from .disclosure import Disclosure
 from .driver import PLAYOUT_RATE, Driver, DriverHost, DriverOutput, Forward, Progress
@@ -61,6 +59,7 @@ from .outbox import Outbox
 from .pipeline import PipelineDriver
 from .rate_limits import RateLimitBook
 from .recording import CallRecorder
+from .sidebands import Sidebands
 from .tool_flow import SessionTools
 from .transport import (
     BoundedPlayout,
@@ -75,8 +74,6 @@ log = logging.getLogger(__name__)
 __all__ = ["PLAYOUT_RATE", "Session", "SessionLimits"]
 # The keys a DTMF event may carry (RFC 4733 events 0-15).
 DTMF_KEYS = frozenset("0123456789*#ABCD")
-# Server events a sideband client may fall behind by before it is disconnected.
-SIDEBAND_BACKLOG = 4096
 SLOW_CLIENT = "slow_client"
 
 
@@ -135,7 +132,7 @@ class Session:
         connection.server_playout = playout is not None
         if playout is not None:
             playout.bind(self._playout_stopped)
-        self._sidebands: set[Backlog] = set()
+        self.sidebands = Sidebands(connection.session_id, limits.max_outbox_bytes)
         # Media-track audio ↔ the formats of the session and its driver, and reply audio →
         # the playout's format; streaming, so chunks join seamlessly.
         self._from_track: FormatConverter | None = None
@@ -456,44 +453,13 @@ class Session:
         """Serve a sideband client on this session until it leaves or the session ends: it
         sees the server events from here on (after a ``session.created``) and may send client
         events, which join the primary client's in one order."""
-        queue = Backlog(SIDEBAND_BACKLOG, self.limits.max_outbox_bytes)
         created = self.driver.session_created(self.connection)
-        queue.put_nowait(created.text if isinstance(created, Forward) else created.to_json())
-        self._sidebands.add(queue)
+        text = created.text if isinstance(created, Forward) else created.to_json()
 
-        async def read() -> None:
-            with contextlib.suppress(TransportClosed):
-                while True:
-                    await self.inbox.put(_Frame(await transport.receive()))
+        async def deliver(raw: str | bytes) -> None:
+            await self.inbox.put(_Frame(raw))
 
-        async def write() -> None:
-            with contextlib.suppress(TransportClosed):
-                while (text := await queue.get()) is not None:
-                    await transport.send(text)
-
-        tasks = [
-            asyncio.create_task(read(), name=f"{self.id}:sideband-reader"),
-            asyncio.create_task(write(), name=f"{self.id}:sideband-writer"),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._sidebands.discard(queue)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):  # the peer may be gone already
-                await transport.close(1000, "session ended" if self.ended else "")
-
-    def _mirror(self, text: str | None) -> None:
-        for queue in list(self._sidebands):
-            try:
-                queue.put_nowait(text)
-            except asyncio.QueueFull:
-                log.warning("sideband of %s fell too far behind; disconnecting it", self.id)
-                self._sidebands.discard(queue)
-                queue.clear()
-                queue.put_nowait(None)
+        await self.sidebands.serve(transport, text, deliver, lambda: self.ended is not None)
 
     def _spawn(self, work: Awaitable[None], name: str) -> asyncio.Task[None]:
         return self._tg.create_task(work, name=f"{self.id}:{name}")  # type: ignore[arg-type]
@@ -517,14 +483,14 @@ class Session:
     async def _write(self) -> None:
         try:
             while (text := await self.outbox.get()) is not None:
-                self._mirror(text)
+                self.sidebands.mirror(text)
                 await self.transport.send(text)
         except TransportStalled as exc:
             self._too_slow(str(exc))
         except TransportClosed:
             self.end("client_closed")
         finally:
-            self._mirror(None)
+            self.sidebands.mirror(None)
 
     async def _watch(self) -> None:
         limits, clock = self.limits, self.clock
