@@ -20,7 +20,7 @@ from _helpers_protocol import (
 )
 from voxgate.protocol import mcp_flow
 from voxgate.protocol.connection import RealtimeConnection
-from voxgate.protocol.mcp import ListMcpTools, McpToolEntry
+from voxgate.protocol.mcp import ListMcpTools, McpFunction, McpToolEntry
 from voxgate.protocol.mcp_items import McpApprovalRequest, McpListedTool
 from voxgate.session.mcp import REDACTED, redact
 
@@ -224,3 +224,22 @@ def test_an_mcp_tool_choice_forces_that_server_or_tool() -> None:
     unknown = {"type": "mcp", "server_label": "crm", "name": "launch"}
     error = the_error(send(conn, "response.create", response={"tool_choice": unknown}))
     assert error["param"] == "tool_choice" and "launch" in error["message"]
+
+
+def test_the_model_reads_the_servers_description_with_each_tool() -> None:
+    entry = McpToolEntry.model_validate(
+        {
+            "type": "mcp",
+            "server_label": "crm",
+            "server_url": "http://127.0.0.1:9/mcp",
+            "server_description": "Customer records of Acme.",
+        }
+    )
+    tool = McpListedTool(name="lookup", description="Find a customer.", input_schema={})
+    spec = McpFunction(entry.server(), tool).spec("crm__lookup")
+    assert spec["description"] == "Find a customer. (from crm: Customer records of Acme.)"
+    bare = McpFunction(
+        McpToolEntry.model_validate({**entry.model_dump(), "server_description": None}).server(),
+        tool,
+    )
+    assert bare.spec("crm__lookup")["description"] == "Find a customer."

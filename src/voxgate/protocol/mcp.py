@@ -107,6 +107,7 @@ class McpToolEntry(_Strict):
             headers=tuple(sorted(headers.items())),
             allowed_tools=self.allowed_tools,
             require_approval=self.require_approval,
+            description=self.server_description,
         )
 
 
@@ -123,6 +124,8 @@ class McpServer:
     timeout_s: float = 30.0
     # Argument names never written in clear to logs or the audit log.
     sensitive_args: tuple[str, ...] = ()
+    # What the server is for: the model reads it with each of the server's tools.
+    description: str | None = None
 
     def allows(self, tool: McpListedTool) -> bool:
         allowed = self.allowed_tools
@@ -163,10 +166,13 @@ class McpFunction:
         return bool((self.tool.annotations or {}).get("readOnlyHint", False))
 
     def spec(self, name: str) -> dict[str, Any]:
+        about = self.tool.description or ""
+        if self.server.description:
+            about = f"{about} (from {self.server.label}: {self.server.description})".strip()
         return {
             "type": "function",
             "name": name,
-            "description": self.tool.description or "",
+            "description": about,
             "parameters": self.tool.input_schema or {"type": "object", "properties": {}},
         }
 
