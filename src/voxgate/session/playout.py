@@ -260,3 +260,32 @@ class ServerPlayout:
         task.set_name(f"playout-stopped:{response_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class PlayoutFront:
+    """The session's `Playout` side of a framer that holds a `ServerPlayout` as ``playout``
+    (the WebRTC track, an RTP stream): every call goes straight to it."""
+
+    playout: ServerPlayout
+
+    @property
+    def format(self) -> PlayoutFormat:
+        return self.playout.format
+
+    def bind(self, stopped: Callable[[str], Awaitable[None]]) -> None:
+        self.playout.bind(stopped)
+
+    def play(self, response_id: str, item_id: str, content_index: int, audio: bytes) -> None:
+        self.playout.play(response_id, item_id, content_index, audio)
+
+    def end(self, response_id: str) -> None:
+        self.playout.end(response_id)
+
+    def clear(self, response_id: str | None) -> PlayoutCut | None:
+        return self.playout.clear(response_id)
+
+    async def room(self) -> None:
+        await self.playout.room()
+
+    def tap(self, listener: Callable[[bytes], None]) -> None:
+        self.playout.tap(listener)

@@ -31,10 +31,10 @@ from ..session.playout import (
     G711_ULAW,
     FramePacer,
     PlayoutFormat,
+    PlayoutFront,
     ServerPlayout,
     silence,
 )
-from ..session.transport import PlayoutCut
 from .jitter import JitterBuffer
 from .rtp_wire import DtmfReceiver, NotRtp, RtpPacket, parse_rtp
 
@@ -67,7 +67,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         log.debug("RTP socket error: %s", exc)
 
 
-class RtpStream:
+class RtpStream(PlayoutFront):
     """A G.711 RTP stream on one local UDP port: see the module docstring."""
 
     def __init__(
@@ -145,10 +145,6 @@ class RtpStream:
     # -- control --------------------------------------------------------------------------
 
     @property
-    def format(self) -> PlayoutFormat:
-        return self.playout.format
-
-    @property
     def remote(self) -> Address | None:
         return self._remote
 
@@ -174,26 +170,6 @@ class RtpStream:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._transport is not None:
             self._transport.close()
-
-    # -- Playout --------------------------------------------------------------------------
-
-    def bind(self, stopped: Callable[[str], Awaitable[None]]) -> None:
-        self.playout.bind(stopped)
-
-    def play(self, response_id: str, item_id: str, content_index: int, audio: bytes) -> None:
-        self.playout.play(response_id, item_id, content_index, audio)
-
-    def end(self, response_id: str) -> None:
-        self.playout.end(response_id)
-
-    def clear(self, response_id: str | None) -> PlayoutCut | None:
-        return self.playout.clear(response_id)
-
-    async def room(self) -> None:
-        await self.playout.room()
-
-    def tap(self, listener: Callable[[bytes], None]) -> None:
-        self.playout.tap(listener)
 
     # -- inbound --------------------------------------------------------------------------
 

@@ -34,8 +34,8 @@ from aiortc.mediastreams import MediaStreamError
 
 from ..protocol.ids import new_id
 from ..session.clock import Clock, SystemClock
-from ..session.playout import PCM16_24K, FramePacer, PlayoutFormat, ServerPlayout
-from ..session.transport import PlayoutCut, TransportClosed, TransportStalled
+from ..session.playout import PCM16_24K, FramePacer, PlayoutFront, ServerPlayout
+from ..session.transport import TransportClosed, TransportStalled
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ async def _first(*waits: Awaitable[Any]) -> None:
             task.cancel()
 
 
-class PlayoutTrack(MediaStreamTrack):
+class PlayoutTrack(PlayoutFront, MediaStreamTrack):
     """The reply audio track: a thin framer over the session's `ServerPlayout`. Every 20 ms
     of the clock it takes a frame of 24 kHz PCM16 (silence when nothing plays), with
     increasing timestamps."""
@@ -182,30 +182,6 @@ class PlayoutTrack(MediaStreamTrack):
         super().__init__()
         self.playout = ServerPlayout(PCM16_24K)
         self._pacer = FramePacer(clock or SystemClock(), FRAME_S)
-
-    # -- Playout --------------------------------------------------------------------------
-
-    @property
-    def format(self) -> PlayoutFormat:
-        return self.playout.format
-
-    def bind(self, stopped: Callable[[str], Awaitable[None]]) -> None:
-        self.playout.bind(stopped)
-
-    def play(self, response_id: str, item_id: str, content_index: int, audio: bytes) -> None:
-        self.playout.play(response_id, item_id, content_index, audio)
-
-    def end(self, response_id: str) -> None:
-        self.playout.end(response_id)
-
-    def clear(self, response_id: str | None) -> PlayoutCut | None:
-        return self.playout.clear(response_id)
-
-    async def room(self) -> None:
-        await self.playout.room()
-
-    def tap(self, listener: Callable[[bytes], None]) -> None:
-        self.playout.tap(listener)
 
     # -- MediaStreamTrack -----------------------------------------------------------------
 
