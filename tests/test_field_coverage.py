@@ -120,9 +120,10 @@ def mcp_session(field: str) -> tuple[str, Any]:
     if top in ("connector_id", "tunnel_id", "defer_loading"):
         tool = {"type": "mcp", "server_label": "s", "server_url": "https://x", top: "x"}
         return R({"tools": [tool]}, f"tools[0].{top}")
-    if top in ("server_description", "allowed_callers"):
-        value: Any = "about" if top == "server_description" else ["direct"]
-        tool = {"type": "mcp", "server_label": "s", "server_url": "https://x", top: value}
+    if top == "server_description":
+        return H(MCP_UNIT + "test_the_model_reads_the_servers_description_with_each_tool")
+    if top == "allowed_callers":
+        tool = {"type": "mcp", "server_label": "s", "server_url": "https://x", top: ["direct"]}
         return I({"tools": [tool]})
     if field in ("headers", "authorization"):
         return H(MCP_UNIT + "test_headers_and_authorization_reach_the_server")
