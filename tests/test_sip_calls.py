@@ -90,7 +90,9 @@ def test_caller_speaks_and_hears_a_spoken_reply(
             "-s",
             NUMBER,
             "-d",
-            "11000",
+            # Long enough for the disclosure, the question and the whole reply, even when the
+            # reply starts late on a busy machine.
+            "15000",
             cwd=tmp_path,
             media_port=media_port,
         ) as caller,
@@ -103,7 +105,10 @@ def test_caller_speaks_and_hears_a_spoken_reply(
     # ... and its answer came back as speech on the caller's RTP stream.
     pcm = capture.pcm8k()
     assert audible_seconds(pcm) > 1.0, f"{len(pcm) / 16000:.1f} s received, mostly silent"
-    assert heard(transcribe_8k(pcm), {"sunny", "paris"})
+    said = transcribe_8k(pcm)
+    # The scripted answer is "It is sunny in Paris today."; tiny.en on 8 kHz audio sometimes
+    # hears "Paris" as "pairs", so the words checked are the ones it does not confuse.
+    assert heard(said, {"sunny", "today"}), said
 
 
 def test_cancel_before_the_answer(start_server: Any, llm: SlowChatServer, tmp_path: Path) -> None:
