@@ -65,6 +65,11 @@ def test_console_connects_with_a_client_secret_and_does_not_keep_it(
     with chromium() as browser:
         page = open_console(browser, server, minted["value"])
         wait_for(page, f"{STATE}.state === 'connected'", 15, "the call to connect", STATE)
+        # session.created may come a moment after the data channel opens; the notice
+        # follows it and must then stay (the peer connecting later does not clear it).
+        notice = "document.querySelector('[data-testid=message]').textContent"
+        wait_for(page, f"{notice}.includes('client secret')", 10, "the notice", STATE)
+        wait_for(page, f"{STATE}.peerState === 'connected'", 10, "the peer to connect", STATE)
         assert "client secret" in page.get_by_test_id("message").inner_text()
         # The console sent no settings of its own, so nothing was refused as bound.
         assert "bound_by_client_secret" not in page.evaluate(f"{STATE}.errorCodes")

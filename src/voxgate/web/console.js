@@ -43,6 +43,7 @@ const $ = (id) => document.getElementById(id);
 // Live figures, read by people through the page and by tests through window.voxgate.
 const stats = {
   state: "idle",
+  peerState: null, // the RTCPeerConnection's connectionState
   callId: null,
   model: null, // the session's model as the server last reported it
   speaking: false,
@@ -163,11 +164,15 @@ function onChannelOpen() {
 }
 
 function onPeerState(state) {
+  stats.peerState = state;
   if (state === "failed") {
     endCall("The connection failed: no network path to the server was found (ICE) or the secure handshake did not complete.");
   } else if (state === "disconnected") {
     showMessage("The connection was interrupted; waiting for it to recover…", "info");
-  } else if (state === "connected") {
+    $("message").dataset.recovering = "1";
+  } else if (state === "connected" && $("message").dataset.recovering) {
+    // Only the interruption notice goes away on recovery; a message shown meanwhile
+    // (such as the client-secret notice) stays.
     clearMessage();
   }
 }
@@ -481,6 +486,7 @@ function setButtons(connected) {
 
 function showMessage(text, kind) {
   const el = $("message");
+  delete el.dataset.recovering;
   el.textContent = text;
   el.dataset.kind = kind;
   el.hidden = false;
