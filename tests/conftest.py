@@ -91,9 +91,13 @@ def start_server() -> Iterator[Callable[..., RunningServer]]:
         running.append(server)
         return server
 
+    def stop_all() -> None:
+        while running:
+            running.pop().stop()
+
+    start.stop_all = stop_all  # type: ignore[attr-defined]
     yield start
-    for server in running:
-        server.stop()
+    stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -248,10 +252,11 @@ def _private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 
 
 @pytest.fixture
-def database_url(tmp_path: Any) -> Iterator[str]:
+def database_url(tmp_path: Any, start_server: Any) -> Iterator[str]:
     """A fresh, empty database for one test: SQLite in a temporary directory, or, when
     VOXGATE_TEST_DATABASE_URL names a PostgreSQL server (CI), a new database created there
-    and dropped afterwards."""
+    and dropped afterwards — after the test's servers stopped, so none of them polls a
+    database that is gone."""
     base = os.environ.get("VOXGATE_TEST_DATABASE_URL")
     if not base:
         yield f"sqlite+aiosqlite:///{tmp_path / 'voxgate.db'}"
@@ -277,4 +282,5 @@ def database_url(tmp_path: Any) -> Iterator[str]:
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
+        start_server.stop_all()
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
