@@ -9,7 +9,7 @@ import pytest
 
 from _helpers_protocol import commands, events, pcm_b64, send, started, the_error, types, update
 from voxgate.protocol.commands import InputAudio, TranscribeItem
-from voxgate.protocol.connection import MAX_APPEND_BYTES
+from voxgate.protocol.input_buffer import MAX_APPEND_BYTES
 
 
 def test_append_sends_nothing_back_and_hands_the_audio_to_turn_detection() -> None:

@@ -15,7 +15,6 @@ Rules kept here:
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, assert_never
@@ -39,6 +38,7 @@ from .conversation import Conversation
 from .errors import ProtocolError, server_bug
 from .guard import ConfigGuard
 from .ids import new_id
+from .input_buffer import InputAudioBuffer
 from .items import (
     AssistantMessage,
     FunctionCallOutput,
@@ -67,8 +67,6 @@ from .transcription import (
 
 log = logging.getLogger(__name__)
 Output = ev.ServerEvent | Command
-MAX_APPEND_BYTES = 15 * 1024 * 1024
-MIN_COMMIT_MS = 100
 # conversation.item.retrieved must stay under the 8 MiB a client (agents-py) accepts.
 MAX_RETRIEVED_AUDIO_BYTES = 5 * 1024 * 1024
 
@@ -110,10 +108,9 @@ class RealtimeConnection:
         # Set when the first response starts: from then on the model is fixed.
         self.model_locked = False
         self.server_playout = server_playout
-        self.input_buffer = bytearray()
-        self.max_buffer_bytes = max_buffer_bytes
-        # Total audio appended this session, for audio_start_ms / audio_end_ms.
-        self.input_audio_ms = 0.0
+        self.input = InputAudioBuffer(max_buffer_bytes)
+        # The buffered bytes themselves, under the name the runtime and tests read.
+        self.input_buffer = self.input.data
         self._count_tokens = count_tokens
         # Server-side playout: responses whose audio reached the peer's queue and has not
         # yet stopped or been cleared.
@@ -121,6 +118,10 @@ class RealtimeConnection:
         # Items given inline to a response (not in the conversation) whose audio is being
         # transcribed; each leaves when its transcript (or failure) arrives.
         self._inline: dict[str, UserMessage] = {}
+
+    @property
+    def input_audio_ms(self) -> float:
+        return self.input.total_ms
 
     # -- client side ----------------------------------------------------------------------
 
@@ -210,64 +211,21 @@ class RealtimeConnection:
         return self.config.audio.input.format.type
 
     def _append(self, audio: str) -> list[Output]:
-        if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
-            raise ProtocolError(
-                f"Audio chunk too large: at most {MAX_APPEND_BYTES // (1024 * 1024)} MiB of audio "
-                "per input_audio_buffer.append; split it into smaller appends.",
-                code="input_audio_buffer_append_too_large",
-                param="audio",
-            )
-        try:
-            data = base64.b64decode(audio, validate=True)
-        except (binascii.Error, ValueError):
-            raise ProtocolError(
-                "Invalid 'audio': expected base64-encoded audio in the session's input format.",
-                param="audio",
-            ) from None
-        if len(self.input_buffer) + len(data) > self.max_buffer_bytes:
-            raise ProtocolError(
-                "The input audio buffer is full: commit or clear it before appending more "
-                f"(limit {bytes_to_ms(self.input_format, self.max_buffer_bytes) / 1000:.0f} s).",
-                code="input_audio_buffer_full",
-                param="audio",
-            )
-        self.input_buffer.extend(data)
-        self.input_audio_ms += bytes_to_ms(self.input_format, len(data))
-        return [InputAudio(data, self.input_format)]
+        return [InputAudio(self.input.append_encoded(audio, self.input_format), self.input_format)]
 
     def append_track_audio(self, data: bytes) -> list[Output]:
-        """Audio from a media track (WebRTC, SIP) in the session's input format: the same
-        buffer as ``input_audio_buffer.append``. A full buffer drops its oldest audio: a
-        live microphone cannot be told to stop, and only the recent audio can form a turn."""
-        overflow = len(self.input_buffer) + len(data) - self.max_buffer_bytes
-        if overflow > 0:
-            del self.input_buffer[: min(overflow, len(self.input_buffer))]
-        self.input_buffer.extend(data)
-        self.input_audio_ms += bytes_to_ms(self.input_format, len(data))
+        """Audio from a media track in the session's input format: the same buffer as
+        ``input_audio_buffer.append`` (input_buffer.py says what happens when it is full)."""
+        self.input.append_track(data, self.input_format)
         return [InputAudio(data, self.input_format)]
 
     def commit(self, item_id: str | None = None) -> list[Output]:
         """The client's commit: the whole input buffer becomes a user audio item."""
-        ms = bytes_to_ms(self.input_format, len(self.input_buffer))
-        if ms < MIN_COMMIT_MS:
-            raise ProtocolError(
-                f"Error committing input audio buffer: buffer too small. Expected at least "
-                f"{MIN_COMMIT_MS}ms of audio, but buffer only has {ms:.2f}ms of audio.",
-                code="input_audio_buffer_commit_empty",
-            )
-        audio = bytes(self.input_buffer)
-        self.input_buffer.clear()
-        return self._commit_audio(audio, item_id or new_id("item"))
+        return self._commit_audio(self.input.take_all(self.input_format), item_id or new_id("item"))
 
     def _commit_span(self, item_id: str, start_ms: float, end_ms: float) -> list[Output]:
-        """Commit the audio between two session times (a detected turn). What came before
-        ``start_ms`` is dropped; what came after ``end_ms`` stays for the next turn."""
-        fmt = self.input_format
-        buffer_start_ms = self.input_audio_ms - bytes_to_ms(fmt, len(self.input_buffer))
-        head = min(len(self.input_buffer), ms_to_bytes(fmt, max(0.0, start_ms - buffer_start_ms)))
-        tail = min(len(self.input_buffer), ms_to_bytes(fmt, max(0.0, end_ms - buffer_start_ms)))
-        audio = bytes(self.input_buffer[head:tail])
-        del self.input_buffer[:tail]
+        """Commit the audio of a detected turn (input_buffer.py keeps the rest)."""
+        audio = self.input.take_span(start_ms, end_ms, self.input_format)
         return self._commit_audio(audio, item_id)
 
     def _commit_audio(self, audio: bytes, item_id: str) -> list[Output]:

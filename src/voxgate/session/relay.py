@@ -58,9 +58,10 @@ from ..engines.upstream import (
 from ..protocol import events as ev
 from ..protocol.carry import ConversationMirror
 from ..protocol.commands import CancelResponse, ClearOutputAudio
-from ..protocol.connection import MAX_APPEND_BYTES, RealtimeConnection
+from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
+from ..protocol.input_buffer import MAX_APPEND_BYTES
 from ..protocol.response_params import parse_response_params
 from . import relay_records as records
 from .driver import PLAYOUT_RATE, DriverCommand, DriverHost, DriverOutput, Forward, Progress
