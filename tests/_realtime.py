@@ -59,3 +59,14 @@ def rms(pcm: bytes) -> float:
 
     samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype=np.int16).astype(np.float64)
     return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0
+
+
+def user_text(text: str) -> dict[str, Any]:
+    """A user message item carrying ``text``, as a client creates it."""
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+async def add_user_text(conn: AsyncRealtimeConnection, events: Events, text: str) -> Any:
+    """Create a user text item and return it once the server says it is done."""
+    await conn.conversation.item.create(item=user_text(text))
+    return (await events.until("conversation.item.done"))[-1].item

@@ -8,7 +8,7 @@ import json
 
 from openai import AsyncOpenAI
 
-from _realtime import Events, audio_bytes, rms, types
+from _realtime import Events, add_user_text, audio_bytes, rms, types
 from conftest import RunningServer, speech_pcm24k
 
 MODEL = "gpt-realtime"
@@ -83,14 +83,7 @@ async def test_text_only_session_streams_text(voxgate_server: RunningServer) -> 
         await events.expect("session.created")
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
         await events.expect("session.updated")
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "text please"}],
-            }
-        )
-        await events.until("conversation.item.done")
+        await add_user_text(conn, events, "text please")
         await conn.response.create()
         turn = await events.until("response.done")
         names = types(turn, audio=True)
@@ -157,14 +150,7 @@ async def test_function_call_round_trip(voxgate_server: RunningServer) -> None:
             session={"type": "realtime", "tools": [tool], "output_modalities": ["text"]}
         )
         await events.expect("session.updated")
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "get weather for Paris"}],
-            }
-        )
-        await events.until("conversation.item.done")
+        await add_user_text(conn, events, "get weather for Paris")
         await conn.response.create()
         turn = await events.until("response.done")
         names = types(turn)
@@ -195,14 +181,7 @@ async def test_item_retrieve_delete_truncate(voxgate_server: RunningServer) -> N
     async with client(voxgate_server).realtime.connect(model=MODEL) as conn:
         events = Events(conn)
         await events.expect("session.created")
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "Tell me something long."}],
-            }
-        )
-        user = (await events.until("conversation.item.done"))[-1].item
+        user = await add_user_text(conn, events, "Tell me something long.")
         await conn.response.create()
         turn = await events.until("response.done")
         assistant = turn[-1].response.output[0]
@@ -239,14 +218,7 @@ async def test_response_cancel_mid_response(start_server, slow_chat_server) -> N
     async with client(server).realtime.connect(model=MODEL) as conn:
         events = Events(conn)
         await events.expect("session.created")
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "talk for a while"}],
-            }
-        )
-        await events.until("conversation.item.done")
+        await add_user_text(conn, events, "talk for a while")
         await conn.response.create()
         # Wait for the first spoken words, then cancel while the model is still streaming.
         await events.until("response.output_audio.delta")
@@ -270,14 +242,7 @@ async def test_out_of_band_response(voxgate_server: RunningServer) -> None:
     async with client(voxgate_server).realtime.connect(model=MODEL) as conn:
         events = Events(conn)
         await events.expect("session.created")
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "in the conversation"}],
-            }
-        )
-        user = (await events.until("conversation.item.done"))[-1].item
+        user = await add_user_text(conn, events, "in the conversation")
         await conn.response.create(
             response={
                 "conversation": "none",
