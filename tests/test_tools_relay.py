@@ -98,6 +98,10 @@ async def test_relayed_read_tool_runs_here(
     # The call was shown as a conversation item, never as response output to execute.
     assert [i.name for i in added(seen, "function_call")] == ["get_weather"]
     assert output_items(seen, "function_call") == []
+    # Nor listed in a response.done, where browser code commonly looks for calls to run.
+    listed = [i for e in seen if e.type == "response.done" for i in e.response.output]
+    assert [i.type for i in listed if i.type == "function_call"] == []
+    assert any(i.type == "message" for i in listed)
 
 
 async def test_relayed_destructive_tool_waits_for_the_approval_here(

@@ -266,6 +266,11 @@ class RelayDriver:
 
     # -- for hooks (server-side tools) ------------------------------------------------------
 
+    def client_text(self, text: str, data: dict[str, Any]) -> str:
+        """The upstream event as the client receives it (``data`` itself is what voxgate
+        books and mirrors); a subclass may hide parts that are voxgate's own business."""
+        return text
+
     def send_upstream(self, conn: RealtimeConnection, event: dict[str, Any]) -> list[DriverOutput]:
         """Send a client event of voxgate's own upstream (after what the client sent)."""
         if event.get("type") == "response.create":
@@ -295,6 +300,7 @@ class RelayDriver:
     ) -> Sequence[DriverOutput]:
         if self.hook is not None and (replaced := self.hook(self, conn, data)) is not None:
             return replaced
+        text = self.client_text(text, data)
         kind = str(data.get("type"))
         rid = records.response_id_of(data)
         if rid is not None and rid in self._ended_here:

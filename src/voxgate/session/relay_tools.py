@@ -18,6 +18,7 @@
 - hears the user's next turn as the upstream reports it (a typed message, or a spoken
   turn's transcript): a clear yes cancels the upstream's own answer to it, runs the action
   and asks for voxgate's answer (marked by its metadata); anything else cancels the action.
+A relayed ``response.done`` lists only the client's calls (``client_text``).
 There is no filler in relayed sessions.
 """
 
@@ -144,6 +145,24 @@ class ToolRelayDriver(RelayDriver):
             if calls and response.get("status") == "completed":
                 self.tools.spawn(self._run_tools(calls, more), "relay-tools")
         return None
+
+    def client_text(self, text: str, data: dict[str, Any]) -> str:
+        """A ``response.done`` lists the server calls it made: the client sees it without
+        them, as it saw none of their output-item events, so no client executes one."""
+        response = data.get("response") if data.get("type") == "response.done" else None
+        if not isinstance(response, dict) or not isinstance(response.get("output"), list):
+            return text
+        output = [item for item in response["output"] if not self._server_call(item)]
+        if len(output) == len(response["output"]):
+            return text
+        return json.dumps({**data, "response": {**response, "output": output}})
+
+    def _server_call(self, item: Any) -> bool:
+        return (
+            isinstance(item, dict)
+            and item.get("type") == "function_call"
+            and self.tools.intercepts(str(item.get("name")))
+        )
 
     def _tool_call_event(self, data: dict[str, Any]) -> list[DriverOutput] | None:
         item = data.get("item") if isinstance(data.get("item"), dict) else None
