@@ -69,6 +69,14 @@ _TURN_ENDS = (
 _NOT_CARRIED = ("id", "object", "expires_at", "client_secret")
 
 
+def session_patch(session: Mapping[str, Any]) -> dict[str, Any]:
+    """A session object as an engine reports it, as a ``session.update`` body (what another
+    engine, or a check, can apply)."""
+    body = {k: copy.deepcopy(v) for k, v in session.items() if k not in _NOT_CARRIED}
+    body.setdefault("type", "realtime")
+    return body
+
+
 @dataclass
 class _Speech:
     """Assistant audio of one item: its bytes and where each transcript piece began."""
@@ -259,9 +267,7 @@ class ConversationMirror:
 
     def config_patch(self) -> dict[str, Any]:
         """The session configuration as a ``session.update`` body for another engine."""
-        body = {k: copy.deepcopy(v) for k, v in self.session.items() if k not in _NOT_CARRIED}
-        body.setdefault("type", "realtime")
-        return body
+        return session_patch(self.session)
 
     def speech_of(self, item_id: str) -> tuple[bytes, str, list[tuple[int, str]]] | None:
         """The kept audio of an assistant item: bytes, format, transcript marks."""
@@ -396,7 +402,7 @@ def seed_connection(
     carried (settings the local pipeline refuses; the rest still apply)."""
     patch = mirror.config_patch()
     patch.pop("model", None)  # the engine now serving names it (not a client's change)
-    dropped = _configure_what_fits(conn, patch)
+    dropped = configure_what_fits(conn, patch)
     if model is not None:
         conn.config = conn.config.model_copy(update={"model": model})
     for item in mirror.items():
@@ -414,7 +420,7 @@ def seed_connection(
     return dropped
 
 
-def _configure_what_fits(conn: RealtimeConnection, patch: dict[str, Any]) -> list[str]:
+def configure_what_fits(conn: RealtimeConnection, patch: dict[str, Any]) -> list[str]:
     """Apply ``patch`` whole if possible, else without the top-level fields that fail."""
     dropped: list[str] = []
     while True:
