@@ -378,7 +378,7 @@ async def test_a_server_tool_runs_from_voxgates_sideband_and_its_result_is_spoke
     before = len(service.calls_to("/weather"))
     base = f"http://127.0.0.1:{server.settings.port}"
     async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
-        await _call(http, peer, "user-tools")
+        call_id = await _call(http, peer, "user-tools")
         created = await peer.events.next()
         # Offered in the configuration voxgate gave the upstream call.
         assert "get_weather" in [t["name"] for t in created.data["session"]["tools"]]
@@ -406,13 +406,21 @@ async def test_a_server_tool_runs_from_voxgates_sideband_and_its_result_is_spoke
         for event in seen:
             validated(event.raw)
         assert "sunny and 21 degrees in Paris" in _said(seen[-1])
-        audit = (await http.get("/v1/admin/audit", params={"kind": "tool"})).json()["data"]
+        audit = await _tool_audit(http, call_id)
     calls = service.calls_to("/weather")[before:]
     assert len(calls) == 1 and calls[0].signature_ok
     assert calls[0].body["arguments"] == {"city": "Paris"}
     assert "sunny" in model.requests[-1]["messages"][-1]["content"]
     [ran] = [e for e in audit if e["detail"].get("tool") == "get_weather"]
     assert ran["code"] == "ran" and ran["detail"]["status"] == "ok", ran
+
+
+async def _tool_audit(http: httpx.AsyncClient, call_id: str) -> list[dict[str, Any]]:
+    """The tool decisions of the session that governs the call."""
+    calls = (await http.get("/v1/admin/audit", params={"action": "direct_call"})).json()["data"]
+    [session_id] = [e["session_id"] for e in calls if e["detail"].get("call_id") == call_id]
+    params = {"kind": "tool", "session_id": session_id}
+    return list((await http.get("/v1/admin/audit", params=params)).json()["data"])
 
 
 def _voice(event: Any) -> str:
@@ -450,6 +458,98 @@ async def test_a_session_update_the_policy_forbids_is_reverted_upstream(
         assert done.data["response"]["status"] == "completed"
         assert (await http.get("/healthz")).json()["sessions"] == 1
         audit = await http.get("/v1/admin/audit", params={"action": "direct_session_update"})
-    [entry] = audit.json()["data"]
+    [entry] = [e for e in audit.json()["data"] if e["detail"]["call_id"] == call_id]
     assert entry["code"] == "voice_not_allowed"
     assert entry["detail"]["outcome"] == "reverted" and entry["detail"]["call_id"] == call_id
+
+
+ACCOUNT = {"type": "object", "properties": {"account_id": {"type": "string"}}}
+
+
+def _tell(peer: WebRTCPeer, text: str) -> None:
+    content = [{"type": "input_text", "text": text}]
+    peer.send(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": content},
+        }
+    )
+    peer.send({"type": "response.create"})
+
+
+def _spoke(event: Any) -> bool:
+    """A response.done whose output holds an assistant message."""
+    output = event.data["response"]["output"] if event.type == "response.done" else []
+    return any(o["type"] == "message" for o in output)
+
+
+async def _sideband_until(sideband: Any, match: Callable[[dict[str, Any]], bool]) -> Any:
+    while not match(event := json.loads(await sideband.recv())):
+        pass
+    return event
+
+
+@pytest.mark.parametrize("channel", ["sideband", "typed"])
+async def test_a_destructive_tool_in_a_direct_call_runs_once_on_approval(
+    start_server: Any,
+    upstream: Upstream,
+    model: SlowChatServer,
+    service: ToolService,
+    channel: str,
+) -> None:
+    model.respond = Model({"delete": ("delete_account", {"account_id": "42"})})
+    delete = {"name": "delete_account", "kind": "http", "url": service.url("/delete")}
+    server = start_server(
+        upstreams=[direct_setting(upstream)],
+        tools=[{**delete, "parameters": ACCOUNT, "effect": "destructive"}],
+        tools_signing_secret=SECRET,
+    )
+    before = len(service.calls_to("/delete"))
+    base = f"http://127.0.0.1:{server.settings.port}"
+    async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+        call_id = await _call(http, peer, f"user-approve-{channel}")
+        await peer.events.next()
+        # The app's backend watches the call on a sideband attached to voxgate.
+        sideband = await websockets.connect(
+            f"{server.ws_url}?call_id={call_id}",
+            additional_headers={"Authorization": "Bearer app-key"},
+        )
+        await _sideband_until(sideband, lambda e: e["type"] == "session.created")
+        _tell(peer, "Please delete account 42.")
+        readback = (await peer.events.until(_spoke, 30.0))[-1]
+        assert "Shall I go ahead" in _said(readback)
+        assert len(service.calls_to("/delete")) == before  # nothing runs before approval
+        request = await _sideband_until(
+            sideband,
+            lambda e: (
+                e["type"] == "conversation.item.added"
+                and e["item"]["type"] == "mcp_approval_request"
+            ),
+        )
+        assert json.loads(request["item"]["arguments"]) == {"account_id": "42"}
+        if channel == "sideband":
+            approval = {
+                "type": "mcp_approval_response",
+                "approval_request_id": request["item"]["id"],
+                "approve": True,
+            }
+            await sideband.send(json.dumps({"type": "conversation.item.create", "item": approval}))
+        else:  # the user's next turn (typed here; spoken with input transcription on)
+            _tell(peer, "Yes please.")
+        said = ""
+        while "deleted" not in said:  # after a yes, the upstream's own reply is cancelled
+            said = _said((await peer.events.until(_spoke, 30.0))[-1])
+        assert "account 42 is deleted" in said
+        answered = await _sideband_until(
+            sideband,
+            lambda e: (
+                e["type"] == "conversation.item.added"
+                and e["item"]["type"] == "mcp_approval_response"
+            ),
+        )
+        assert answered["item"]["approve"] is True
+        await sideband.close()
+        audit = await _tool_audit(http, call_id)
+    assert len(service.calls_to("/delete")) == before + 1
+    decisions = [e["code"] for e in audit if e["detail"].get("tool") == "delete_account"]
+    assert decisions.count("awaiting_confirmation") == 1 and decisions.count("ran") == 1, decisions
