@@ -139,3 +139,27 @@ async def test_an_upstreams_own_fields_are_no_breach() -> None:
     )
     assert [o.type for o in out if isinstance(o, Forward)] == ["session.updated"]
     assert _errors(out) == [] and _sent(call) == [] and call.ended == []
+
+
+async def test_a_first_report_that_breaks_the_policy_is_reverted_to_what_the_call_was_given() -> (
+    None
+):
+    # The browser's update reached the upstream before voxgate's sideband was attached.
+    call = Call(Policy(allowed_voices=["alloy"]))
+    call.driver.given = {"type": "realtime", "audio": {"output": {"voice": "alloy"}}}
+    out = call.reported("session.created", audio__output__voice="verse")
+    assert _errors(out) == ["voice_not_allowed"]
+    [revert] = _sent(call)
+    assert revert["session"] == {"type": "realtime", "audio": {"output": {"voice": "alloy"}}}
+    call.reported("session.updated", audio__output__voice="alloy")
+    assert call.ended == []
+
+
+async def test_the_upstreams_name_for_the_admitted_model_is_no_breach() -> None:
+    bound = {"type": "realtime", "model": "gpt-realtime"}
+    call = Call(Policy(allowed_models=["gpt-realtime"]), bound=bound)
+    out = call.reported("session.created", model="gpt-realtime-2025-08-28")
+    assert _errors(out) == [] and _sent(call) == []
+    # A model the browser switches to later is checked as any change is.
+    out = call.reported("session.updated", model="gpt-realtime-mini")
+    assert _errors(out) == ["bound_by_client_secret"]

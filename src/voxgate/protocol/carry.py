@@ -402,7 +402,7 @@ def seed_connection(
     carried (settings the local pipeline refuses; the rest still apply)."""
     patch = mirror.config_patch()
     patch.pop("model", None)  # the engine now serving names it (not a client's change)
-    dropped = configure_what_fits(conn, patch)
+    dropped = _configure_what_fits(conn, patch)
     if model is not None:
         conn.config = conn.config.model_copy(update={"model": model})
     for item in mirror.items():
@@ -420,7 +420,7 @@ def seed_connection(
     return dropped
 
 
-def configure_what_fits(conn: RealtimeConnection, patch: dict[str, Any]) -> list[str]:
+def _configure_what_fits(conn: RealtimeConnection, patch: dict[str, Any]) -> list[str]:
     """Apply ``patch`` whole if possible, else without the top-level fields that fail."""
     dropped: list[str] = []
     while True:

@@ -149,7 +149,7 @@ async def create_direct_call(
     except BaseException:  # the request was cancelled (client gone) or a bug: free the slot
         await asyncio.shield(_unadmit(state, session))
         raise
-    driver.call_id = call.call_id
+    driver.call_id, driver.given = call.call_id, forwarded
     session_id = session.id
 
     def audit(action: str, code: str | None, detail: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
 from . import relay_records as records
-from .direct_policy import adopt, breach, reverting
+from .direct_policy import adopt_model, breach, reverting
 from .driver import DriverCommand, DriverHost, DriverOutput, Forward
 from .relay_tools import UpstreamTools, with_server_tools
 from .tool_flow import SessionTools
@@ -77,6 +77,8 @@ class DirectDriver:
         # The call's configuration as last allowed, and the event id of voxgate's
         # session.update that puts it back after a breach (until the upstream reports again).
         self._allowed: dict[str, Any] | None = None
+        # The configuration voxgate created the upstream call with.
+        self.given: dict[str, Any] = {}
         self._revert: str | None = None
         self._reoffered = False
 
@@ -234,21 +236,21 @@ class DirectDriver:
     def _policed(
         self, conn: RealtimeConnection, kind: str, session: dict[str, Any]
     ) -> list[DriverOutput]:
-        """A configuration the upstream reports: the first is the one voxgate gave the call;
-        a later one that breaks the policy or the binding (the browser's session.update went
-        straight upstream) is reverted, and the call is hung up if that cannot be done."""
-        if kind == "session.created" or self._allowed is None:
-            adopt(conn, session)
-            self._allowed = session
-            return []
-        refused = breach(conn, session)
+        """A configuration the upstream reports: one that breaks the policy or the binding
+        (the browser's session.update went straight upstream) is reverted to the last allowed
+        one (at first, the one voxgate created the call with), and the call is hung up if
+        that cannot be done."""
+        if kind == "session.created":
+            adopt_model(conn, session)
+        own = self.server_tools.tools.broker.offered() if self.server_tools is not None else []
+        refused = breach(conn, session, frozenset(t["name"] for t in own))
         if refused is None:
             self._allowed, self._revert = session, None
             return self._offered(conn, session)
         if self._revert is not None:  # the revert did not hold: the call cannot stay
             return self._unrevertable(conn, refused.code or "invalid_value", refused.message)
         self._revert = new_id("event")
-        body = reverting(self._allowed, session)
+        body = reverting(self._allowed or self.given, session)
         log.warning(
             "direct call %s: reverting a configuration its policy forbids (%s)",
             self.call_id,

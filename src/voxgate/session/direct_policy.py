@@ -7,8 +7,10 @@ binding, as admission set it), so the checks are the ones the relay applies to a
 ``session.update``: each reported configuration is applied to the mirror as a patch, and a
 policy code (`POLICY_CODES`) is a breach, which leaves the mirror as it was.
 
-Settings the local mirror does not take (an upstream's own fields, or values it does not
-know) are no breach: they are skipped, and the rest is still checked.
+The first report (``session.created``) is checked too: the browser's data channel may open,
+and its ``session.update`` reach the upstream, before voxgate's sideband is attached. Settings
+the local mirror does not take (an upstream's own fields, or values it does not know) are no
+breach: they are skipped, and the rest is still checked.
 """
 
 from __future__ import annotations
@@ -17,30 +19,37 @@ import logging
 from typing import Any
 
 from ..control.guard import POLICY_CODES
-from ..protocol.carry import configure_what_fits, session_patch
+from ..protocol.carry import session_patch
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
 
-def adopt(conn: RealtimeConnection, session: dict[str, Any]) -> None:
-    """Mirror the call's configuration as the upstream first reports it (what voxgate gave it
-    at call creation, in the upstream's words), unchecked: later reports are compared with
-    it, so a difference in how the upstream writes a field is not taken for a change."""
-    guard, conn.guard = conn.guard, None
-    try:
-        dropped = configure_what_fits(conn, session_patch(session))
-    finally:
-        conn.guard = guard
-    if dropped:
-        log.info("session %s: upstream settings not mirrored: %s", conn.session_id, dropped)
+def adopt_model(conn: RealtimeConnection, session: dict[str, Any]) -> None:
+    """Take the model the upstream names in the call's first report as the admitted one's
+    name (an upstream may name a model by its dated version): voxgate created the call with
+    the admitted model, so that is the model it runs."""
+    model = session.get("model")
+    if isinstance(model, str) and model and model != conn.config.model:
+        log.info(
+            "session %s: the upstream runs %s as %s", conn.session_id, conn.config.model, model
+        )
+        conn.config = conn.config.model_copy(update={"model": model})
 
 
-def breach(conn: RealtimeConnection, session: dict[str, Any]) -> ProtocolError | None:
+def breach(
+    conn: RealtimeConnection, session: dict[str, Any], own_tools: frozenset[str] = frozenset()
+) -> ProtocolError | None:
     """Apply a reported configuration to the mirror through its guard: the policy's or the
-    binding's refusal if it breaks them (the mirror then stays as it was), else None."""
+    binding's refusal if it breaks them (the mirror then stays as it was), else None.
+    ``own_tools``: the server tools voxgate offers; the mirror holds the client's tools only
+    (as a relayed session's does), so a binding of ``tools`` compares those."""
     patch = session_patch(session)
+    if own_tools and isinstance(patch.get("tools"), list):
+        patch["tools"] = [
+            t for t in patch["tools"] if not (isinstance(t, dict) and t.get("name") in own_tools)
+        ]
     while True:
         try:
             conn.configure(patch)
