@@ -11,6 +11,12 @@ for a relayed session) handed to the session's observer first, like the embedded
 Client events from a sideband attached here go to the upstream call. The upstream's events
 count as activity for the idle timeout.
 
+The sideband also does what the browser's own events bypass: the upstream's calls of server
+tools run here (`relay_tools.UpstreamTools`, as for a relay: the output and a
+``response.create`` go back on the sideband), and every configuration the upstream reports is
+checked against the credential's policy and binding (`direct_policy`): a breach is reverted
+with voxgate's own ``session.update``, and a call whose breach cannot be reverted is hung up.
+
 However the session ends (a budget used up, the duration limit, a revoked key, a hang-up
 sent here, shutdown), whoever serves the call then hangs the upstream call up
 (`hang_up_unless_ended`); when the upstream call ends first, the session ends with it. A
