@@ -1,7 +1,8 @@
 """Direct mode: a model routed to an upstream with ``direct = true`` has its WebRTC media go
-straight to that upstream (a second voxgate process here), while voxgate admits the call,
-books its usage from its own sideband on the upstream call, and hangs it up at the session's
-duration limit."""
+straight to that upstream (a second voxgate process here, its language model the scripted
+one over real HTTP), while voxgate admits the call, books its usage from its own sideband on
+the upstream call, hangs it up at the session's duration limit, runs the server tools the
+upstream's model calls, and reverts a configuration the browser changes against the policy."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import websockets
 from openai import AsyncOpenAI
 
 from _fault_proxy import FaultProxy
+from _tool_model import Model
+from _tool_service import ToolService
 from _upstream import UpstreamVoxgate as Upstream
 from _upstream import upstream_voxgate
-from conftest import free_port, speech_pcm24k, validated
+from conftest import SlowChatServer, free_port, speech_pcm24k, validated
 from voxgate.call.webrtc import PeerClosed, WebRTCPeer
 from voxgate.control.policy import Policy
 
@@ -28,9 +31,34 @@ SPOKEN = "one two three four five"
 TRANSCRIBED = {"type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
 
 
+SECRET = "direct-tool-signing-secret"
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    with upstream_voxgate(tmp_path_factory.mktemp("direct")) as running:
+def model() -> Iterator[SlowChatServer]:
+    server = SlowChatServer(delay_s=0.01)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def plain_model(model: SlowChatServer) -> None:
+    """The upstream's model answers briefly unless a test scripts it."""
+    model.respond = Model({})
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[ToolService]:
+    svc = ToolService(SECRET)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory, model: SlowChatServer) -> Iterator[Upstream]:
+    env = {"VOXGATE_LLM_BASE_URL": model.url, "VOXGATE_LLM_MODEL": "scripted"}
+    with upstream_voxgate(tmp_path_factory.mktemp("direct"), env=env) as running:
         yield running
 
 
@@ -329,3 +357,199 @@ async def test_a_cut_sideband_ends_the_call_rather_than_leave_it_unwatched(
         assert record["end_reason"] == "upstream_unwatched"
         await _eventually(lambda: _no_upstream_sessions(upstream))
         assert (await _upstream_session(upstream, "user-cut"))["end_reason"] == "hangup"
+
+
+def _said(done: Any) -> str:
+    """What a response.done's assistant message said (its transcript or text)."""
+    [message] = [o for o in done.data["response"]["output"] if o["type"] == "message"]
+    return " ".join(p.get("transcript") or p.get("text") or "" for p in message["content"])
+
+
+async def test_a_server_tool_runs_from_voxgates_sideband_and_its_result_is_spoken(
+    start_server: Any, upstream: Upstream, model: SlowChatServer, service: ToolService
+) -> None:
+    model.respond = Model({"weather": ("get_weather", {"city": "Paris"})})
+    weather = {"name": "get_weather", "kind": "http", "url": service.url("/weather")}
+    server = start_server(
+        upstreams=[direct_setting(upstream)],
+        tools=[{**weather, "parameters": CITY}],
+        tools_signing_secret=SECRET,
+    )
+    before = len(service.calls_to("/weather"))
+    base = f"http://127.0.0.1:{server.settings.port}"
+    async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+        call_id = await _call(http, peer, "user-tools")
+        created = await peer.events.next()
+        # Offered in the configuration voxgate gave the upstream call.
+        assert "get_weather" in [t["name"] for t in created.data["session"]["tools"]]
+        text = [{"type": "input_text", "text": "What is the weather in Paris?"}]
+        peer.send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": text},
+            }
+        )
+        peer.send({"type": "response.create"})
+        called = (await peer.events.until("response.done", 30.0))[-1]
+        # The browser sees the upstream's events, the call among them; voxgate runs it ...
+        [call] = [o for o in called.data["response"]["output"] if o["type"] == "function_call"]
+        assert call["name"] == "get_weather"
+        # ... and gives the upstream its output and a response.create on its sideband.
+        seen = await peer.events.until("response.done", 30.0)
+        outputs = [
+            e.data["item"]
+            for e in seen
+            if e.type == "conversation.item.added"
+            and e.data["item"]["type"] == "function_call_output"
+        ]
+        assert [o["call_id"] for o in outputs] == [call["call_id"]]
+        for event in seen:
+            validated(event.raw)
+        assert "sunny and 21 degrees in Paris" in _said(seen[-1])
+        audit = await _tool_audit(http, call_id)
+    calls = service.calls_to("/weather")[before:]
+    assert len(calls) == 1 and calls[0].signature_ok
+    assert calls[0].body["arguments"] == {"city": "Paris"}
+    assert "sunny" in model.requests[-1]["messages"][-1]["content"]
+    [ran] = [e for e in audit if e["detail"].get("tool") == "get_weather"]
+    assert ran["code"] == "ran" and ran["detail"]["status"] == "ok", ran
+
+
+async def _tool_audit(http: httpx.AsyncClient, call_id: str) -> list[dict[str, Any]]:
+    """The tool decisions of the session that governs the call."""
+    calls = (await http.get("/v1/admin/audit", params={"action": "direct_call"})).json()["data"]
+    [session_id] = [e["session_id"] for e in calls if e["detail"].get("call_id") == call_id]
+    params = {"kind": "tool", "session_id": session_id}
+    return list((await http.get("/v1/admin/audit", params=params)).json()["data"])
+
+
+def _voice(event: Any) -> str:
+    return str(event.data["session"]["audio"]["output"]["voice"])
+
+
+async def test_a_session_update_the_policy_forbids_is_reverted_upstream(
+    start_server: Any, upstream: Upstream
+) -> None:
+    policy = Policy(allowed_voices=["alloy", "ash"], allowed_tools=["lookup"])
+    server = start_server(upstreams=[direct_setting(upstream)], policy=policy)
+    base = f"http://127.0.0.1:{server.settings.port}"
+    lookup = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+    shell = {"type": "function", "name": "run_shell", "parameters": {"type": "object"}}
+    async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+        call_id = await _call(http, peer, "user-update")
+        created = await peer.events.next()
+        assert _voice(created) == "alloy"
+        # Within the policy: kept.
+        allowed = {"type": "realtime", "audio": {"output": {"voice": "ash"}}, "tools": [lookup]}
+        peer.send({"type": "session.update", "session": allowed})
+        assert _voice((await peer.events.until("session.updated"))[-1]) == "ash"
+        # Straight to the upstream, which takes it; voxgate's sideband sees it and puts back
+        # the last allowed configuration.
+        forbidden = {"type": "realtime", "audio": {"output": {"voice": "verse"}}, "tools": [shell]}
+        peer.send({"type": "session.update", "session": forbidden})
+        taken = (await peer.events.until("session.updated"))[-1]
+        assert _voice(taken) == "verse"
+        reverted = (await peer.events.until("session.updated"))[-1]
+        assert _voice(reverted) == "ash"
+        assert [t["name"] for t in reverted.data["session"]["tools"]] == ["lookup"]
+        # The call goes on, and the revert is in the audit log.
+        peer.send({"type": "response.create"})
+        done = (await peer.events.until("response.done", 30.0))[-1]
+        assert done.data["response"]["status"] == "completed"
+        assert (await http.get("/healthz")).json()["sessions"] == 1
+        audit = await http.get("/v1/admin/audit", params={"action": "direct_session_update"})
+    [entry] = [e for e in audit.json()["data"] if e["detail"]["call_id"] == call_id]
+    assert entry["code"] == "voice_not_allowed"
+    assert entry["detail"]["outcome"] == "reverted" and entry["detail"]["call_id"] == call_id
+
+
+ACCOUNT = {"type": "object", "properties": {"account_id": {"type": "string"}}}
+
+
+def _tell(peer: WebRTCPeer, text: str) -> None:
+    content = [{"type": "input_text", "text": text}]
+    peer.send(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": content},
+        }
+    )
+    peer.send({"type": "response.create"})
+
+
+def _spoke(event: Any) -> bool:
+    """A response.done whose output holds an assistant message."""
+    output = event.data["response"]["output"] if event.type == "response.done" else []
+    return any(o["type"] == "message" for o in output)
+
+
+async def _sideband_until(sideband: Any, match: Callable[[dict[str, Any]], bool]) -> Any:
+    while not match(event := json.loads(await sideband.recv())):
+        pass
+    return event
+
+
+@pytest.mark.parametrize("channel", ["sideband", "typed"])
+async def test_a_destructive_tool_in_a_direct_call_runs_once_on_approval(
+    start_server: Any,
+    upstream: Upstream,
+    model: SlowChatServer,
+    service: ToolService,
+    channel: str,
+) -> None:
+    model.respond = Model({"delete": ("delete_account", {"account_id": "42"})})
+    delete = {"name": "delete_account", "kind": "http", "url": service.url("/delete")}
+    server = start_server(
+        upstreams=[direct_setting(upstream)],
+        tools=[{**delete, "parameters": ACCOUNT, "effect": "destructive"}],
+        tools_signing_secret=SECRET,
+    )
+    before = len(service.calls_to("/delete"))
+    base = f"http://127.0.0.1:{server.settings.port}"
+    async with httpx.AsyncClient(base_url=base) as http, WebRTCPeer() as peer:
+        call_id = await _call(http, peer, f"user-approve-{channel}")
+        await peer.events.next()
+        # The app's backend watches the call on a sideband attached to voxgate.
+        sideband = await websockets.connect(
+            f"{server.ws_url}?call_id={call_id}",
+            additional_headers={"Authorization": "Bearer app-key"},
+        )
+        await _sideband_until(sideband, lambda e: e["type"] == "session.created")
+        _tell(peer, "Please delete account 42.")
+        readback = (await peer.events.until(_spoke, 30.0))[-1]
+        assert "Shall I go ahead" in _said(readback)
+        assert len(service.calls_to("/delete")) == before  # nothing runs before approval
+        request = await _sideband_until(
+            sideband,
+            lambda e: (
+                e["type"] == "conversation.item.added"
+                and e["item"]["type"] == "mcp_approval_request"
+            ),
+        )
+        assert json.loads(request["item"]["arguments"]) == {"account_id": "42"}
+        if channel == "sideband":
+            approval = {
+                "type": "mcp_approval_response",
+                "approval_request_id": request["item"]["id"],
+                "approve": True,
+            }
+            await sideband.send(json.dumps({"type": "conversation.item.create", "item": approval}))
+        else:  # the user's next turn (typed here; spoken with input transcription on)
+            _tell(peer, "Yes please.")
+        said = ""
+        while "deleted" not in said:  # after a yes, the upstream's own reply is cancelled
+            said = _said((await peer.events.until(_spoke, 30.0))[-1])
+        assert "account 42 is deleted" in said
+        answered = await _sideband_until(
+            sideband,
+            lambda e: (
+                e["type"] == "conversation.item.added"
+                and e["item"]["type"] == "mcp_approval_response"
+            ),
+        )
+        assert answered["item"]["approve"] is True
+        await sideband.close()
+        audit = await _tool_audit(http, call_id)
+    assert len(service.calls_to("/delete")) == before + 1
+    decisions = [e["code"] for e in audit if e["detail"].get("tool") == "delete_account"]
+    assert decisions.count("awaiting_confirmation") == 1 and decisions.count("ran") == 1, decisions

@@ -17,6 +17,17 @@ from ..protocol.session import SessionConfig
 from .policy import Policy
 
 _MISSING = object()
+# Codes of a configuration the policy or a client secret's binding forbids (admission answers
+# them with 403; a direct call's sideband reverts them), as opposed to a malformed one.
+POLICY_CODES = frozenset(
+    {
+        "bound_by_client_secret",
+        "model_not_allowed",
+        "voice_not_allowed",
+        "tool_not_allowed",
+        "mcp_server_not_allowed",
+    }
+)
 
 
 def bound_paths(bound: dict[str, Any], prefix: str = "") -> list[str]:

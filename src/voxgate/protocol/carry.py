@@ -69,6 +69,14 @@ _TURN_ENDS = (
 _NOT_CARRIED = ("id", "object", "expires_at", "client_secret")
 
 
+def session_patch(session: Mapping[str, Any]) -> dict[str, Any]:
+    """A session object as an engine reports it, as a ``session.update`` body (what another
+    engine, or a check, can apply)."""
+    body = {k: copy.deepcopy(v) for k, v in session.items() if k not in _NOT_CARRIED}
+    body.setdefault("type", "realtime")
+    return body
+
+
 @dataclass
 class _Speech:
     """Assistant audio of one item: its bytes and where each transcript piece began."""
@@ -259,9 +267,7 @@ class ConversationMirror:
 
     def config_patch(self) -> dict[str, Any]:
         """The session configuration as a ``session.update`` body for another engine."""
-        body = {k: copy.deepcopy(v) for k, v in self.session.items() if k not in _NOT_CARRIED}
-        body.setdefault("type", "realtime")
-        return body
+        return session_patch(self.session)
 
     def speech_of(self, item_id: str) -> tuple[bytes, str, list[tuple[int, str]]] | None:
         """The kept audio of an assistant item: bytes, format, transcript marks."""

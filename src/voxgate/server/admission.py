@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..control.budgets import admission_refusal
-from ..control.guard import PolicyGuard, first_allowed_voice
+from ..control.guard import POLICY_CODES, PolicyGuard, first_allowed_voice
 from ..control.identity import Principal
 from ..control.policy import Policy
 from ..control.usage import EMBEDDED_ENGINE
@@ -34,14 +34,6 @@ from .state import AppState
 from .tools import session_tools
 
 log = logging.getLogger(__name__)
-# Codes of a configuration the policy or the binding forbids (403), not a malformed one (400).
-_FORBIDDEN_CODES = {
-    "bound_by_client_secret",
-    "model_not_allowed",
-    "voice_not_allowed",
-    "tool_not_allowed",
-    "mcp_server_not_allowed",
-}
 
 
 async def admit(
@@ -174,7 +166,7 @@ def _connection(
             connection.configure(patch)
             initial = merged(initial, patch)
     except ProtocolError as exc:
-        status = 403 if exc.code in _FORBIDDEN_CODES else 400
+        status = 403 if exc.code in POLICY_CODES else 400
         param = f"session.{exc.param.removeprefix('session.')}" if exc.param else "session"
         raise Refused(exc.code or "invalid_value", exc.message, status, param=param) from None
     return connection, initial

@@ -6,8 +6,9 @@ straight to the upstream, while voxgate stays the backend.
   configuration (the client's, with the secret's binding over it) go to the upstream's
   ``/v1/realtime/calls`` with the server's key and the caller's safety identifier. The
   upstream's answer comes back with its call id in ``Location``, and voxgate attaches its own
-  sideband to the call (`session.direct.DirectCall`): usage into the ledger, budgets and the
-  duration limit hang it up.
+  sideband to the call (`session.direct.DirectDriver`): usage into the ledger, budgets and the
+  duration limit hang it up, the server tools (offered in that configuration) run there, and
+  a configuration the browser changes against the policy is reverted.
 - ``POST /v1/realtime/client_secrets``: checked against the policy as usual, then minted by
   the upstream with the same configuration and safety identifier; voxgate records the secret
   (its hash, binding and expiry, like its own, so that it is listed, audited and revocable
@@ -28,6 +29,7 @@ from ..control.secrets import DEFAULT_USES, ClientSecret, generate_secret
 from ..engines.upstream import Upstream
 from ..engines.upstream.calls import CallFailed, create_call, mint_client_secret
 from ..session.direct import DirectDriver, hang_up_unless_ended
+from ..session.relay_tools import with_server_tools
 from ..session.session import Session
 from ..transports.headless import HeadlessTransport
 from ..transports.sdp_check import offer_problem
@@ -132,6 +134,12 @@ async def create_direct_call(
     forwarded = upstream_session(
         principal, config.model, bound or principal.bound, session_patch, config.voice
     )
+    if session.tools is not None:  # the upstream's model calls them; voxgate's sideband runs them
+        driver.run_tools(session.tools)
+        if forwarded.get("tool_choice") != "none":
+            forwarded["tools"] = with_server_tools(
+                forwarded.get("tools") or [], session.tools.broker
+            )
     try:
         call = await create_call(upstream, offer, forwarded, safety_identifier)
     except CallFailed as exc:
@@ -141,7 +149,13 @@ async def create_direct_call(
     except BaseException:  # the request was cancelled (client gone) or a bug: free the slot
         await asyncio.shield(_unadmit(state, session))
         raise
-    driver.call_id = call.call_id
+    driver.call_id, driver.given = call.call_id, forwarded
+    session_id = session.id
+
+    def audit(action: str, code: str | None, detail: dict[str, Any]) -> None:
+        state.controls.audit(action, principal, code=code, session_id=session_id, **detail)
+
+    driver.audit = audit
     try:
         # Before the answer goes out: a hang-up or sideband attach may follow at once, on
         # any replica.

@@ -11,6 +11,12 @@ for a relayed session) handed to the session's observer first, like the embedded
 Client events from a sideband attached here go to the upstream call. The upstream's events
 count as activity for the idle timeout.
 
+The sideband also does what the browser's own events bypass: the upstream's calls of server
+tools run here (`relay_tools.UpstreamTools`, as for a relay: the output and a
+``response.create`` go back on the sideband), and every configuration the upstream reports is
+checked against the credential's policy and binding (`direct_policy`): a breach is reverted
+with voxgate's own ``session.update``, and a call whose breach cannot be reverted is hung up.
+
 However the session ends (a budget used up, the duration limit, a revoked key, a hang-up
 sent here, shutdown), whoever serves the call then hangs the upstream call up
 (`hang_up_unless_ended`); when the upstream call ends first, the session ends with it. A
@@ -24,7 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -35,14 +41,22 @@ from ..engines.upstream.calls import CallFailed, hang_up, open_sideband
 from ..protocol import events as ev
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
+from ..protocol.ids import new_id
 from . import relay_records as records
+from .direct_policy import adopt_model, breach, reverting
 from .driver import DriverCommand, DriverHost, DriverOutput, Forward
+from .relay_tools import UpstreamTools, with_server_tools
+from .tool_flow import SessionTools
 from .transport import PlayoutCut
 
 log = logging.getLogger(__name__)
 HANGUP_TIMEOUT_S = 10.0
-# Client events (from sidebands attached here) waiting to go to the upstream call.
+# Client events (from sidebands attached here, and voxgate's own) waiting to go to the
+# upstream call.
 MAX_WAITING = 1024
+POLICY_END = "policy_violation"
+# action, code, detail: a decision for the audit log.
+Audit = Callable[[str, str | None, dict[str, Any]], None]
 
 
 class DirectDriver:
@@ -64,6 +78,19 @@ class DirectDriver:
         self._responses: set[str] = set()
         # The upstream call is over already: nothing to hang up.
         self.upstream_ended = False
+        self.server_tools: UpstreamTools | None = None
+        self.audit: Audit = lambda action, code, detail: None
+        # The call's configuration as last allowed, and the event id of voxgate's
+        # session.update that puts it back after a breach (until the upstream reports again).
+        self._allowed: dict[str, Any] | None = None
+        # The configuration voxgate created the upstream call with.
+        self.given: dict[str, Any] = {}
+        self._revert: str | None = None
+        self._reoffered = False
+
+    def run_tools(self, tools: SessionTools) -> None:
+        """The upstream's calls of server tools run here (`UpstreamTools`)."""
+        self.server_tools = UpstreamTools(self, tools)
 
     def bind(self, host: DriverHost) -> None:
         self._host = host
@@ -81,7 +108,13 @@ class DirectDriver:
 
     def receive(self, conn: RealtimeConnection, raw: str | bytes) -> Sequence[DriverOutput]:
         """A client event from a sideband attached here: the upstream call's to handle, in
-        order (those sent before voxgate's own sideband is open wait for it)."""
+        order (those sent before voxgate's own sideband is open wait for it); approvals of
+        server tools are answered here."""
+        if self.server_tools is not None:
+            return self.server_tools.receive(conn, raw)
+        return self.forward(conn, raw)
+
+    def forward(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
         try:
             self._outgoing.put_nowait(
                 raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
@@ -94,6 +127,10 @@ class DirectDriver:
             )
             return [conn.error(error)]
         return []
+
+    def send_upstream(self, conn: RealtimeConnection, event: dict[str, Any]) -> list[DriverOutput]:
+        """A client event of voxgate's own, sent on its sideband."""
+        return self.forward(conn, json.dumps(event))
 
     def track_audio(self, conn: RealtimeConnection, pcm24k: bytes) -> Sequence[DriverOutput]:
         return []  # the call's media goes to the upstream, not here
@@ -159,16 +196,34 @@ class DirectDriver:
             return
         if host is None or not isinstance(event, dict):
             return
-        kind = str(event.get("type") or "")
         host.touch()
+        # The usage record goes first: the event that shows it waits until it is booked.
+        await host.post(lambda conn: self._delivered(conn, text, event))
+
+    def _delivered(
+        self, conn: RealtimeConnection, text: str, event: dict[str, Any]
+    ) -> list[DriverOutput]:
+        host = self._host
+        if host is None:
+            return []
+        kind = str(event.get("type") or "")
         rid = records.response_id_of(event)
+        error = event.get("error") if kind == "error" else None
+        if isinstance(error, dict) and self._revert and error.get("event_id") == self._revert:
+            return self._unrevertable(conn, "revert_refused", _error_text(error))
+        replaced = None
+        if self.server_tools is not None:  # server-tool calls are run here, not shown
+            replaced = self.server_tools.intercept(conn, event)
         outputs: list[DriverOutput] = [Forward(text, kind)]
+        if replaced is not None:
+            outputs = list(replaced)
         if kind in ("session.created", "session.updated") and isinstance(
             event.get("session"), dict
         ):
             self.session = event["session"]
             if kind == "session.created":
                 self._created = text
+            outputs += self._policed(conn, kind, self.session)
         elif kind == "response.created" and rid:
             self._responses.add(rid)
             host.response_started()  # the budgets are checked beside it
@@ -180,8 +235,72 @@ class DirectDriver:
             model = records.transcription_model(self.session) or "unknown"
             heard = records.transcription_done(event, model)
             outputs = [heard, *outputs] if heard is not None else outputs
-        # The usage record goes first: the event that shows it waits until it is booked.
-        await host.post(lambda _: outputs)
+        return outputs
+
+    # -- the policy over the call's configuration ---------------------------------------------
+
+    def _policed(
+        self, conn: RealtimeConnection, kind: str, session: dict[str, Any]
+    ) -> list[DriverOutput]:
+        """A configuration the upstream reports: one that breaks the policy or the binding
+        (the browser's session.update went straight upstream) is reverted to the last allowed
+        one (at first, the one voxgate created the call with), and the call is hung up if
+        that cannot be done."""
+        if kind == "session.created":
+            adopt_model(conn, session)
+        own = self.server_tools.tools.broker.offered() if self.server_tools is not None else []
+        refused = breach(conn, session, frozenset(t["name"] for t in own))
+        if refused is None:
+            self._allowed, self._revert = session, None
+            return self._offered(conn, session)
+        if self._revert is not None:  # the revert did not hold: the call cannot stay
+            return self._unrevertable(conn, refused.code or "invalid_value", refused.message)
+        self._revert = new_id("event")
+        body = reverting(self._allowed or self.given, session)
+        log.warning(
+            "direct call %s: reverting a configuration its policy forbids (%s)",
+            self.call_id,
+            refused.code,
+        )
+        self.audit(
+            "direct_session_update",
+            refused.code,
+            {"call_id": self.call_id, "param": refused.param, "outcome": "reverted"},
+        )
+        revert = {"type": "session.update", "event_id": self._revert, "session": body}
+        return [conn.error(refused), *self.send_upstream(conn, revert)]
+
+    def _offered(self, conn: RealtimeConnection, session: dict[str, Any]) -> list[DriverOutput]:
+        """The server tools stay offered when the browser's session.update set its own tools
+        (as a relay adds them to a client's update), once per loss of them."""
+        if self.server_tools is None or session.get("tool_choice") == "none":
+            return []
+        tools = session.get("tools") if isinstance(session.get("tools"), list) else []
+        assert isinstance(tools, list)
+        names = {t.get("name") for t in tools if isinstance(t, dict)}
+        broker = self.server_tools.tools.broker
+        if all(t["name"] in names for t in broker.offered()):
+            self._reoffered = False
+            return []
+        if self._reoffered:  # the upstream dropped them again: do not loop
+            log.warning("direct call %s: the upstream does not keep the server tools", self.call_id)
+            return []
+        self._reoffered = True
+        body = {"type": session.get("type", "realtime"), "tools": with_server_tools(tools, broker)}
+        return self.send_upstream(conn, {"type": "session.update", "session": body})
+
+    def _unrevertable(self, conn: RealtimeConnection, code: str, detail: str) -> list[DriverOutput]:
+        self.audit(
+            "direct_session_update",
+            code,
+            {"call_id": self.call_id, "outcome": "hung_up", "detail": detail},
+        )
+        message = (
+            "The call's configuration was changed to one this credential's policy does not "
+            f"allow, and it could not be put back ({detail}); the call was hung up."
+        )
+        self._ended(POLICY_END, code, message, 1008)
+        return []
 
     async def _write(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -195,6 +314,10 @@ class DirectDriver:
     def _ended(self, reason: str, code: str | None, message: str, close_code: int) -> None:
         if self._host is not None:
             self._host.end(reason, code, message, close_code)
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    return f"{error.get('code') or error.get('type')}: {error.get('message') or ''}".strip()
 
 
 async def hang_up_unless_ended(driver: DirectDriver) -> None:

@@ -1,6 +1,9 @@
-"""Server tools in a relayed session: the upstream's model calls them, voxgate runs them.
+"""Server tools in a session whose model runs upstream: the upstream's model calls them,
+voxgate runs them.
 
-`ToolRelayDriver` is a `RelayDriver` that
+`UpstreamTools` does it for any driver that talks to the upstream (`UpstreamLink`): the relay
+(`ToolRelayDriver`) and a direct call's sideband (`direct.DirectDriver`, docs/relay.md says
+what differs there: the browser sees the upstream's events itself). It
 - offers the server tools upstream: they join the ``tools`` of the initial configuration, of
   every client ``session.update`` that sets tools and of every ``response.create`` that
   overrides them (so in a relayed session the session's ``tools`` shows them too);
@@ -20,6 +23,9 @@
   and asks for voxgate's answer (marked by its metadata); anything else cancels the action.
 A relayed ``response.done`` lists only the client's calls (``client_text``).
 There is no filler in relayed sessions.
+
+`ToolRelayDriver` is a `RelayDriver` whose client events and upstream events pass through
+its `UpstreamTools` (the initial configuration offers the server tools).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..control.tools import PendingAction, is_clear_yes
 from ..protocol.connection import RealtimeConnection
@@ -36,7 +42,7 @@ from ..protocol.ids import new_id
 from .driver import DriverOutput, Forward, Progress
 from .relay import RelayDriver
 from .tool_flow import SERVER_LABEL, ServerCall, SessionTools
-from .tools import Outcome, Ready
+from .tools import Outcome, Ready, ToolBroker
 
 log = logging.getLogger(__name__)
 OWN_ANSWER = "tool_result"
@@ -49,14 +55,56 @@ _HIDDEN = {
 }
 
 
+class UpstreamLink(Protocol):
+    """What `UpstreamTools` needs of the driver that talks to the upstream."""
+
+    @property
+    def busy(self) -> bool:
+        """A response is running upstream (or was asked for): another would be refused."""
+        ...
+
+    def send_upstream(self, conn: RealtimeConnection, event: dict[str, Any]) -> list[DriverOutput]:
+        """Send a client event of voxgate's own upstream."""
+        ...
+
+    def forward(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
+        """A client event (from a client or sideband of voxgate's) on its usual way upstream."""
+        ...
+
+
+def with_server_tools(tools: list[Any], broker: ToolBroker) -> list[Any]:
+    """``tools`` with the server tools the caller may use (a server tool wins over a client
+    tool of the same name)."""
+    mine = broker.offered()
+    names = {t["name"] for t in mine}
+    return [t for t in tools if not (isinstance(t, dict) and t.get("name") in names)] + mine
+
+
 class ToolRelayDriver(RelayDriver):
+    """A relay whose upstream's calls of server tools run here (`UpstreamTools`)."""
+
     def __init__(self, *args: Any, tools: SessionTools, **kwargs: Any) -> None:
-        self.tools = tools
         initial = dict(kwargs.pop("initial", None) or {"type": "realtime"})
         if kwargs.pop("hook", None) is not None:
             raise ValueError("a ToolRelayDriver's upstream hook is its own")
-        initial["tools"] = self._with_server_tools(initial.get("tools") or [])
+        initial["tools"] = with_server_tools(initial.get("tools") or [], tools.broker)
         super().__init__(*args, initial=initial, hook=_intercept, **kwargs)
+        self.server_tools = UpstreamTools(self, tools)
+
+    def receive(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
+        return self.server_tools.receive(conn, raw)
+
+    def forward(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
+        return super().receive(conn, raw)
+
+
+class UpstreamTools:
+    """Server tools of a session whose model runs upstream, seen through ``link``: a relay
+    (`ToolRelayDriver`) or a direct call's sideband (`direct.DirectDriver`)."""
+
+    def __init__(self, link: UpstreamLink, tools: SessionTools) -> None:
+        self.link = link
+        self.tools = tools
         self._tool_items: dict[str, ServerCall] = {}  # item id → the server call it holds
         self._tool_calls: dict[str, list[ServerCall]] = {}  # response id → its server calls
         self._tool_client_calls: set[str] = set()  # responses that also called client tools
@@ -81,13 +129,13 @@ class ToolRelayDriver(RelayDriver):
     def receive(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
         # Audio appends (most frames, up to megabytes) pass untouched, parsed once by the relay.
         if not isinstance(raw, str) or not any(k in raw for k in _REWRITTEN):
-            return super().receive(conn, raw)
+            return self.link.forward(conn, raw)
         try:
             event = json.loads(raw)
         except ValueError:
-            return super().receive(conn, raw)
+            return self.link.forward(conn, raw)
         if not isinstance(event, dict):
-            return super().receive(conn, raw)
+            return self.link.forward(conn, raw)
         kind, item = event.get("type"), event.get("item")
         approval = isinstance(item, dict) and item.get("type") == "mcp_approval_response"
         if kind == "conversation.item.create" and approval:
@@ -98,14 +146,9 @@ class ToolRelayDriver(RelayDriver):
         if kind in ("session.update", "response.create") and sets_tools:
             assert isinstance(body, dict)
             if body.get("tool_choice") != "none":
-                body["tools"] = self._with_server_tools(body["tools"])
+                body["tools"] = with_server_tools(body["tools"], self.tools.broker)
                 raw = json.dumps(event)
-        return super().receive(conn, raw)
-
-    def _with_server_tools(self, tools: list[Any]) -> list[Any]:
-        mine = self.tools.broker.offered()
-        names = {t["name"] for t in mine}
-        return [t for t in tools if not (isinstance(t, dict) and t.get("name") in names)] + mine
+        return self.link.forward(conn, raw)
 
     # -- upstream → client: the hook ---------------------------------------------------------
 
@@ -210,9 +253,9 @@ class ToolRelayDriver(RelayDriver):
                 "name": call.name,
                 "arguments": call.arguments,
             }
-            out += self.send_upstream(conn, {"type": "conversation.item.create", "item": item})
+            out += self.link.send_upstream(conn, {"type": "conversation.item.create", "item": item})
         output = {"type": "function_call_output", "call_id": call.call_id, "output": outcome.output}
-        out += self.send_upstream(conn, {"type": "conversation.item.create", "item": output})
+        out += self.link.send_upstream(conn, {"type": "conversation.item.create", "item": output})
         if (action := outcome.action) is not None:
             self._tool_requests[action.id] = action
             self._tool_unread.append(action)
@@ -232,7 +275,7 @@ class ToolRelayDriver(RelayDriver):
     ) -> list[DriverOutput]:
         request_id = str(item.get("approval_request_id"))
         if request_id not in self._tool_requests:
-            return super().receive(conn, json.dumps(event))  # not ours: the upstream's
+            return self.link.forward(conn, json.dumps(event))  # not ours: the upstream's
         if request_id in self._tool_answered:
             error = ProtocolError(
                 f"The approval request '{request_id}' was answered already; an approval is "
@@ -295,22 +338,24 @@ class ToolRelayDriver(RelayDriver):
     def _tool_answer(self, conn: RealtimeConnection, create: dict[str, Any]) -> list[DriverOutput]:
         """Ask the upstream for voxgate's response now, or once its current one is done
         (two at once would be refused)."""
-        if self.busy:
+        if self.link.busy:
             self._tool_deferred = create
             return []
-        return self.send_upstream(conn, create)
+        return self.link.send_upstream(conn, create)
 
     def _tool_flush(self, conn: RealtimeConnection) -> list[DriverOutput]:
-        if self._tool_deferred is None or self.busy:
+        if self._tool_deferred is None or self.link.busy:
             return []
         create, self._tool_deferred = self._tool_deferred, None
-        return self.send_upstream(conn, create)
+        return self.link.send_upstream(conn, create)
 
     def _tool_cancel(self, response_id: str) -> None:
         event_id = new_id("event")
         self._tool_own_events.add(event_id)
         cancel = {"type": "response.cancel", "response_id": response_id, "event_id": event_id}
-        self.tools.spawn(self.tools.post(lambda c: self.send_upstream(c, cancel)), "relay-cancel")
+        self.tools.spawn(
+            self.tools.post(lambda c: self.link.send_upstream(c, cancel)), "relay-cancel"
+        )
 
     async def _tool_settle(
         self, request_id: str, approve: bool, channel: str, words: str | None
@@ -396,14 +441,14 @@ class ToolRelayDriver(RelayDriver):
             "role": "system",
             "content": [{"type": "input_text", "text": f"{action.tool}: {text}"}],
         }
-        return self.send_upstream(conn, {"type": "conversation.item.create", "item": note})
+        return self.link.send_upstream(conn, {"type": "conversation.item.create", "item": note})
 
 
 def _intercept(
     driver: RelayDriver, conn: RealtimeConnection, data: dict[str, Any]
 ) -> Sequence[DriverOutput] | None:
     assert isinstance(driver, ToolRelayDriver)
-    return driver.intercept(conn, data)
+    return driver.server_tools.intercept(conn, data)
 
 
 def _show(item: dict[str, Any]) -> Progress:
