@@ -97,6 +97,9 @@ class ToolRelayDriver(RelayDriver):
     def forward(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
         return super().receive(conn, raw)
 
+    def client_text(self, text: str, data: dict[str, Any]) -> str:
+        return self.server_tools.client_text(text, data)
+
 
 class UpstreamTools:
     """Server tools of a session whose model runs upstream, seen through ``link``: a relay
