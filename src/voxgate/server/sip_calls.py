@@ -187,6 +187,11 @@ class SipService:
         self.calls[phone.id] = phone
         self.endpoint.ring(call)
         if route.webhook is not None:
+            # In the directory before the webhook goes out: the operator's accept, reject or
+            # hangup may reach any replica, which forwards it here.
+            await self.state.shared.register_call(
+                phone.id, self.state.advertise_url, replicas.CALL_TTL_S
+            )
             await self._notify(phone, route.webhook)
             return
         with contextlib.suppress(Refused):  # refused: answered with a SIP status already
@@ -239,8 +244,10 @@ class SipService:
         if phone.accept_timer is not None:
             phone.accept_timer.cancel()
             phone.accept_timer = None
-        if phone.session is None:
-            self.calls.pop(phone.id, None)
+        if phone.session is None and self.calls.pop(phone.id, None) is not None:
+            # A call that never became a session leaves the directory here (a session's call
+            # leaves it when the session closes).
+            self._spawn(replicas.forget_call(self.state.shared, phone.id), f"sip:{phone.id}:gone")
 
     def _ended(self, phone: PhoneCall, reason: str) -> None:
         self._forget(phone)
