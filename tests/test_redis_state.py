@@ -52,6 +52,11 @@ async def test_replicas_share_leases_counters_and_calls() -> None:
         await a.register_call("rtc_x", "http://replica-a:8000", 30)
         assert await b.call_owner("rtc_x") == "http://replica-a:8000"
 
+        # A one-use claim made through one replica is refused by the other.
+        assert await a.claim("twilio:t1", 30)
+        assert not await b.claim("twilio:t1", 30)
+        assert not await a.claim("twilio:t1", 30)
+
 
 async def test_a_revocation_reaches_every_replica() -> None:
     prefix = random_prefix()

@@ -99,6 +99,17 @@ async def test_call_directory(shared: SharedState) -> None:
     await shared.unregister_call("rtc_1")
 
 
+async def test_a_claim_succeeds_once(shared: SharedState) -> None:
+    assert await shared.claim("twilio:t1", 60)
+    assert not await shared.claim("twilio:t1", 60)
+    assert await shared.claim("twilio:t2", 60)
+
+
+async def test_only_one_of_concurrent_claims_succeeds(shared: SharedState) -> None:
+    won = await asyncio.gather(*(shared.claim("twilio:race", 60) for _ in range(20)))
+    assert won.count(True) == 1
+
+
 # Expiry on virtual time (in-process implementation).
 
 
@@ -125,6 +136,16 @@ async def test_revocation_expires_but_a_call_lives_until_unregistered() -> None:
     assert not await state.is_revoked("secret", "cs1")
     # The process that registered it is alive, so the call is still its.
     assert await state.call_owner("rtc_1") == "http://a"
+
+
+async def test_a_claim_is_held_for_its_ttl() -> None:
+    clock = VirtualClock()
+    state = MemorySharedState(clock)
+    assert await state.claim("twilio:t1", 5)
+    await clock.advance(4)
+    assert not await state.claim("twilio:t1", 5)
+    await clock.advance(2)
+    assert await state.claim("twilio:t1", 5)
 
 
 async def test_expired_entries_are_swept() -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
+from _espeak import speak
 from _realtime import Events
 from _sip import (
     RtpCapture,
@@ -29,6 +30,7 @@ from _sip import (
     write_pcap,
 )
 from conftest import SlowChatServer, heard
+from voxgate.audio.g711 import alaw_to_pcm16, pcm16_to_alaw
 
 pytestmark = pytest.mark.slow
 
@@ -122,6 +124,62 @@ async def test_outbound_call_to_a_sipp_phone_talks(
     [request] = llm.requests
     assert heard(request["messages"][-1]["content"], {"time", "open", "tomorrow"})
     pcm = capture.pcm8k()
+    assert audible_seconds(pcm) >= 1.0
+    assert heard(transcribe_8k(pcm), {"nine", "tomorrow"})
+
+
+async def test_an_outbound_call_talks_in_the_codec_the_callee_answers(
+    start_server: Any, llm: SlowChatServer, tmp_path: Path
+) -> None:
+    # The callee takes A-law only: its scenario checks that the INVITE offers PCMU, PCMA and
+    # telephone-event, and answers PCMA; the call must then be A-law both ways.
+    require_sipp(raw=True)
+    uas_port, media_port = udp_port(), even_udp_port()
+    sip = {
+        "listen": "127.0.0.1:0",
+        "rtp_ports": "33000-33999",
+        "trunks": [
+            {"name": "carrier", "allowed_sources": [], "outbound_uri": f"sip:127.0.0.1:{uas_port}"}
+        ],
+    }
+    srv = start_server(api_keys=[KEY], llm_base_url=llm.url, llm_model="m", sip=sip)
+    quiet = pcm16_to_alaw(bytes(320))
+    speech = pcm16_to_alaw(speak("What time do you open tomorrow?", sample_rate=8000))
+    packets = rtp_packets(quiet * 200 + speech + quiet * 75, payload_type=8)
+    write_pcap(tmp_path / "callee.pcap", packets)
+    place = {"to": "+15550001111", "trunk": "carrier", "session": {"instructions": "Hours."}}
+    async with (
+        httpx.AsyncClient(base_url=srv.base_url, timeout=40) as http,
+        AsyncOpenAI(base_url=srv.base_url, api_key=KEY) as client,
+    ):
+        http.headers["Authorization"] = f"Bearer {KEY}"
+        with (
+            RtpCapture(media_port) as capture,
+            sipp(
+                "uas_answer_pcma", None, "-p", str(uas_port), cwd=tmp_path, media_port=media_port
+            ) as callee,
+        ):
+            placed = await http.post("/realtime/calls/outbound", json=place)
+            assert placed.status_code == 200, placed.text
+            assert placed.json()["status"] == "answered", placed.text
+            call_id = placed.json()["call_id"]
+            async with client.realtime.connect(call_id=call_id) as sideband:
+                side = Events(sideband)
+                await side.expect("session.created")
+                done = await side.until(_answer_done, wait_s=40)
+                rid = done[-1].response.id
+                await side.until(
+                    lambda e: e.type == "output_audio_buffer.stopped" and e.response_id == rid
+                )
+            await client.realtime.calls.hangup(call_id)
+            result = await asyncio.to_thread(finish, callee, tmp_path)
+        assert callee.returncode == 0, result  # the offer held both codecs; A-law was answered
+
+    # The callee's A-law speech was understood, and the reply came back as A-law (PT 8).
+    [request] = llm.requests
+    assert heard(request["messages"][-1]["content"], {"time", "open", "tomorrow"})
+    assert capture.payloads(8) and not capture.payloads(0)
+    pcm = alaw_to_pcm16(b"".join(capture.payloads(8)))
     assert audible_seconds(pcm) >= 1.0
     assert heard(transcribe_8k(pcm), {"nine", "tomorrow"})
 

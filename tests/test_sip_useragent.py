@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from voxgate.server.sip_calls import OUTBOUND_CODECS
 from voxgate.transports.sip import digest, sdp
 from voxgate.transports.sip.events import (
     CallAnswered,
@@ -360,3 +361,20 @@ def test_tcp_framing_by_content_length() -> None:
         take_messages(bytearray(b"X" * 20000))
     with pytest.raises(StreamError):
         take_messages(bytearray(b"INVITE sip:a SIP/2.0\r\nContent-Length: 99999999\r\n\r\n"))
+
+
+def test_an_outbound_offer_lists_both_g711_codecs_and_the_answer_picks_one() -> None:
+    offer = sdp.build(
+        host="127.0.0.1",
+        port=30004,
+        session_id=1,
+        version=1,
+        codecs=OUTBOUND_CODECS,
+        dtmf_payload_type=101,
+    ).decode()
+    assert "m=audio 30004 RTP/AVP 0 8 101\r\n" in offer
+    assert "a=rtpmap:0 PCMU/8000" in offer and "a=rtpmap:8 PCMA/8000" in offer
+    # What the offerer uses is what the answer kept (its first G.711 codec).
+    for kept, codec in [("8 101", "PCMA"), ("0 101", "PCMU"), ("8 0 101", "PCMA")]:
+        answer = sdp.parse(OFFER.replace("8 0 101", kept))
+        assert (answer.codec, answer.dtmf_payload_type) == (codec, 101)

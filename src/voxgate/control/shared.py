@@ -1,5 +1,6 @@
 """State that every replica of a deployment must agree on: concurrency leases, budget counters,
-revocations and the directory of live calls.
+revocations, one-use claims (a Twilio media token admits one stream) and the directory of
+live calls.
 
 `SharedState` is the interface the controls code against. `MemorySharedState` is the
 single-process implementation (the default when no Redis is configured); the Redis one lives in
@@ -51,6 +52,11 @@ class SharedState(Protocol):
         """Register a callback run (on the event loop) for every revocation, from any replica."""
         ...
 
+    async def claim(self, name: str, ttl_s: float) -> bool:
+        """True for the first claim of `name` on any replica, False for every later one until
+        `ttl_s` has passed (a one-use token: `ttl_s` is its remaining lifetime)."""
+        ...
+
     async def register_call(self, call_id: str, owner: str, ttl_s: float) -> None:
         """Record that `owner` (a replica's advertised URL) holds the call. The entry lives
         until `unregister_call` while this replica lives (the implementation renews it) and
@@ -87,6 +93,7 @@ class MemorySharedState:
         self._counters: dict[str, tuple[float, float]] = {}  # name -> (total, expires_at)
         self._revoked: dict[tuple[str, str], float] = {}  # (kind, ident) -> expires_at
         self._calls: dict[str, str] = {}  # call_id -> owner
+        self._claims: dict[str, float] = {}  # name -> expires_at
         self._callbacks: list[RevokeCallback] = []
         self._swept_at = float("-inf")
 
@@ -135,6 +142,15 @@ class MemorySharedState:
     def on_revoke(self, callback: RevokeCallback) -> None:
         self._callbacks.append(callback)
 
+    async def claim(self, name: str, ttl_s: float) -> bool:
+        now = self._clock.monotonic()
+        self._sweep(now)
+        expires_at = self._claims.get(name)
+        if expires_at is not None and expires_at > now:
+            return False
+        self._claims[name] = now + ttl_s
+        return True
+
     async def register_call(self, call_id: str, owner: str, ttl_s: float) -> None:
         self._calls[call_id] = owner
 
@@ -156,6 +172,8 @@ class MemorySharedState:
             del self._counters[name]
         for key in [k for k, exp in self._revoked.items() if exp <= now]:
             del self._revoked[key]
+        for name in [n for n, exp in self._claims.items() if exp <= now]:
+            del self._claims[name]
 
 
 def _run_callback(callback: RevokeCallback, kind: str, ident: str) -> None:

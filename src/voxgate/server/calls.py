@@ -151,10 +151,12 @@ async def hangup(state: AppState, request: Request, call_id: str) -> Response:
         who = await state.controls.auth.authenticate(credential, safety_identifier, use=False)
         require_scope(who.principal, "realtime")
         session = state.manager.live_call(call_id)
-        if session is None and not replicas.forwarded(request):
-            owner = await replicas.remote_owner(state.shared, state.advertise_url, call_id)
-            if owner is not None:
-                return await replicas.forward_hangup(request, owner, call_id, state.advertise_url)
+        if session is None:
+            other = await replicas.elsewhere(
+                state.shared, request, call_id, "hangup", state.advertise_url
+            )
+            if other is not None:
+                return other
         if session is None and state.sip is not None and state.sip.pending(call_id):
             return await hangup_pending(state, who.principal, call_id)
         if session is None:

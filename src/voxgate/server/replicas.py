@@ -4,8 +4,8 @@ reach this one, and the sideband attach to a call that another replica owns.
 A WebRTC call lives in the process that answered its offer (the media and the session are
 there). Each replica records its live calls in the shared call directory under its advertised
 URL; a sideband client (``GET /v1/realtime?call_id=``) that reaches another replica is proxied
-to the owner over a second WebSocket, message for message, both ways, and a hang-up is
-forwarded to the owner.
+to the owner over a second WebSocket, message for message, both ways, and call control — a
+hang-up, and a SIP call's accept, reject and refer — is forwarded to the owner.
 """
 
 from __future__ import annotations
@@ -135,24 +135,47 @@ async def proxy_attach(
     return None
 
 
-async def forward_hangup(request: Request, owner: str, call_id: str, self_url: str) -> Response:
-    """Hang up a call held by another replica: the owner answers, and its answer is ours."""
-    url = f"{owner}/v1/realtime/calls/{quote(call_id, safe='')}/hangup"
+async def forward_action(
+    request: Request, owner: str, call_id: str, action: str, self_url: str
+) -> Response:
+    """``POST /v1/realtime/calls/{call_id}/{action}`` (hangup, accept, reject, refer) for a
+    call held by another replica: sent on to the owner with its body, and the owner's answer
+    is ours. An owner that cannot be reached is a 502 that names it."""
+    url = f"{owner}/v1/realtime/calls/{quote(call_id, safe='')}/{action}"
+    headers = _forwarded_headers(request, self_url)
+    if "content-type" in request.headers:
+        headers["content-type"] = request.headers["content-type"]
     try:
+        body = await request.body()
         async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
-            answer = await http.post(url, headers=_forwarded_headers(request, self_url))
+            answer = await http.post(url, headers=headers, content=body)
     except httpx.HTTPError as exc:
-        log.warning("hang-up of call %s: owner %s unreachable: %s", call_id, owner, exc)
+        log.warning("%s of call %s: owner %s unreachable: %s", action, call_id, owner, exc)
         error = {
-            "message": f"Call '{call_id}' is served by another replica that could not be "
-            "reached; try again.",
+            "message": f"Call '{call_id}' is held by the replica at {owner}, which could not "
+            f"be reached for this {action}; try again, or check that replicas reach each "
+            "other at their advertised URLs.",
             "type": "server_error",
             "param": None,
             "code": "call_owner_unreachable",
         }
         return JSONResponse({"error": error}, status_code=502)
+    log.info("%s of call %s forwarded to %s: %d", action, call_id, owner, answer.status_code)
     media_type = answer.headers.get("content-type")
     return Response(answer.content, status_code=answer.status_code, media_type=media_type)
+
+
+async def elsewhere(
+    shared: SharedState, request: Request, call_id: str, action: str, self_url: str
+) -> Response | None:
+    """The owner's answer to ``action`` when another replica holds the call (and this request
+    was not itself forwarded); None when the call is not another replica's."""
+    if forwarded(request):
+        return None
+    owner = await remote_owner(shared, self_url, call_id)
+    if owner is None:
+        return None
+    return await forward_action(request, owner, call_id, action, self_url)
 
 
 def _ws_url(http_url: str) -> str:

@@ -6,8 +6,9 @@ by call id so that sidebands attach and ``/hangup`` works as for WebRTC calls.
 Inbound: a trunk's ``allowed_sources`` must hold the caller's address (else 403); the called
 number picks a route (else 404); a route's ``session`` answers at once, its ``webhook`` posts
 ``realtime.call.incoming`` and waits for ``/accept`` or ``/reject`` (480 after
-``accept_timeout_s``). Outbound calls (`place`) go through a trunk's ``outbound_uri`` and
-become the same kind of session once answered.
+``accept_timeout_s``). Outbound calls (`place`) go through a trunk's ``outbound_uri``,
+offering PCMU and PCMA (and telephone-event), and become the same kind of session once
+answered, in the codec the answer chose.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from .state import AppState
 log = logging.getLogger(__name__)
 DTMF_PT = sdp.DEFAULT_DTMF_PT
 REALM = "voxgate"
+# What an outbound call offers, in order of preference; the callee's answer picks one.
+OUTBOUND_CODECS = [("PCMU", 0), ("PCMA", 8)]
 # SIP status for a refused admission: capacity and budgets are "busy", the rest "forbidden".
 _REFUSED_STATUS = {429: 486, 503: 503, 401: 403, 403: 403}
 
@@ -184,6 +187,11 @@ class SipService:
         self.calls[phone.id] = phone
         self.endpoint.ring(call)
         if route.webhook is not None:
+            # In the directory before the webhook goes out: the operator's accept, reject or
+            # hangup may reach any replica, which forwards it here.
+            await self.state.shared.register_call(
+                phone.id, self.state.advertise_url, replicas.CALL_TTL_S
+            )
             await self._notify(phone, route.webhook)
             return
         with contextlib.suppress(Refused):  # refused: answered with a SIP status already
@@ -236,8 +244,10 @@ class SipService:
         if phone.accept_timer is not None:
             phone.accept_timer.cancel()
             phone.accept_timer = None
-        if phone.session is None:
-            self.calls.pop(phone.id, None)
+        if phone.session is None and self.calls.pop(phone.id, None) is not None:
+            # A call that never became a session leaves the directory here (a session's call
+            # leaves it when the session closes).
+            self._spawn(replicas.forget_call(self.state.shared, phone.id), f"sip:{phone.id}:gone")
 
     def _ended(self, phone: PhoneCall, reason: str) -> None:
         self._forget(phone)
@@ -382,7 +392,7 @@ class SipService:
             port=rtp.local_port,
             session_id=int(time.time()),
             version=1,
-            codecs=[("PCMU", 0)],
+            codecs=OUTBOUND_CODECS,
             dtmf_payload_type=DTMF_PT,
         )
         target = f"sip:{to}@{host}:{port}"
@@ -413,7 +423,10 @@ class SipService:
         assert phone.rtp is not None and phone.session is not None and phone.media is not None
         if phone.outcome is None or phone.outcome.done():
             return
-        phone.rtp.set_remote((phone.media.host, phone.media.port))
+        media = phone.media
+        codec: Codec = "PCMA" if media.codec == "PCMA" else "PCMU"
+        phone.rtp.use_codec(codec, media.payload_type, media.dtmf_payload_type)
+        phone.rtp.set_remote((media.host, media.port))
         transport = phone.sip.context["transport"]
         assert isinstance(transport, HeadlessTransport)
         await self._serve(phone, phone.session, phone.rtp, transport)

@@ -1,7 +1,8 @@
 """Call control for SIP calls, as the hosted API has it: ``POST /v1/realtime/calls/{call_id}/
 accept | reject | refer`` (``/hangup`` is shared with WebRTC calls in `calls.py`), and outbound
 calls, ``POST /v1/realtime/calls/outbound``. The ``openai`` SDK's ``client.realtime.calls``
-methods speak these routes."""
+methods speak these routes. A call lives on the replica whose SIP endpoint took it; call
+control that reaches another replica is forwarded to it (`replicas.elsewhere`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from ..control.identity import Principal
 from ..protocol.decode import load_json
 from ..protocol.errors import ProtocolError
+from . import replicas
 from .auth import require_scope
 from .calls import http_error
 from .identity import identity
@@ -72,6 +74,10 @@ async def _pending(
     try:
         principal = await _caller(state, request)
         phone = sip.pending(call_id)
+        if phone is None and sip.calls.get(call_id) is None:
+            other = await _elsewhere(state, request, call_id, action)
+            if other is not None:
+                return other
         if phone is None:
             return http_error(
                 404,
@@ -87,6 +93,14 @@ async def _pending(
     if isinstance(body, JSONResponse):
         return body
     return sip, phone, body
+
+
+async def _elsewhere(
+    state: AppState, request: Request, call_id: str, action: str
+) -> Response | None:
+    """The owning replica's answer, when another replica holds the call."""
+    path = action.removeprefix("sip_")
+    return await replicas.elsewhere(state.shared, request, call_id, path, state.advertise_url)
 
 
 async def _check_trunk_owner(
@@ -149,6 +163,10 @@ async def refer(request: Request, call_id: str) -> Response:
     try:
         principal = await _caller(state, request)
         phone = sip.calls.get(call_id)
+        if phone is None:
+            other = await _elsewhere(state, request, call_id, "refer")
+            if other is not None:
+                return other
         if phone is None or phone.session is None or phone.sip.state not in ("confirmed",):
             return http_error(
                 404, f"No answered SIP call with id '{call_id}'.", "call_not_found", "call_id"

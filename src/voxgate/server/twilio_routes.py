@@ -4,10 +4,11 @@ Stream that runs as a session.
 
 The webhook is checked with ``X-Twilio-Signature`` against ``[twilio] auth_token``; its
 approval reaches the media WebSocket as a signed token valid for one call and a short time
-(`transports/twilio_auth.py`). The call is admitted like any session, under the policy of
-the API key ``[twilio] key`` names, with 8 kHz μ-law in and out so phone audio is never
-resampled through 24 kHz. Its call id is the Twilio CallSid: a sideband client attaches with
-``GET /v1/realtime?call_id=CA…``.
+(`transports/twilio_auth.py`), and for one stream: its use is claimed in the shared state, so
+a replayed token is refused by every replica. The call is admitted like any session, under
+the policy of the API key ``[twilio] key`` names, with 8 kHz μ-law in and out so phone audio
+is never resampled through 24 kHz. Its call id is the Twilio CallSid: a sideband client
+attaches with ``GET /v1/realtime?call_id=CA…``.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ async def media(ws: WebSocket) -> None:
     token = start.custom_parameters.get(TOKEN_PARAMETER)
     now = state.controls.clock()
     problem = media_token_problem(setting.auth_token, token, start.call_sid, now)
-    if problem is None and not _first_use(ws, token or "", now):
+    if problem is None and not await _first_use(state, token or "", now):
         problem = f"the '{TOKEN_PARAMETER}' parameter was used already"
     if problem is not None:
         state.controls.audit("twilio_media", code="invalid_media_token", call_sid=start.call_sid)
@@ -254,14 +255,8 @@ def _merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _first_use(ws: WebSocket, token: str, now: float) -> bool:
-    """Whether this media token has not admitted a stream before (on this replica)."""
-    used: dict[str, float] | None = getattr(ws.app.state, "twilio_tokens", None)
-    if used is None:
-        used = ws.app.state.twilio_tokens = {}
-    for old in [t for t, expires in used.items() if expires < now]:
-        del used[old]
-    if token in used:
-        return False
-    used[token] = float(token.partition(".")[0] or 0)
-    return True
+async def _first_use(state: AppState, token: str, now: float) -> bool:
+    """Whether this (valid, unexpired) media token has not admitted a stream before, on any
+    replica: the claim lives in the shared state until the token expires."""
+    expires_at = float(token.partition(".")[0])
+    return await state.shared.claim(f"twilio-media:{token}", max(expires_at - now, 1.0))

@@ -222,6 +222,14 @@ class ServerPlayout:
         self._wake()
         return cut
 
+    def reformat(self, fmt: PlayoutFormat) -> None:
+        """Play ``fmt`` from now on: an outbound phone call's codec is known only once the
+        callee answers, after its session was admitted. Only while nothing is queued."""
+        if self.core.queued_s > 0 or self.core.playing is not None:
+            raise RuntimeError(f"cannot switch the playout to {fmt.type} with audio queued")
+        self.format = fmt
+        self.core.format = fmt
+
     def tap(self, listener: Callable[[bytes], None]) -> None:
         """``listener`` hears every frame taken, silence included (the call's recording)."""
         self._listener = listener

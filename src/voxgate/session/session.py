@@ -232,9 +232,10 @@ class Session:
     def record(self, recorder: CallRecorder) -> None:
         """Record the session (see recording.py); call before `run`."""
         self.recorder = recorder
-        if isinstance(self.playout, TappedPlayout):
-            fmt = self.playout.format
-            self.playout.tap(lambda audio: recorder.voxgate(audio, fmt))
+        playout = self.playout
+        if isinstance(playout, TappedPlayout):
+            # The format is read per frame: an outbound call's codec is set when it is answered.
+            playout.tap(lambda audio: recorder.voxgate(audio, playout.format))
 
     def _begin_disclosure(self) -> None:
         if self.disclosure is None:

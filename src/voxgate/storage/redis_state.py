@@ -10,6 +10,8 @@ Keys (all under a configurable prefix):
 - ``revoked:{kind}:{ident}``: a marker with the revocation's TTL; every revocation is also
   published on the ``revocations`` channel, which each replica listens to and turns into
   `on_revoke` callbacks.
+- ``claim:{name}``: a one-use claim, set only if absent (SET NX) with the claim's TTL, so
+  exactly one replica's claim succeeds.
 - ``call:{call_id}``: the advertised URL of the replica that owns a live call, renewed with the
   leases while that replica lives.
 """
@@ -170,6 +172,12 @@ class RedisSharedState:
 
     def on_revoke(self, callback: RevokeCallback) -> None:
         self._callbacks.append(callback)
+
+    # One-use claims
+
+    async def claim(self, name: str, ttl_s: float) -> bool:
+        key = f"{self._prefix}claim:{name}"
+        return bool(await self._redis.set(key, "1", nx=True, px=_ms(ttl_s)))
 
     # Call directory
 

@@ -144,6 +144,15 @@ class RtpStream(PlayoutFront):
 
     # -- control --------------------------------------------------------------------------
 
+    def use_codec(self, codec: Codec, payload_type: int, dtmf_payload_type: int | None) -> None:
+        """Send and receive what the far end's SDP answer chose (an outbound call offers
+        several codecs); before any reply audio is queued."""
+        if codec not in CODECS:
+            raise ValueError(f"unsupported codec {codec!r}; expected PCMU or PCMA")
+        self.playout.reformat(CODECS[codec])
+        self.codec, self.payload_type = codec, payload_type
+        self.dtmf_payload_type = dtmf_payload_type
+
     @property
     def remote(self) -> Address | None:
         return self._remote

@@ -75,7 +75,8 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self.run(self.ua.receive(data, source, self.now()))
 
     def _from_stream(self, data: bytes, peer: Addr) -> None:
-        self.run(self.ua.receive(data, peer, self.now()))
+        # TCP is reliable: the user agent retransmits nothing on it and writes Via …/TCP.
+        self.run(self.ua.receive(data, peer, self.now(), reliable=True))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the retransmission timers cover the loss.

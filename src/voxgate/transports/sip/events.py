@@ -30,6 +30,9 @@ class Call:
     local_media: Addr | None = None  # our RTP address, for answering re-INVITEs
     sdp_version: int = 1
     last_response: SipResponse | None = None
+    # Whether the call's signalling travels over a reliable transport (TCP): its transaction
+    # timers follow (transactions.py), and the Via and Contact we send say so.
+    reliable: bool = False
     # Anything the application keeps with the call (its session, its route).
     context: dict[str, object] = field(default_factory=dict)
 

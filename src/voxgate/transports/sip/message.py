@@ -285,3 +285,23 @@ REASONS = {
 
 def reason_for(status: int) -> str:
     return REASONS.get(status, "Unknown")
+
+
+_SHORT = {"via": "v", "from": "f", "to": "t", "call-id": "i", "cseq": "cseq"}
+
+
+def bad_request_for(data: bytes, why: str) -> bytes | None:
+    """400 for a request that does not parse but whose headers still say where a reply goes
+    (Via, From, To, Call-ID, CSeq); None for anything else (responses, ACKs, noise)."""
+    text = data[:8192].decode("utf-8", "replace").replace("\r\n", "\n")
+    first, _, rest = text.partition("\n")
+    if first.startswith("SIP/") or first.startswith("ACK "):
+        return None
+    headers = Headers()
+    for name in REQUIRED:
+        found = re.search(rf"^(?:{name}|{_SHORT[name]})\s*:\s*(.+)$", rest, re.I | re.M)
+        if found is None:
+            return None
+        headers.add(name, found.group(1).strip())
+    reason = "Bad Request (" + re.sub(r"[^ -~]", "", why)[:60] + ")"
+    return SipResponse(headers, b"", status=400, reason=reason).to_bytes()

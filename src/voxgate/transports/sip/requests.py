@@ -1,6 +1,6 @@
-"""Requests the user agent derives from an INVITE of its own: the ACK of a non-2xx final
-response and the CANCEL (both on the INVITE's branch, RFC 3261 §17.1.1.3 and §9.1), and the
-INVITE again with an answer to a digest challenge (§22.2)."""
+"""Requests the user agent builds for its outbound calls: the INVITE itself, the ACK of a
+non-2xx final response and the CANCEL (both on the INVITE's branch, RFC 3261 §17.1.1.3 and
+§9.1), and the INVITE again with an answer to a digest challenge (§22.2)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,29 @@ def authenticated_invite(
     answer = digest.answer(value, "INVITE", invite.uri, user, password)
     headers.set("Proxy-Authorization" if proxy else "Authorization", answer)
     return SipRequest(headers, invite.body, method="INVITE", uri=invite.uri)
+
+
+def initial_invite(
+    to_uri: str,
+    from_: str,
+    call_id: str,
+    body: bytes,
+    *,
+    via: str,
+    contact: str,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> SipRequest:
+    """A new call's INVITE to ``to_uri`` (CSeq 1) from ``from_`` (with its tag), offering
+    the SDP ``body``."""
+    headers = Headers()
+    headers.add("Via", via)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", from_)
+    headers.add("To", f"<{to_uri}>")
+    headers.add("Call-ID", call_id)
+    headers.add("CSeq", "1 INVITE")
+    headers.add("Contact", contact)
+    for name, value in extra:
+        headers.add(name, value)
+    headers.add("Content-Type", "application/sdp")
+    return SipRequest(headers, body, method="INVITE", uri=to_uri)

@@ -5,15 +5,21 @@ send and call events come out. No sockets, no loop, no clock of its own: the cal
 Rules (the RFC 3261 subset that docs/telephony.md writes down):
 - One dialog per Call-ID (no forking). Requests within a dialog go to the address the dialog's
   peer sent from (symmetric signalling, what NAT needs), not to its Contact.
+- Transport. Each message comes in over a reliable transport (TCP) or not (UDP); a call keeps
+  the transport of the request that made it. Its transaction timers follow that (the table in
+  `transactions.py`: on TCP nothing is retransmitted and timers D, I, J, K are zero), and the
+  Via and Contact we write name it.
 - Server side. A new INVITE gets 100 Trying and an `IncomingCall`; the application then rings,
-  answers (200 with SDP, retransmitted from T1 doubling to T2 until the ACK; no ACK within 64·T1
-  ends the call with BYE) or rejects (final status retransmitted on timer G until the ACK, given
-  up at timer H). A retransmitted request gets the last response again. CANCEL before the
-  answer: 200 to the CANCEL, 487 to the INVITE. BYE: 200 and `CallEnded`. A re-INVITE is
-  answered here (the same codec, the mirrored direction) and reported as `MediaChanged`
-  (hold/unhold). OPTIONS: 200. Other methods: 405; requests for an unknown dialog: 481.
-- Client side (BYE, REFER, outbound INVITE): retransmitted on timers E/A from T1, given up at
-  timer F/B (64·T1). Responses to an outbound INVITE: 1xx → `CallProgress`, 2xx → ACK and
+  answers (200 with SDP, retransmitted from T1 doubling to T2 until the ACK on any transport;
+  no ACK within 64·T1 ends the call with BYE) or rejects (final status retransmitted on timer G
+  until the ACK over UDP, given up at timer H; the call is forgotten timer I after the ACK).
+  A retransmitted request gets the last response again. CANCEL before the answer: 200 to the
+  CANCEL, 487 to the INVITE. BYE: 200 and `CallEnded`. A re-INVITE is answered here (the same
+  codec, the mirrored direction) and reported as `MediaChanged` (hold/unhold). OPTIONS: 200.
+  Other methods: 405; requests for an unknown dialog: 481.
+- Client side (BYE, REFER, outbound INVITE): retransmitted on timers E/A from T1 over UDP,
+  given up at timer F/B (64·T1); the ACK of a failed INVITE is sent again for a retransmitted
+  failure within timer D. Responses to an outbound INVITE: 1xx → `CallProgress`, 2xx → ACK and
   `CallAnswered`, final non-2xx → ACK and `CallFailed`.
 - A message that does not parse gets 400 if its headers say where a reply would go, and is
   dropped otherwise; nothing a peer sends raises out of `receive`.
@@ -23,12 +29,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import sdp
+from .dialog import retried, same_dialog, without_tag
 from .events import (
     Addr,
     Call,
@@ -48,24 +53,18 @@ from .message import (
     SipParseError,
     SipRequest,
     SipResponse,
+    bad_request_for,
     host_port_of,
     parse,
     reason_for,
     response_to,
-    tag_of,
     uri_of,
 )
-from .requests import ack_for_failure, authenticated_invite, cancel_request
+from .requests import ack_for_failure, authenticated_invite, cancel_request, initial_invite
+from .transactions import T1, T2, Fire, Remembered, Timers, rules_for
 
 log = logging.getLogger(__name__)
-T1, T2 = 0.5, 4.0
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, NOTIFY, REFER"
-
-
-@dataclass
-class _Timer:
-    deadline: float
-    fire: Callable[[float], list[Output]]
 
 
 @dataclass
@@ -74,7 +73,6 @@ class _ClientTxn:
     call: Call
     addr: Addr
     interval: float
-    started: float
     final: int | None = None
 
 
@@ -83,49 +81,52 @@ class UserAgent:
         self.host, self.port = host, port
         self.user_agent = user_agent
         self.calls: dict[str, Call] = {}
-        # Keyed by ("call", call id, kind) or ("tx", branch, kind): tuples, so that no Call-ID
-        # or branch a peer picks can name another call's timers.
-        self._timers: dict[tuple[str, ...], _Timer] = {}
+        self._timers = Timers()
         self._client: dict[str, _ClientTxn] = {}
-        # Final responses to non-INVITE requests, for their retransmissions (timer J).
-        self._answered: dict[tuple[str, str], tuple[SipResponse, float]] = {}
+        # Final responses to non-INVITE requests, for their retransmissions (timer J), and the
+        # ACKs of failed outbound INVITEs, for retransmitted failures (timer D).
+        self._answered: Remembered[SipResponse] = Remembered()
+        self._acks: Remembered[Send] = Remembered()
         self._ids = itertools.count(1)
 
     # -- time ------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        return min((t.deadline for t in self._timers.values()), default=None)
+        return self._timers.next_deadline()
 
     def tick(self, now: float) -> list[Output]:
-        out: list[Output] = []
-        for key, timer in sorted(self._timers.items(), key=lambda kv: kv[1].deadline):
-            if timer.deadline <= now and self._timers.get(key) is timer:
-                del self._timers[key]
-                out += timer.fire(now)
-        self._answered = {k: v for k, v in self._answered.items() if v[1] > now}
+        out = self._timers.run_due(now)
+        self._answered.expire(now)
+        self._acks.expire(now)
         return out
 
-    def _at(
-        self, key: tuple[str, ...], deadline: float, fire: Callable[[float], list[Output]]
-    ) -> None:
-        self._timers[key] = _Timer(deadline, fire)
+    def timers(self, *prefix: str) -> list[tuple[str, ...]]:
+        """The timers set under ``prefix`` (("call", call id) or ("tx", branch))."""
+        return self._timers.pending(*prefix)
+
+    def _at(self, key: tuple[str, ...], deadline: float, fire: Fire) -> None:
+        self._timers.at(key, deadline, fire)
 
     def _cancel_timers(self, *prefix: str) -> None:
-        for key in [k for k in self._timers if k[: len(prefix)] == prefix]:
-            del self._timers[key]
+        self._timers.cancel(*prefix)
 
     # -- input -----------------------------------------------------------------------------
 
-    def receive(self, data: bytes, source: Addr, now: float) -> list[Output]:
+    def receive(
+        self, data: bytes, source: Addr, now: float, *, reliable: bool = False
+    ) -> list[Output]:
+        """One message from ``source``; ``reliable``: it came over TCP (RFC 3261 §18)."""
         if not data.strip():  # keep-alive CRLFs (RFC 5626)
             return []
         try:
             message = parse(data)
         except SipParseError as exc:
-            return self._bad_request(data, source, str(exc))
+            log.info("malformed SIP message from %s:%d: %s", *source, exc)
+            reply = bad_request_for(data, str(exc))
+            return [Send(reply, source)] if reply is not None else []
         try:
             if isinstance(message, SipRequest):
-                return self._request(message, source, now)
+                return self._request(message, source, now, reliable)
             return self._response(message, now)
         except (ValueError, KeyError, IndexError) as exc:  # a header we could not act on
             log.info("SIP message from %s:%d not handled: %s", *source, exc)
@@ -133,66 +134,54 @@ class UserAgent:
                 return [self._reply(message, source, 400, str(exc)[:80])]
             return []
 
-    def _bad_request(self, data: bytes, source: Addr, why: str) -> list[Output]:
-        """400 for a request whose headers still say where to reply; drop anything else."""
-        log.info("malformed SIP message from %s:%d: %s", *source, why)
-        text = data[:8192].decode("utf-8", "replace").replace("\r\n", "\n")
-        first, _, rest = text.partition("\n")
-        if first.startswith("SIP/") or first.startswith("ACK "):
-            return []
-        headers = Headers()
-        for name in ("via", "from", "to", "call-id", "cseq"):
-            found = re.search(rf"^(?:{name}|{_compact(name)})\s*:\s*(.+)$", rest, re.I | re.M)
-            if found is None:
-                return []
-            headers.add(name, found.group(1).strip())
-        reason = "Bad Request (" + re.sub(r"[^ -~]", "", why)[:60] + ")"
-        return [Send(SipResponse(headers, b"", status=400, reason=reason).to_bytes(), source)]
-
-    def _request(self, request: SipRequest, source: Addr, now: float) -> list[Output]:
+    def _request(
+        self, request: SipRequest, source: Addr, now: float, reliable: bool
+    ) -> list[Output]:
         key = (request.branch, request.method)
-        if request.method not in ("ACK", "INVITE") and key in self._answered:
-            return [Send(self._answered[key][0].to_bytes(), source)]
+        again = self._answered.get(key, now)
+        if request.method not in ("ACK", "INVITE") and again is not None:
+            return [Send(again.to_bytes(), source)]
+        keep = now + rules_for(reliable).timer_j  # final responses kept for retransmissions
         call = self.calls.get(request.call_id)
-        if call is not None and request.to_tag is not None and not _same_dialog(call, request):
+        if call is not None and request.to_tag is not None and not same_dialog(call, request):
             call = None  # the Call-ID of one of our calls, but not its dialog: a stranger's
         match request.method:
             case "INVITE" if call is None and request.to_tag is not None:
                 return [self._reply(request, source, 481)]
-            case "INVITE" if call is None or _retried(call, request):
+            case "INVITE" if call is None or retried(call, request):
                 if call is not None:  # a new attempt after our 401: the old one is done
                     self._cancel_timers("call", call.id)
-                return self._new_invite(request, source)
+                return self._new_invite(request, source, reliable)
             case "INVITE" if call is not None and call.invite.branch == request.branch:
                 resend = call.last_response
                 return [Send(resend.to_bytes(), source)] if resend is not None else []
             case "INVITE" if call is not None and request.to_tag is not None:
-                return self._reinvite(call, request, source, now)
+                return self._reinvite(call, request, source, now, keep)
             case "INVITE":  # a new INVITE reusing the Call-ID of a call in progress
                 return [self._reply(request, source, 482, "Loop Detected (Call-ID in use)")]
             case "ACK":
-                return self._ack(call, request)
+                return self._ack(call, request, now)
             case "CANCEL":
-                return self._cancel(call, request, source, now)
+                return self._cancel(call, request, source, now, keep)
             case "BYE" if call is not None and call.state != "ended":
                 self._end(call, now)
-                out: list[Output] = [self._final(request, source, 200, now, call)]
+                out: list[Output] = [self._final(request, source, 200, now, keep, call)]
                 return [*out, CallEnded(call, "remote_bye")]
             case "OPTIONS":
                 response = self._response_for(request, 200, call)
                 response.headers.add("Allow", ALLOW)
                 response.headers.add("Accept", "application/sdp")
-                return [self._remember(request, response, source, now)]
+                return [self._remember(request, response, source, now, keep)]
             case "NOTIFY" | "INFO" if call is not None:
-                return [self._final(request, source, 200, now, call)]
+                return [self._final(request, source, 200, now, keep, call)]
             case "BYE" | "NOTIFY" | "INFO" | "REFER" | "UPDATE" | "PRACK":
-                return [self._final(request, source, 481, now, call)]
+                return [self._final(request, source, 481, now, keep, call)]
             case _:
                 response = self._response_for(request, 405, call)
                 response.headers.add("Allow", ALLOW)
-                return [self._remember(request, response, source, now)]
+                return [self._remember(request, response, source, now, keep)]
 
-    def _new_invite(self, request: SipRequest, source: Addr) -> list[Output]:
+    def _new_invite(self, request: SipRequest, source: Addr, reliable: bool) -> list[Output]:
         if request.to_tag is not None:  # a re-INVITE for a dialog we do not know
             return [self._reply(request, source, 481)]
         contact = request.headers.get("contact")
@@ -206,20 +195,23 @@ class UserAgent:
             remote_uri=request.headers.get("from") or "",
             remote_target=uri_of(contact) if contact else uri_of(request.headers.get("from") or ""),
             invite=request,
+            reliable=reliable,
         )
         self.calls[call.id] = call
         trying = response_to(request, 100, "Trying")
         call.last_response = trying
         return [Send(trying.to_bytes(), source), IncomingCall(call, source)]
 
-    def _reinvite(self, call: Call, request: SipRequest, source: Addr, now: float) -> list[Output]:
+    def _reinvite(
+        self, call: Call, request: SipRequest, source: Addr, now: float, keep: float
+    ) -> list[Output]:
         if call.state != "confirmed" or call.media is None or call.local_media is None:
             response = self._response_for(request, 491 if call.state != "ended" else 481, call)
-            return [self._remember(request, response, source, now)]
+            return [self._remember(request, response, source, now, keep)]
         try:
             offer = sdp.parse(request.body) if request.body else call.media
         except sdp.SdpError as exc:
-            return [self._final(request, source, 488, now, call, str(exc)[:80])]
+            return [self._final(request, source, 488, now, keep, call, str(exc)[:80])]
         call.sdp_version += 1
         call.media = offer
         call.invite = request
@@ -233,12 +225,15 @@ class UserAgent:
         call.state = "answered"
         return [*self._send_2xx(call, body, now), MediaChanged(call, offer)]
 
-    def _ack(self, call: Call | None, request: SipRequest) -> list[Output]:
+    def _ack(self, call: Call | None, request: SipRequest, now: float) -> list[Output]:
         if call is None:
             return []
         rejected = call.last_response is not None and call.last_response.status >= 300
         if request.branch == call.invite.branch or rejected:  # the ACK of a non-2xx final
-            self._cancel_timers("call", call.id, "g")
+            if self._timers.pending("call", call.id, "g"):  # the first ACK: timer I begins
+                self._cancel_timers("call", call.id, "g")
+                forget_at = now + rules_for(call.reliable).timer_i
+                self._at(("call", call.id, "i"), forget_at, lambda at: self._forget(call))
             return []
         if call.state == "answered":
             self._cancel_timers("call", call.id, "2xx")
@@ -247,11 +242,11 @@ class UserAgent:
         return []
 
     def _cancel(
-        self, call: Call | None, request: SipRequest, source: Addr, now: float
+        self, call: Call | None, request: SipRequest, source: Addr, now: float, keep: float
     ) -> list[Output]:
         if call is None or call.invite.branch != request.branch or call.outbound:
-            return [self._final(request, source, 481, now, None)]
-        out: list[Output] = [self._final(request, source, 200, now, call)]
+            return [self._final(request, source, 481, now, keep, None)]
+        out: list[Output] = [self._final(request, source, 200, now, keep, call)]
         if call.state != "proceeding":  # answered already: the CANCEL changes nothing
             return out
         out += self._reject_invite(call, 487, now)
@@ -260,6 +255,9 @@ class UserAgent:
     def _response(self, response: SipResponse, now: float) -> list[Output]:
         txn = self._client.get(response.branch)
         if txn is None:
+            ack = self._acks.get((response.branch, "ACK"), now)
+            if ack is not None and response.status >= 300:  # our ACK of a failure was lost
+                return [ack]
             call = self.calls.get(response.call_id)
             number, method = response.cseq
             retransmitted_2xx = 200 <= response.status < 300 and method == "INVITE"
@@ -314,7 +312,7 @@ class UserAgent:
 
     def _send_2xx(self, call: Call, body: bytes, now: float) -> list[Output]:
         ok = self._response_for(call.invite, 200, call)
-        ok.headers.add("Contact", self._contact())
+        ok.headers.add("Contact", self._contact(call.reliable))
         ok.headers.add("Allow", ALLOW)
         ok.headers.add("Content-Type", "application/sdp")
         ok.body = body
@@ -348,18 +346,23 @@ class UserAgent:
             response.headers.add(name, value)
         call.last_response = response
         call.state = "ended"
+        rules = rules_for(call.reliable)
         interval = T1
 
         def fire(at: float) -> list[Output]:  # timer G until the ACK; timer H gives up
             nonlocal interval
-            if at - now >= 64 * T1:
+            if at - now >= rules.timeout:
                 self._forget(call)
+                return []
+            if not rules.retransmits:  # over TCP the "g" timer is timer H alone
+                self._at(("call", call.id, "g"), now + rules.timeout, fire)
                 return []
             interval = min(interval * 2, T2)
             self._at(("call", call.id, "g"), at + interval, fire)
             return [Send(response.to_bytes(), call.peer)]
 
-        self._at(("call", call.id, "g"), now + interval, fire)
+        first = now + (interval if rules.retransmits else rules.timeout)
+        self._at(("call", call.id, "g"), first, fire)
         return [Send(response.to_bytes(), call.peer)]
 
     # -- either side: in-dialog requests ---------------------------------------------------
@@ -405,36 +408,36 @@ class UserAgent:
         local_media: Addr,
         now: float,
         credentials: tuple[str, str] | None = None,
+        reliable: bool = False,
     ) -> tuple[Call, list[Output]]:
         call_id = f"{secrets.token_hex(10)}@{self.host}"
         local = f"<{from_uri}>"
-        headers = Headers()
-        request = SipRequest(headers, body, method="INVITE", uri=to_uri)
+        local_tag = secrets.token_hex(6)
+        request = initial_invite(
+            to_uri,
+            f"{local};tag={local_tag}",
+            call_id,
+            body,
+            via=self._via(reliable),
+            contact=self._contact(reliable),
+            extra=(("Allow", ALLOW), ("User-Agent", self.user_agent)),
+        )
         call = Call(
             id=call_id,
             outbound=True,
             peer=target,
-            local_tag=secrets.token_hex(6),
+            local_tag=local_tag,
             remote_tag=None,
             local_uri=local,
             remote_uri=f"<{to_uri}>",
             remote_target=to_uri,
             invite=request,
             local_media=local_media,
+            reliable=reliable,
         )
         call.local_cseq = 1
         if credentials is not None:
             call.context["credentials"] = credentials
-        headers.add("Via", self._via())
-        headers.add("Max-Forwards", "70")
-        headers.add("From", f"{local};tag={call.local_tag}")
-        headers.add("To", call.remote_uri)
-        headers.add("Call-ID", call_id)
-        headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", self._contact())
-        headers.add("Allow", ALLOW)
-        headers.add("User-Agent", self.user_agent)
-        headers.add("Content-Type", "application/sdp")
         self.calls[call_id] = call
         return call, self._start_client(call, request, now)
 
@@ -454,10 +457,10 @@ class UserAgent:
                 return [self._send_ack(call, number), *self.hangup(call, now)]
             call.state = "ended"
             self._forget(call)
-            return [
-                Send(ack.to_bytes(), txn.addr),
-                CallFailed(call, response.status, response.reason),
-            ]
+            sent = Send(ack.to_bytes(), txn.addr)
+            until = now + rules_for(call.reliable).timer_d
+            self._acks.keep((response.branch, "ACK"), sent, until, now)
+            return [sent, CallFailed(call, response.status, response.reason)]
         call.remote_tag = response.to_tag
         if (contact := response.headers.get("contact")) is not None:
             call.remote_target = uri_of(contact)
@@ -479,7 +482,7 @@ class UserAgent:
         if not isinstance(credentials, tuple) or call.context.get("auth_tried"):
             return None
         call.context["auth_tried"] = True
-        retry = authenticated_invite(call.invite, challenge, credentials, self._via())
+        retry = authenticated_invite(call.invite, challenge, credentials, self._via(call.reliable))
         if retry is not None:
             call.local_cseq, call.invite = retry.cseq[0], retry
         return retry
@@ -490,9 +493,10 @@ class UserAgent:
 
     def _start_client(self, call: Call, request: SipRequest, now: float) -> list[Output]:
         branch = request.branch
-        txn = _ClientTxn(request, call, call.peer, T1, now)
+        txn = _ClientTxn(request, call, call.peer, T1)
         self._client[branch] = txn
         invite = request.method == "INVITE"
+        rules = rules_for(call.reliable)
 
         def retransmit(at: float) -> list[Output]:
             txn.interval = txn.interval * 2 if invite else min(txn.interval * 2, T2)
@@ -508,34 +512,38 @@ class UserAgent:
                 return [CallFailed(call, 408, "no response")]
             return [RequestDone(call, request.method, 408)]
 
-        self._at(("tx", branch, "retransmit"), now + T1, retransmit)
-        self._at(("tx", branch, "timeout"), now + 64 * T1, give_up)
+        if rules.retransmits:  # timer A / E
+            self._at(("tx", branch, "retransmit"), now + T1, retransmit)
+        self._at(("tx", branch, "timeout"), now + rules.timeout, give_up)
         return [Send(request.to_bytes(), txn.addr)]
 
     # -- building messages -----------------------------------------------------------------
 
-    def _via(self) -> str:
-        return f"SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK{secrets.token_hex(8)};rport"
+    def _via(self, reliable: bool) -> str:
+        transport = "TCP" if reliable else "UDP"
+        branch = f"z9hG4bK{secrets.token_hex(8)}"
+        return f"SIP/2.0/{transport} {self.host}:{self.port};branch={branch};rport"
 
-    def _contact(self) -> str:
-        return f"<sip:voxgate@{self.host}:{self.port}>"
+    def _contact(self, reliable: bool) -> str:
+        # Over TCP the peer's requests in the dialog must come back over TCP (§18.1.1).
+        return f"<sip:voxgate@{self.host}:{self.port}{';transport=tcp' if reliable else ''}>"
 
     def _in_dialog(self, method: str, call: Call, cseq: int | None = None) -> SipRequest:
         if cseq is None:
             call.local_cseq = max(call.local_cseq, call.invite.cseq[0] if call.outbound else 0) + 1
             cseq = call.local_cseq
         headers = Headers()
-        headers.add("Via", self._via())
+        headers.add("Via", self._via(call.reliable))
         headers.add("Max-Forwards", "70")
-        local = f"{_without_tag(call.local_uri)};tag={call.local_tag}"
-        remote = _without_tag(call.remote_uri)
+        local = f"{without_tag(call.local_uri)};tag={call.local_tag}"
+        remote = without_tag(call.remote_uri)
         if call.remote_tag:
             remote += f";tag={call.remote_tag}"
         headers.add("From", local)
         headers.add("To", remote)
         headers.add("Call-ID", call.id)
         headers.add("CSeq", f"{cseq} {method}")
-        headers.add("Contact", self._contact())
+        headers.add("Contact", self._contact(call.reliable))
         return SipRequest(headers, b"", method=method, uri=call.remote_target)
 
     def _response_for(
@@ -555,43 +563,19 @@ class UserAgent:
         source: Addr,
         status: int,
         now: float,
+        keep: float,
         call: Call | None,
         why: str = "",
     ) -> Send:
-        return self._remember(request, self._response_for(request, status, call, why), source, now)
+        response = self._response_for(request, status, call, why)
+        return self._remember(request, response, source, now, keep)
 
     def _remember(
-        self, request: SipRequest, response: SipResponse, source: Addr, now: float
+        self, request: SipRequest, response: SipResponse, source: Addr, now: float, keep: float
     ) -> Send:
-        self._answered[(request.branch, request.method)] = (response, now + 64 * T1)
+        """Send ``response`` and keep it until ``keep`` for the request's retransmissions."""
+        self._answered.keep((request.branch, request.method), response, keep, now)
         return Send(response.to_bytes(), source)
 
     def target_of(self, uri: str) -> Addr:
         return host_port_of(uri)
-
-
-def _same_dialog(call: Call, request: SipRequest) -> bool:
-    """Whether an in-dialog request belongs to ``call``: the peer addresses our tag, from
-    its own."""
-    mine = request.to_tag == call.local_tag
-    return mine and (call.remote_tag is None or request.from_tag == call.remote_tag)
-
-
-def _retried(call: Call, request: SipRequest) -> bool:
-    """An INVITE that starts over a call we turned down (answering a digest challenge comes
-    with the same Call-ID and a new branch)."""
-    return (
-        call.state == "ended"
-        and not call.outbound
-        and request.to_tag is None
-        and request.branch != call.invite.branch
-    )
-
-
-def _without_tag(value: str) -> str:
-    tag = tag_of(value)
-    return value.replace(f";tag={tag}", "") if tag is not None else value
-
-
-def _compact(name: str) -> str:
-    return {"via": "v", "from": "f", "to": "t", "call-id": "i", "cseq": "cseq"}[name]
