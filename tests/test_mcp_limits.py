@@ -7,6 +7,8 @@ expiry passes without waiting for it)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +24,13 @@ from conftest import RunningServer, SlowChatServer, validated
 from test_mcp_tools import ask, ask_only, call, say, tool_audit, tool_messages
 from test_tools_session import Playout
 from voxgate.engines.testing import ScriptedLLM, ScriptedTTS, text_script, tool_call_script
+from voxgate.protocol.commands import ToolApproval
+from voxgate.protocol.connection import RealtimeConnection
+from voxgate.protocol.mcp import McpServer
+from voxgate.protocol.mcp_items import McpApprovalRequest
+from voxgate.session.clock import VirtualClock
 from voxgate.session.engines import EngineSet
+from voxgate.session.mcp_approvals import McpApprovals
 from voxgate.session.testing import MemoryTransport, RunningSession, running_session
 from voxgate.settings import Settings
 
@@ -339,3 +347,36 @@ async def test_an_answer_in_time_is_recorded_once_and_the_expiry_does_not_undo_i
     ]
     assert records[1]["words"] == "the user said so"
     assert records[2]["approval_request_id"] == request["id"]
+
+
+async def test_an_answer_after_the_expiry_is_refused_even_before_the_request_lapsed() -> None:
+    """The expiry's cancellation is queued behind the client's answer (a busy session): the
+    answer is still too late, and nothing runs."""
+    records: list[dict[str, Any]] = []
+    held: list[Any] = []
+
+    async def post(progress: Any) -> None:
+        held.append(progress)  # not applied yet: the answer is handled first
+
+    def record(label: str, tool: str, arguments: str, sensitive: Any, **detail: Any) -> None:
+        records.append({"tool": tool, **detail})
+
+    clock, conn = VirtualClock(), RealtimeConnection()
+    approvals = McpApprovals(record, clock)
+    request = McpApprovalRequest(
+        id="mcpr_1", server_label="crm", name="delete_account", arguments='{"account_id": "42"}'
+    )
+    conn.conversation.insert(request)
+    approvals.asked(McpServer("crm", "https://mcp.example.com/mcp"), request, "resp_1", post)
+    await asyncio.sleep(0)  # the expiry timer starts
+    await clock.advance(60)
+    assert len(held) == 1
+    out = approvals.approval(conn, ToolApproval("item_1", "mcpr_1", approve=True))
+    [error] = [json.loads(o.to_json()) for o in out]
+    assert (error["type"], error["error"]["code"]) == ("error", "approval_expired")
+    assert "mcpr_1" in conn.mcp.answered  # the next response will not run it
+    assert held[0](conn) == []  # the queued cancellation finds it settled
+    assert [(r["decision"], r.get("channel")) for r in records] == [
+        ("awaiting_confirmation", None),
+        ("expired", "event"),
+    ]

@@ -197,8 +197,8 @@ class ListMcpTools:
 @dataclass(frozen=True, slots=True)
 class ApprovedCall:
     """The user's answer to an approval request, taken by the next response exactly once:
-    approved, the call runs at its start with the arguments of the request; denied, it is
-    only recorded (the model reads that the user declined)."""
+    approved, the call runs at its start with the arguments of the request; denied, nothing
+    runs (the model reads that the user declined)."""
 
     request_id: str
     server_label: str

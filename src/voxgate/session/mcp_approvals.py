@@ -28,7 +28,7 @@ from ..control.tools import CONFIRM_EXPIRY_S, Confirmations, PendingAction
 from ..protocol import mcp_flow
 from ..protocol.commands import ToolApproval
 from ..protocol.connection import Output, RealtimeConnection
-from ..protocol.mcp import RESERVED_LABEL, McpServer
+from ..protocol.mcp import McpServer
 from ..protocol.mcp_items import McpApprovalRequest
 from .clock import Clock, SystemClock
 from .mcp_redact import secret_names
@@ -78,8 +78,7 @@ class McpApprovals:
         """The client's (or a sideband's) answer, already in the conversation."""
         rid = cmd.approval_request_id
         action = self.confirmations.get(rid)
-        if action is None:
-            self._unheld(conn, cmd)
+        if action is None:  # not an MCP request of this session (a server tool's, a relay's)
             return []
         _, how = self.confirmations.settle(rid, self.clock.monotonic(), cmd.approve)
         self._stop(rid)
@@ -122,32 +121,6 @@ class McpApprovals:
         timer = self._timers.pop(action_id, None)
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
-
-    def _unheld(self, conn: RealtimeConnection, cmd: ToolApproval) -> None:
-        """An answer to a request this session did not open (one carried over from
-        another process): recorded all the same; the server tools' own are theirs."""
-        request = next(
-            (
-                i
-                for i in conn.conversation
-                if isinstance(i, McpApprovalRequest) and i.id == cmd.approval_request_id
-            ),
-            None,
-        )
-        if request is None or request.server_label == RESERVED_LABEL:
-            return
-        listing = conn.mcp.listings.get(request.server_label)
-        sensitive = listing.server.sensitive_args if listing is not None else ()
-        self.record(
-            request.server_label,
-            request.name,
-            request.arguments,
-            sensitive,
-            decision="approved" if cmd.approve else "declined",
-            approval_request_id=request.id,
-            channel="event",
-            words=cmd.reason,
-        )
 
     def _audit(self, action: PendingAction, decision: str, **detail: Any) -> None:
         server = self._servers[action.id]
