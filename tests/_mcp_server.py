@@ -23,9 +23,18 @@ class McpTestServer:
         self.headers: list[dict[str, str]] = []
         self.port = port or free_port()
         self.slow_s = 1.5
+        # When set by a test, the slow tools wait for it instead of slow_s.
+        self.gate: threading.Event | None = None
         # Set when slow_refund has finished its work.
         self.finished = threading.Event()
         mcp = MCPServer("crm")
+
+        async def pause() -> None:
+            gate = self.gate
+            if gate is None:
+                await asyncio.sleep(self.slow_s)
+            else:
+                await asyncio.to_thread(gate.wait, 30)
 
         @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
         def get_weather(city: str) -> str:
@@ -43,14 +52,14 @@ class McpTestServer:
         async def slow_lookup(order: str) -> str:
             """Look up an order in the slow archive."""
             self.calls.append(("slow_lookup", {"order": order}))
-            await asyncio.sleep(self.slow_s)
+            await pause()
             return f"Order {order} shipped"
 
         @mcp.tool(annotations=ToolAnnotations(destructiveHint=True))
         async def slow_refund(order: str) -> str:
             """Refund an order (slowly)."""
             self.calls.append(("slow_refund", {"order": order}))
-            await asyncio.sleep(self.slow_s)
+            await pause()
             self.finished.set()
             return f"Order {order} refunded"
 

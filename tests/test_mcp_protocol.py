@@ -22,7 +22,7 @@ from voxgate.protocol import mcp_flow
 from voxgate.protocol.connection import RealtimeConnection
 from voxgate.protocol.mcp import ListMcpTools, McpFunction, McpToolEntry
 from voxgate.protocol.mcp_items import McpApprovalRequest, McpListedTool
-from voxgate.session.mcp import REDACTED, redact
+from voxgate.session.mcp_redact import REDACTED, redact
 
 READ = McpListedTool(name="lookup", input_schema={}, annotations={"readOnlyHint": True})
 WRITE = McpListedTool(name="delete", input_schema={}, annotations={"destructiveHint": True})

@@ -209,15 +209,20 @@ async def test_tools_are_listed_called_refused_and_approved(
             (
                 r["detail"]["tool"],
                 r["code"],
-                r["detail"].get("guardrail") or r["detail"].get("approved_by"),
+                r["detail"].get("guardrail")
+                or r["detail"].get("approved_by")
+                or r["detail"].get("channel"),
             )
             for r in audit["data"]
             if r["session_id"] == session_id
         )
+        # One record per decision, as for the server's own tools: an approved call leaves
+        # awaiting_confirmation, approved and ran.
         assert decisions == [
+            ("delete_account", "approved", "event"),
             ("delete_account", "awaiting_confirmation", None),
             ("delete_account", "awaiting_confirmation", None),
-            ("delete_account", "declined", None),
+            ("delete_account", "declined", "event"),
             ("delete_account", "ran", "mcp_approval_response"),
             ("export_all_customers", "refused", "tool_not_allowed"),
             ("get_weather", "ran", None),

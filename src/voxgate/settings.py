@@ -26,7 +26,12 @@ from .control.policy import Policy
 from .control.tools import ToolSpec
 from .control.tools.spec import check_unique
 from .control.usage import Price
-from .protocol.mcp import ApprovalFilter
+from .protocol.mcp import (
+    DEFAULT_MAX_CALLS_PER_SESSION,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_TIMEOUT_S,
+    ApprovalFilter,
+)
 
 
 def _default_data_dir() -> Path:
@@ -146,7 +151,10 @@ class McpServerSetting(BaseModel):
     # Tool names offered (None: all); "always", "never" or {"never": {"tool_names": [...]}}.
     allowed_tools: list[str] | None = None
     require_approval: Literal["always", "never"] | ApprovalFilter = "always"
-    timeout_s: float = Field(30.0, gt=0)
+    # Each call's time; calls run in one session, and at once in it (beyond: refused).
+    timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
+    max_calls_per_session: int = Field(DEFAULT_MAX_CALLS_PER_SESSION, ge=1)
+    max_concurrent: int = Field(DEFAULT_MAX_CONCURRENT, ge=1)
     # Argument names redacted in the audit log.
     sensitive_args: list[str] = Field(default_factory=list)
 

@@ -28,6 +28,12 @@ _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RESERVED_LABEL = "voxgate"
 # What Chat Completions accepts as a function name.
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Limits of one server's calls in one session, for a client's entry and, unless set, an
+# operator's (docs/limits.md): enough for any conversation, few enough to stop a model
+# looping on a tool or a session flooding a server.
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_CALLS_PER_SESSION = 100
+DEFAULT_MAX_CONCURRENT = 4
 
 
 class _Strict(BaseModel):
@@ -121,7 +127,10 @@ class McpServer:
     allowed_tools: AllowedTools = None
     require_approval: RequireApproval = None
     operator: bool = False
-    timeout_s: float = 30.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    # Calls run in one session, and running at once in it; a call beyond either is refused.
+    max_calls_per_session: int = DEFAULT_MAX_CALLS_PER_SESSION
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
     # Argument names never written in clear to logs or the audit log.
     sensitive_args: tuple[str, ...] = ()
     # What the server is for: the model reads it with each of the server's tools.
@@ -188,8 +197,8 @@ class ListMcpTools:
 @dataclass(frozen=True, slots=True)
 class ApprovedCall:
     """The user's answer to an approval request, taken by the next response exactly once:
-    approved, the call runs at its start with the arguments of the request; denied, it is
-    only recorded (the model reads that the user declined)."""
+    approved, the call runs at its start with the arguments of the request; denied, nothing
+    runs (the model reads that the user declined)."""
 
     request_id: str
     server_label: str
@@ -217,6 +226,9 @@ class McpState:
     listings: dict[str, Listing] = field(default_factory=dict)
     # Approval requests that have run (or been refused): one approval runs a call once.
     answered: set[str] = field(default_factory=set)
+    # Requests cancelled unanswered (expired, or cut by a barge-in): the error code and the
+    # reason a late answer is refused with.
+    lapsed: dict[str, tuple[str, str]] = field(default_factory=dict)
     # The policy's allowed_tools over MCP tool names (set by the server at admission).
     allow_tool: Callable[[str, str], bool] = lambda label, name: True
 

@@ -33,6 +33,7 @@ from .mcp_items import (
     McpToolError,
 )
 from .responses import ResponseState
+from .tool_items import add_items
 
 if TYPE_CHECKING:
     from .connection import Output, RealtimeConnection
@@ -116,14 +117,55 @@ def _item_done(conn: RealtimeConnection, item_id: str, tools: list[McpListedTool
 def check_client_item(conn: RealtimeConnection, item: Item) -> None:
     """An approval answers a request once, even if the first answer was deleted since
     (that a request exists and has no answer in the conversation is checked by
-    ``tool_items.check_approval``)."""
-    if isinstance(item, McpApprovalResponse) and item.approval_request_id in conn.mcp.answered:
+    ``tool_items.check_approval``), and never a request that lapsed."""
+    if not isinstance(item, McpApprovalResponse):
+        return
+    if (lapsed := conn.mcp.lapsed.get(item.approval_request_id)) is not None:
+        raise _too_late(item.approval_request_id, *lapsed)
+    if item.approval_request_id in conn.mcp.answered:
         raise ProtocolError(
             f"The approval request '{item.approval_request_id}' was answered already; an "
             "approval is given once.",
             code="approval_already_answered",
             param="item.approval_request_id",
         )
+
+
+def lapse(conn: RealtimeConnection, request_id: str, code: str, why: str) -> list[Output]:
+    """A request left unanswered is cancelled (``code`` ``approval_expired`` or
+    ``approval_cancelled``, ``why`` for the client): a server-made ``mcp_approval_response``
+    (approve false, reason ``expired`` / ``interrupted``) shows how it ended, and a later
+    answer is refused. Nothing when it was answered meanwhile."""
+    answered = any(
+        isinstance(i, McpApprovalResponse) and i.approval_request_id == request_id
+        for i in conn.conversation
+    )
+    if answered or request_id in conn.mcp.answered or request_id not in conn.conversation:
+        return []
+    conn.mcp.answered.add(request_id)
+    conn.mcp.lapsed[request_id] = (code, why)
+    reason = "expired" if code == "approval_expired" else "interrupted"
+    answer = McpApprovalResponse(
+        id=new_id("item"), approval_request_id=request_id, approve=False, reason=reason
+    )
+    return add_items(conn.conversation, [answer])
+
+
+def answered_late(conn: RealtimeConnection, request_id: str, why: str) -> list[Output]:
+    """The client's answer came after the request's expiry (before voxgate had cancelled
+    it): it is in the conversation, but nothing runs, and the client is told."""
+    conn.mcp.answered.add(request_id)
+    conn.mcp.lapsed[request_id] = ("approval_expired", why)
+    return [conn.error(_too_late(request_id, "approval_expired", why))]
+
+
+def _too_late(request_id: str, code: str, why: str) -> ProtocolError:
+    return ProtocolError(
+        f"The approval request '{request_id}' can no longer be answered: {why}. The call "
+        "was cancelled and will not run; ask for it again if it is still wanted.",
+        code=code,
+        param="item.approval_request_id",
+    )
 
 
 def with_mcp(conn: RealtimeConnection, plan: ResponsePlan) -> ResponsePlan:

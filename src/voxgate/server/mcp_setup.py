@@ -26,6 +26,8 @@ def _server(s: McpServerSetting) -> McpServer:
         require_approval=s.require_approval,
         operator=True,
         timeout_s=s.timeout_s,
+        max_calls_per_session=s.max_calls_per_session,
+        max_concurrent=s.max_concurrent,
         sensitive_args=tuple(s.sensitive_args),
     )
 

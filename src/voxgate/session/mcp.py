@@ -6,21 +6,25 @@ The guardrails, in order, for every call the model makes (``McpGuard``):
   the model gets an error it can speak about;
 - validation: arguments must be a JSON object valid for the tool's ``input_schema``
   (``jsonschema``); invalid ones never reach the server, and the model gets the message;
+- limits: at most ``max_calls_per_session`` calls of one server run in a session (checked
+  before the user is asked, and again when an approved call starts), at most
+  ``max_concurrent`` at once (checked when a call starts); a call beyond either is refused
+  (``call_limit`` / ``concurrency_limit``); each call is bounded by the server's
+  ``timeout_s``;
 - approval: a tool that ``require_approval`` covers becomes an ``mcp_approval_request``; it
   runs only after the user's ``mcp_approval_response`` (approve: true), once, with exactly
-  the arguments the user saw, at the start of the next response;
-- limits: each call is bounded by the server's time-out.
-Every decision is audited (kind "tool"), with sensitive arguments redacted.
+  the arguments the user saw, at the start of the next response; unanswered, it expires as a
+  server tool's confirmation does (``mcp_approvals.py``).
+Every decision is one audit record (kind "tool"), with sensitive arguments redacted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,20 +39,15 @@ from ..protocol.ids import new_id
 from ..protocol.mcp import ApprovedCall, ListMcpTools, McpFunction, McpServer
 from ..protocol.mcp_items import McpApprovalRequest, McpCall, McpToolError
 from .clock import Clock, SystemClock
+from .mcp_approvals import McpApprovals, Post
+from .mcp_redact import redact
 from .tool_exec import MAX_OUTPUT_CHARS
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[RealtimeConnection], list[Output]]
-Post = Callable[[Progress], Awaitable[None]]
 Spawn = Callable[[Awaitable[None], str], asyncio.Task[None]]
 Audit = Callable[[dict[str, Any]], None]
 Say = Callable[[str], Awaitable[None]]
-# Argument names whose values never reach the audit log in clear, whatever the server says.
-_SENSITIVE_WORDS = frozenset(
-    {"password", "passwd", "pass", "secret", "token", "apikey", "key", "card", "cvv", "ssn", "pin"}
-)
-REDACTED = "[redacted]"
 # As for the server's own tools (tool_flow.py): a call this slow gets a filler.
 FILLER_AFTER_S = 0.8
 
@@ -104,37 +103,26 @@ def _cut(text: str) -> str:
     return text[:MAX_OUTPUT_CHARS] + f" … [cut: the tool answered {len(text)} characters]"
 
 
-def redact(arguments: str, sensitive: tuple[str, ...]) -> Any:
-    """The arguments as the audit log may hold them."""
-    try:
-        value = json.loads(arguments or "{}")
-    except ValueError:
-        return {"unparsed_sha256": hashlib.sha256(arguments.encode()).hexdigest()}
-    if not isinstance(value, dict):
-        return REDACTED
-    return {k: REDACTED if k in sensitive or _looks_secret(k) else v for k, v in value.items()}
-
-
-def _looks_secret(name: str) -> bool:
-    """A name with a secret-sounding word in it ("pin", "card_number", "apiKey"), as whole
-    words, so "shipping" or "keyboard" stay in clear."""
-    words = re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)
-    lowered = [w.lower() for w in words]
-    joined = {a + b for a, b in zip(lowered, lowered[1:], strict=False)}
-    return bool(_SENSITIVE_WORDS & (set(lowered) | joined))
-
-
 @dataclass
 class SessionMcp:
-    """A session's MCP work: listings (tasks beside the main loop) and the audit hook."""
+    """A session's MCP work: listings (tasks beside the main loop), the calls' limits and
+    approvals, and the audit hook."""
 
     audit: Audit | None = None
+    clock: Clock = field(default_factory=SystemClock)
     guard: McpGuard = field(default_factory=McpGuard)
+    approvals: McpApprovals = field(init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # Calls in flight (strong references: a shielded call outlives its response).
     _calls: set[asyncio.Task[client.CallResult]] = field(default_factory=set)
     _connections: dict[McpServer, client.McpConnection] = field(default_factory=dict)
+    # Per server label: calls started in this session, and those running now.
+    _started: Counter[str] = field(default_factory=Counter)
+    _running: Counter[str] = field(default_factory=Counter)
     _closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.approvals = McpApprovals(self.record, self.clock)
 
     def list_tools(self, command: ListMcpTools, post: Post, spawn: Spawn) -> None:
         async def run() -> None:
@@ -159,11 +147,12 @@ class SessionMcp:
         return held
 
     def close(self) -> None:
-        """Stop listings; the connections close once no call runs on them (a write that
-        started finishes even when the session ends)."""
+        """Stop listings and approval timers; the connections close once no call runs on
+        them (a write that started finishes even when the session ends)."""
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
+        self.approvals.close()
         self._close_idle()
 
     def _close_idle(self) -> None:
@@ -171,6 +160,30 @@ class SessionMcp:
             for held in self._connections.values():
                 held.close()
             self._connections.clear()
+
+    def over_limit(self, server: McpServer, *, starting: bool) -> Decision | None:
+        """The refusal of a call beyond the server's limits in this session (``starting``:
+        it would run now, so the calls running count too)."""
+        label = server.label
+        most = server.max_calls_per_session
+        if self._started[label] >= most:
+            return Decision(
+                "refused",
+                f"MCP server '{label}' may be called at most {most} times in one session "
+                "(max_calls_per_session); this call was not run. Tell the user this limit "
+                "was reached.",
+                "call_limit",
+            )
+        at_once = server.max_concurrent
+        if starting and self._running[label] >= at_once:
+            return Decision(
+                "refused",
+                f"MCP server '{label}' already runs {at_once} calls of this session "
+                "(max_concurrent); this call was not run. Tell the user to try again once "
+                "they have finished.",
+                "concurrency_limit",
+            )
+        return None
 
     def start_call(
         self, fn: McpFunction, arguments: str, **detail: Any
@@ -181,25 +194,36 @@ class SessionMcp:
         work = self.connection(server).call_tool(name, json.loads(arguments or "{}"))
         task = asyncio.ensure_future(work)
         self._calls.add(task)
+        self._started[server.label] += 1
+        self._running[server.label] += 1
 
         def done(task: asyncio.Task[client.CallResult]) -> None:
             self._calls.discard(task)
+            self._running[server.label] -= 1
             self._close_idle()
-            if task.cancelled():
-                status, error = "cancelled", None
-            else:
-                result = task.result()
-                status = "failed" if result.error else "completed"
-                error = result.error.type if result.error else None
             latency_ms = round((time.monotonic() - started) * 1000)
+            if task.cancelled():
+                self.record(
+                    server.label,
+                    name,
+                    arguments,
+                    server.sensitive_args,
+                    decision="cancelled",
+                    status="cancelled",
+                    reason="the response was interrupted",
+                    latency_ms=latency_ms,
+                    **detail,
+                )
+                return
+            error = task.result().error
             self.record(
                 server.label,
                 name,
                 arguments,
                 server.sensitive_args,
                 decision="ran",
-                status=status,
-                error=error,
+                status=_status(error),
+                error=error.type if error else None,
                 latency_ms=latency_ms,
                 **detail,
             )
@@ -219,6 +243,13 @@ class SessionMcp:
             log.exception("auditing an MCP call failed")
 
 
+def _status(error: McpToolError | None) -> str:
+    """A call's end as the audit log says it (a time-out told apart, as for server tools)."""
+    if error is None:
+        return "completed"
+    return "timeout" if error.code == client.TIMED_OUT else "failed"
+
+
 @dataclass
 class McpCallRunner:
     """The MCP calls of one response: judged, asked about, or run; each yields the item the
@@ -233,32 +264,9 @@ class McpCallRunner:
     _filled: bool = False
 
     async def run_approved(self) -> list[McpCall | McpApprovalRequest]:
-        """The calls the user approved since the last response, run before the model; the
-        denied ones are only recorded."""
-        items: list[McpCall | McpApprovalRequest] = []
-        for call in self.plan.approved:
-            if call.approve:
-                items.append(await self._approved(call))
-                continue
-            sensitive = next(
-                (
-                    f.server.sensitive_args
-                    for f in self.plan.mcp.values()
-                    if f.server.label == call.server_label
-                ),
-                (),
-            )
-            self.mcp.record(
-                call.server_label,
-                call.name,
-                call.arguments,
-                sensitive,
-                decision="declined",
-                approval_request_id=call.request_id,
-                denied_by="mcp_approval_response",
-                reason=call.reason,
-            )
-        return items
+        """The calls the user approved since the last response, run before the model (the
+        denied ones were recorded when the answer came: ``mcp_approvals.py``)."""
+        return [await self._approved(call) for call in self.plan.approved if call.approve]
 
     async def _approved(self, call: ApprovedCall) -> McpCall:
         fn = next(
@@ -289,14 +297,10 @@ class McpCallRunner:
         )
         if fn is None:
             message = f"MCP server '{label}' or its tool '{name}' is no longer available."
-            return await self._refuse(item, message, "tool_not_allowed", ())
-        return await self._decided(
-            fn,
-            item,
-            self.mcp.guard.decide(fn, args, approved=True),
-            approval="mcp_approval_response",
-            reason=call.reason,
-        )
+            gone = Decision("refused", message, "tool_not_allowed")
+            return await self._refuse(item, gone, (), approval_request_id=request_id)
+        decision = self.mcp.guard.decide(fn, args, approved=True)
+        return await self._decided(fn, item, decision, approval_request=request_id)
 
     async def called(
         self, fn: McpFunction, item_id: str, arguments: str, *, opened: bool
@@ -306,6 +310,9 @@ class McpCallRunner:
         decision = self.mcp.guard.decide(fn, arguments)
         label, name = fn.server.label, fn.tool.name
         rid = self.plan.response_id
+        if decision.verdict == "approval":
+            # The user is never asked about a call the limits would refuse anyway.
+            decision = self.mcp.over_limit(fn.server, starting=False) or decision
         if decision.verdict != "approval" and not opened:
             await self.post(lambda c: mcp_flow.open_call(c, rid, item_id, label, name))
             await self.post(lambda c: mcp_flow.call_arguments(c, rid, item_id, arguments))
@@ -314,34 +321,43 @@ class McpCallRunner:
             request = McpApprovalRequest(
                 id=new_id("mcpr"), server_label=label, name=name, arguments=arguments
             )
-            await self.post(lambda c: mcp_flow.approval_request(c, rid, request))
-            self.mcp.record(
-                label,
-                name,
-                arguments,
-                fn.server.sensitive_args,
-                decision="awaiting_confirmation",
-                approval_request_id=request.id,
-            )
+            await self.post(lambda c: self._ask(c, fn, request))
             return request
         item = McpCall(id=item_id, server_label=label, name=name, arguments=arguments)
         return await self._decided(fn, item, decision)
+
+    def _ask(
+        self, conn: RealtimeConnection, fn: McpFunction, request: McpApprovalRequest
+    ) -> list[Output]:
+        """The request joins the response's output; its approval is held from then on."""
+        rid = self.plan.response_id
+        out = mcp_flow.approval_request(conn, rid, request)
+        if out:  # not when the response was cancelled first
+            self.mcp.approvals.asked(fn.server, request, rid, self.post)
+        return out
 
     async def _decided(
         self,
         fn: McpFunction,
         item: McpCall,
         decision: Decision,
-        approval: str | None = None,
-        reason: str | None = None,
+        approval_request: str | None = None,
     ) -> McpCall:
+        if decision.verdict == "run":
+            decision = self.mcp.over_limit(fn.server, starting=True) or decision
         if decision.verdict != "run":
             return await self._refuse(
-                item, decision.message, decision.guardrail, fn.server.sensitive_args
+                item, decision, fn.server.sensitive_args, approval_request_id=approval_request
             )
         rid, item_id = self.plan.response_id, item.id or ""
         await self.post(lambda c: mcp_flow.call_running(c, rid, item_id))
-        work = self.mcp.start_call(fn, item.arguments, approved_by=approval, reason=reason)
+        work = self.mcp.start_call(
+            fn,
+            item.arguments,
+            call_id=item_id,
+            approved_by="mcp_approval_response" if approval_request else None,
+            approval_request_id=approval_request,
+        )
         try:
             if self.say is not None and not self._filled and not await self._within(work):
                 self._filled = True
@@ -366,10 +382,10 @@ class McpCallRunner:
         return task.done()
 
     async def _refuse(
-        self, item: McpCall, message: str, guardrail: str, sensitive: tuple[str, ...]
+        self, item: McpCall, decision: Decision, sensitive: tuple[str, ...], **detail: Any
     ) -> McpCall:
         rid, item_id = self.plan.response_id, item.id or ""
-        error = McpToolError(type="tool_execution_error", message=message)
+        error = McpToolError(type="tool_execution_error", message=decision.message)
         item.error = error
         await self.post(lambda c: mcp_flow.call_finished(c, rid, item_id, None, error))
         self.mcp.record(
@@ -378,6 +394,9 @@ class McpCallRunner:
             item.arguments,
             sensitive,
             decision="refused",
-            guardrail=guardrail,
+            guardrail=decision.guardrail,
+            message=decision.message,
+            call_id=item_id,
+            **detail,
         )
         return item

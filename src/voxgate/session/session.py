@@ -145,7 +145,7 @@ class Session:
             tools.bind(self.inbox.put, self.clock)
         # MCP listings and calls; the server sets its audit hook at admission. It belongs
         # to the session, not the driver, so a driver switch keeps it.
-        self.mcp = SessionMcp()
+        self.mcp = SessionMcp(clock=self.clock)
         # Bound when the session starts serving (its task group exists then).
         self.driver: Driver = driver or PipelineDriver(engines, tools=tools)
         # Set before `run` by `disclose` and `record` (admission does, per policy).
@@ -303,11 +303,11 @@ class Session:
                 case CancelResponse(response_id=rid):
                     self._apply(self.driver.command(self.connection, out))
                     self.outbox.purge(rid)
-                    if self.tools is not None:  # a barge-in cancels what it was confirming
-                        self._apply(self.tools.interrupted(self.connection, rid))
+                    self._interrupted(rid)
                 case ToolApproval():
                     if self.tools is not None:
                         self.tools.approval(out)
+                    self._apply(self.mcp.approvals.approval(self.connection, out))
                 case InputAudio() | TranscribeItem():
                     if isinstance(out, InputAudio) and self.recorder is not None:
                         self.recorder.caller(out.data, AudioFormat.from_type(out.format))
@@ -323,10 +323,15 @@ class Session:
                     cut = self.playout.clear(rid) if self.playout is not None else None
                     if cut is not None:
                         self._apply(self.driver.playout_cut(self.connection, cut))
-                        if self.tools is not None:  # cut while still playing: a barge-in
-                            self._apply(self.tools.interrupted(self.connection, cut.response_id))
+                        self._interrupted(cut.response_id)  # cut while still playing
                 case _:
                     assert_never(out)
+
+    def _interrupted(self, response_id: str) -> None:
+        """A barge-in cancels what the response was asking the user to confirm."""
+        if self.tools is not None:
+            self._apply(self.tools.interrupted(self.connection, response_id))
+        self._apply(self.mcp.approvals.interrupted(self.connection, response_id))
 
     def _send(self, event: ev.ServerEvent, hold: asyncio.Future[None] | None = None) -> None:
         text = event.to_json()

@@ -6,9 +6,10 @@ signature on HTTP tool calls and idempotency keys. The session layer executes th
 from .confirm import Confirmations, PendingAction, is_clear_yes
 from .guards import Refusal, may_use, parse_arguments, redacted
 from .signing import idempotency_key, signature, verify
-from .spec import Audience, ToolSpec
+from .spec import CONFIRM_EXPIRY_S, Audience, ToolSpec
 
 __all__ = [
+    "CONFIRM_EXPIRY_S",
     "Audience",
     "Confirmations",
     "PendingAction",

@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .guards import REDACTED
-from .spec import ToolSpec
+from .spec import CONFIRM_EXPIRY_S, ToolSpec
 
 Settled = Literal["approved", "declined", "expired", "interrupted", "not_confirmed"]
 SUMMARY_CHARS = 160
@@ -37,12 +38,16 @@ def canonical(arguments: dict[str, Any]) -> str:
 
 
 def summary(spec: ToolSpec, arguments: dict[str, Any]) -> str:
+    return summary_of(spec.name, arguments, spec.sensitive_args)
+
+
+def summary_of(tool: str, arguments: dict[str, Any], sensitive: Collection[str]) -> str:
     """One line a person can approve: the tool and its arguments (sensitive ones hidden)."""
     parts = [
-        f"{k.replace('_', ' ')} {REDACTED if k in spec.sensitive_args else _plain(v)}"
+        f"{k.replace('_', ' ')} {REDACTED if k in sensitive else _plain(v)}"
         for k, v in arguments.items()
     ]
-    line = spec.name.replace("_", " ") + (": " + ", ".join(parts) if parts else "")
+    line = tool.replace("_", " ") + (": " + ", ".join(parts) if parts else "")
     return line if len(line) <= SUMMARY_CHARS else line[: SUMMARY_CHARS - 1] + "…"
 
 
@@ -86,15 +91,39 @@ class Confirmations:
         call_id: str,
         now: float,
     ) -> PendingAction:
+        return self.hold(
+            action_id,
+            spec.name,
+            arguments,
+            sensitive=spec.sensitive_args,
+            now=now,
+            expiry_s=spec.confirm_expiry_s,
+            spoken=spec.spoken_confirmation,
+            call_id=call_id,
+        )
+
+    def hold(
+        self,
+        action_id: str,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        sensitive: Collection[str],
+        now: float,
+        expiry_s: float = CONFIRM_EXPIRY_S,
+        spoken: bool = False,
+        call_id: str = "",
+    ) -> PendingAction:
+        """Open an action for any tool (an MCP server's too), under the same rules."""
         action = PendingAction(
             id=action_id,
-            tool=spec.name,
+            tool=tool,
             call_id=call_id,
             arguments_json=canonical(arguments),
             digest=digest(arguments),
-            summary=summary(spec, arguments),
-            expires_at=now + spec.confirm_expiry_s,
-            spoken=spec.spoken_confirmation,
+            summary=summary_of(tool, arguments, sensitive),
+            expires_at=now + expiry_s,
+            spoken=spoken,
             request_item_id=action_id,
         )
         self._open[action_id] = action

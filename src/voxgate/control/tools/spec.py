@@ -19,6 +19,9 @@ Effect = Literal["read", "write", "destructive"]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[A-Za-z0-9_-]{1,64}$"
 DEFAULT_FILLER = "One moment while I check that."
+# How long a confirmation stays open unless a tool says otherwise; MCP approval requests
+# expire after it too.
+CONFIRM_EXPIRY_S = 60.0
 
 
 class Audience(BaseModel):
@@ -54,7 +57,7 @@ class ToolSpec(BaseModel):
     # A spoken "yes" may approve it (else only an mcp_approval_response item may).
     spoken_confirmation: bool = True
     # How long a confirmation stays open.
-    confirm_expiry_s: float = Field(60.0, gt=0, le=3600)
+    confirm_expiry_s: float = Field(CONFIRM_EXPIRY_S, gt=0, le=3600)
     audience: Audience | None = None
     max_calls_per_session: int | None = Field(None, ge=1)
     # Calls of this tool running at once, over all sessions of this server.
