@@ -5,6 +5,7 @@ that outlives a server restart."""
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -62,7 +63,10 @@ async def test_unreachable_and_slow_servers_are_protocol_errors(mcp_server: McpT
     result = await down.call_tool("get_weather", {"city": "Rome"})
     assert result.error is not None
     assert (result.error.type, result.error.code) == ("protocol_error", UNREACHABLE)
-    slow = McpConnection(McpServer("crm", mcp_server.url, timeout_s=0.5))
+    # slow_lookup never answers; the timeout leaves a loaded machine room for the fresh
+    # connection the next call makes.
+    mcp_server.gate = threading.Event()
+    slow = McpConnection(McpServer("crm", mcp_server.url, timeout_s=3))
     try:
         result = await slow.call_tool("slow_lookup", {"order": "1"})
         assert result.error is not None
@@ -71,6 +75,7 @@ async def test_unreachable_and_slow_servers_are_protocol_errors(mcp_server: McpT
         ok = await slow.call_tool("get_weather", {"city": "Rome"})
         assert ok.output == "Sunny and 21 degrees in Rome"
     finally:
+        mcp_server.gate.set()
         slow.close()
 
 
