@@ -8,9 +8,12 @@
   injected clock (tests) a pacer task on that clock. What the loop and the pacer share (the
   playout core, the send state) is behind locks; the playout counts a frame as heard when
   the pacer takes it to send;
-- in: packets go through a jitter buffer (`jitter.py`) read every 20 ms; a lost packet
-  becomes 20 ms of silence, and the audio goes to ``on_audio`` in the stream's G.711 format
-  (``stream.format``; `Session.track_audio(audio, stream.format)` takes it as it is);
+- in: packets go through a jitter buffer (`jitter.py`) and on to ``on_audio`` as soon as they
+  are in order, in the stream's G.711 format (``stream.format``;
+  `Session.track_audio(audio, stream.format)` takes it as it is). A 20 ms clock only decides
+  when a packet is overdue (``JitterBuffer.depth`` frames behind the clock): it becomes 20 ms
+  of silence, lost or just not sent (a phone that stops sending in silence), so the session's
+  timeline keeps pace with the call and a turn can end;
   telephone events go to ``on_dtmf`` once per key press;
 - symmetric RTP: packets are sent to the address the caller's packets come from (the first
   one latches it), so a caller behind NAT hears the reply; ``set_remote`` (from SDP) is used
@@ -53,12 +56,16 @@ CODECS: dict[str, PlayoutFormat] = {"PCMU": G711_ULAW, "PCMA": G711_ALAW}
 RATE = 8000
 FRAME_S = 0.02
 FRAME_SAMPLES = int(RATE * FRAME_S)
+# The caller's audio waiting for the session, in frames (1 s). Policy when full (the session
+# fell that far behind): the oldest is dropped and counted.
+HEARD_QUEUE = 50
 
 
 @dataclass
 class RtpStats:
     sent: int = 0
     unsent: int = 0  # packets the socket refused (buffer full, no route)
+    overrun: int = 0  # frames of the caller's audio dropped: the session fell behind
     received: int = 0
     ignored: int = 0  # not RTP, RTCP, an unknown payload type, or from a stranger
 
@@ -115,6 +122,9 @@ class RtpStream(PlayoutFront):
         self._dtmf = DtmfReceiver()
         self._keys: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
         self._heard_any = False
+        self._heard: asyncio.Queue[bytes] = asyncio.Queue(maxsize=HEARD_QUEUE)
+        # Samples handed on minus samples of the clock since the caller was first heard.
+        self._ahead = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -139,7 +149,8 @@ class RtpStream(PlayoutFront):
         stream._pacer = pacer or shared_pacer()
         stream._pacer.add(stream)
         stream._tasks = [
-            asyncio.create_task(stream._receive_loop(), name=f"rtp:{stream.local_port}:recv"),
+            asyncio.create_task(stream._overdue_loop(), name=f"rtp:{stream.local_port}:clock"),
+            asyncio.create_task(stream._hear_loop(), name=f"rtp:{stream.local_port}:recv"),
             asyncio.create_task(stream._key_loop(), name=f"rtp:{stream.local_port}:dtmf"),
         ]
         return stream
@@ -219,6 +230,7 @@ class RtpStream(PlayoutFront):
             if not self._held:
                 self._heard_any = True
                 self.jitter.push(packet.sequence, packet.payload)
+                self._hand_on(self.jitter.release())
         elif packet.payload_type == self.dtmf_payload_type:
             self._latch(addr)
             self.stats.received += 1
@@ -236,22 +248,36 @@ class RtpStream(PlayoutFront):
             with self._lock:
                 self._remote, self._latched = addr, True
 
-    async def _receive_loop(self) -> None:
+    def _hand_on(self, frames: list[bytes]) -> None:
+        width = self.format.bytes_per_sample
+        for audio in frames:
+            # A sender ahead of the clock banks at most the buffer's bound, so silence from
+            # a phone that stops sending still ends the turn in time.
+            limit = self.jitter.max_depth * FRAME_SAMPLES
+            self._ahead = min(self._ahead + len(audio) // width, limit)
+            if self._heard.full():
+                self._heard.get_nowait()
+                self.stats.overrun += 1
+            self._heard.put_nowait(audio)
+
+    async def _overdue_loop(self) -> None:
+        """Every 20 ms: conceal the slots the caller's audio is overdue for."""
         pacer = FramePacer(self.clock, FRAME_S)
         quiet = silence(self.format, FRAME_SAMPLES)
-        owed = 0  # samples handed on beyond the clock (packets longer than 20 ms)
         while True:
             await pacer.next_frame()
             if self._held or not self._heard_any:
                 continue
-            owed -= FRAME_SAMPLES
-            while owed < 0:
-                audio = self.jitter.pop()
-                # A lost or missing packet is concealed by one frame of silence.
-                audio = quiet if audio is None else audio
-                owed += len(audio) // self.format.bytes_per_sample
-                if self.on_audio is not None:
-                    await self.on_audio(audio)
+            self._ahead -= FRAME_SAMPLES
+            while self._ahead < -self.jitter.depth * FRAME_SAMPLES:
+                self.jitter.conceal()
+                self._hand_on([quiet, *self.jitter.release()])
+
+    async def _hear_loop(self) -> None:
+        while True:
+            audio = await self._heard.get()
+            if self.on_audio is not None:
+                await self.on_audio(audio)
 
     async def _key_loop(self) -> None:
         while True:
