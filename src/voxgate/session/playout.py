@@ -9,6 +9,8 @@ Three parts:
 - `FramePacer`: when the next frame is due, on the injected `Clock` (virtual time in tests).
 - `ServerPlayout`: the `Playout` a session binds, over a core: it reports finished responses
   to the session and bounds the queue (`room`, awaited before a response queues more audio).
+  Its framer may run on another thread (RTP's pacer): the core is locked, and what a frame
+  sets off is posted back to the event loop.
 
 The format is declared (`PlayoutFormat`) so a phone leg takes 8 kHz G.711 straight from the
 session's converter instead of through a 24 kHz hop.
