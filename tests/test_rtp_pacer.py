@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +15,7 @@ import pytest
 
 from voxgate.session.playout import G711_ULAW, silence
 from voxgate.transports.rtp import RtpStream
-from voxgate.transports.rtp_pacer import PacedSender, PacerSchedule, ThreadPacer
+from voxgate.transports.rtp_pacer import PACER_NICE, PacedSender, PacerSchedule, ThreadPacer
 from voxgate.transports.rtp_wire import RtpPacket, parse_rtp
 
 QUIET = silence(G711_ULAW, 160)
@@ -152,6 +153,27 @@ async def test_sequence_numbers_run_on_while_timestamps_follow_the_frame_index(
 # -- the pacer thread -----------------------------------------------------------------------
 
 
+def expected_pacer_nice() -> int:
+    """PACER_NICE if a new thread of this process may take it, else the process's own
+    niceness (probed on a thread of its own, which ends with the probe)."""
+    found: list[int] = []
+
+    def probe() -> None:
+        tid = threading.get_native_id()
+        base = os.getpriority(os.PRIO_PROCESS, tid)
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(base, PACER_NICE))
+        except PermissionError:
+            found.append(base)
+        else:
+            found.append(min(base, PACER_NICE))
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return found[0]
+
+
 @pytest.fixture
 async def thread_pacer() -> AsyncIterator[ThreadPacer]:
     pacer = ThreadPacer()
@@ -182,6 +204,9 @@ async def test_the_thread_paces_several_calls_and_ends_with_the_last(
             assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(10)]
             steps = {b.timestamp - a.timestamp for a, b in pairwise(packets)}
             assert steps == {160}  # (a stall over 200 ms would show as a larger step)
+        # It goes before the process's other threads where the system lets it.
+        assert thread.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == expected_pacer_nice()
     finally:
         for stream in streams:
             await stream.close()
