@@ -79,47 +79,58 @@ def frame(n: int) -> bytes:
     return bytes([n % 256]) * 160
 
 
-def test_reordered_packets_play_in_order_after_the_buffer_fills() -> None:
+def test_packets_in_order_are_released_at_once_and_reordering_is_undone() -> None:
     jb = JitterBuffer(depth=3)
     jb.push(101, frame(1))
-    assert jb.pop() is None  # filling: the reader plays silence
+    assert jb.release() == [frame(1)]  # no fixed delay before the listener hears it
     jb.push(103, frame(3))
+    assert jb.release() == []  # 102 is due first
     jb.push(102, frame(2))
-    assert [jb.pop() for _ in range(3)] == [frame(1), frame(2), frame(3)]
+    assert jb.release() == [frame(2), frame(3)]
+    assert jb.held == 0 and jb.stats.played == 3
 
 
 def test_a_lost_packet_is_concealed_once_and_a_late_one_dropped() -> None:
-    jb = JitterBuffer(depth=2)
+    jb = JitterBuffer()
     for seq in (10, 11, 13, 14):
         jb.push(seq, frame(seq))
-    assert [jb.pop() for _ in range(2)] == [frame(10), frame(11)]
-    assert jb.pop() is None  # 12 never came: one slot of silence
+    assert jb.release() == [frame(10), frame(11)]
+    jb.conceal()  # 12 is overdue and 13 is held: 12 is lost, one slot of silence
+    assert jb.release() == [frame(13), frame(14)]
     jb.push(12, frame(12))  # too late: its slot has played
-    assert [jb.pop(), jb.pop()] == [frame(13), frame(14)]
+    assert jb.release() == []
     assert (jb.stats.lost, jb.stats.late, jb.stats.played) == (1, 1, 4)
 
 
-def test_duplicates_are_dropped_and_a_burst_is_bounded() -> None:
-    jb = JitterBuffer(depth=2, max_depth=4)
-    jb.push(1, frame(1))
-    jb.push(1, frame(1))
-    assert jb.stats.duplicate == 1
-    for seq in range(2, 9):
-        jb.push(seq, frame(seq))
-    assert jb.held == 4 and jb.stats.overflow == 4
-    assert jb.pop() == frame(5)  # the oldest were skipped: latency stays bounded
-
-
-def test_it_starts_over_after_running_dry_and_across_the_wrap() -> None:
-    jb = JitterBuffer(depth=2)
+def test_a_quiet_sender_is_concealed_without_giving_up_on_its_next_packet() -> None:
+    jb = JitterBuffer()
     jb.push(65535, frame(1))
-    jb.push(0, frame(2))
-    assert [jb.pop(), jb.pop()] == [frame(1), frame(2)]
-    assert jb.pop() is None and jb.stats.underruns == 1
-    jb.push(1, frame(3))
-    assert jb.pop() is None  # filling again
-    jb.push(2, frame(4))
-    assert [jb.pop(), jb.pop()] == [frame(3), frame(4)]
+    assert jb.release() == [frame(1)]
+    jb.conceal()  # nothing held: the phone stopped sending (or the network stalled)
+    jb.conceal()
+    assert jb.stats.underruns == 2 and jb.stats.lost == 0
+    jb.push(0, frame(2))  # the next number, across the wrap: still awaited, not late
+    assert jb.release() == [frame(2)]
+
+
+def test_duplicates_are_dropped_and_a_burst_is_bounded() -> None:
+    jb = JitterBuffer(max_depth=4)
+    jb.push(1, frame(1))
+    jb.push(1, frame(1))
+    assert jb.stats.duplicate == 1 and jb.release() == [frame(1)]
+    for seq in range(3, 10):  # 2 never came: everything after it is held
+        jb.push(seq, frame(seq))
+    assert jb.held == 4 and jb.stats.overflow == 3
+    # The oldest were skipped: the latency a gap can build stays bounded.
+    assert jb.release() == [frame(6), frame(7), frame(8), frame(9)]
+
+
+def test_a_restarted_sender_is_followed() -> None:
+    jb = JitterBuffer(max_depth=4)
+    jb.push(500, frame(1))
+    assert jb.release() == [frame(1)]
+    jb.push(40, frame(2))  # far behind: a new numbering, not a late packet
+    assert jb.release() == [frame(2)] and jb.stats.late == 0
 
 
 # -- RFC 4733 -------------------------------------------------------------------------------

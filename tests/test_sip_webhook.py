@@ -76,6 +76,14 @@ async def test_webhook_accept_refer_hangup_and_reject(
                 side = Events(sideband)
                 created = await side.expect("session.created")
                 assert created.session.instructions == "You answer the phone for a bakery."
+                # The line's G.711 both ways by default: no detour through 24 kHz PCM16.
+                audio = created.session.audio
+                assert audio is not None and audio.input is not None and audio.output is not None
+                assert audio.input.format is not None and audio.output.format is not None
+                assert (audio.input.format.type, audio.output.format.type) == (
+                    "audio/pcmu",
+                    "audio/pcmu",
+                )
                 await client.realtime.calls.refer(call_id, target_uri="sip:human@example.com")
                 await client.realtime.calls.hangup(call_id)
             result = await asyncio.to_thread(finish, caller, tmp_path)

@@ -1,8 +1,12 @@
 """Recording and the spoken disclosure, applied to each admitted session per its policy
 (docs/telephony.md): ``disclosure`` (spoken first; phone calls have a default sentence) and
-``record_calls`` (a two-channel WAV under the transcripts' retention). Both are audited."""
+``record_calls`` (a two-channel WAV under the transcripts' retention). Both are audited.
+Also the audio formats a phone call's session starts with."""
 
 from __future__ import annotations
+
+import copy
+from typing import Any
 
 from ..control.identity import Principal
 from ..session.disclosure import disclosure_for
@@ -14,6 +18,25 @@ from .state import AppState
 DAY_S = 86400.0
 # Sessions with no server playout record at the rate of the Realtime API's PCM16.
 DEFAULT_RATE = 24000
+
+
+def phone_session(audio_type: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """A phone call's session patch: the line's G.711 (``audio/pcmu`` or ``audio/pcma``) in
+    and out unless ``patch`` says otherwise, so the caller's audio reaches the listener and
+    the reply reaches the line without a detour through 24 kHz PCM16."""
+    line = {"format": {"type": audio_type}}
+    return merged({"type": "realtime", "audio": {"input": line, "output": line}}, patch)
+
+
+def merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` over ``base``, nested objects merged key by key."""
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def apply_media_policy(state: AppState, session: Session, principal: Principal, kind: str) -> None:

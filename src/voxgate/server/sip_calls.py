@@ -44,6 +44,7 @@ from ..transports.sip.message import host_port_of, reason_for, user_of
 from ..transports.webrtc import new_call_id
 from . import replicas, sip_webhook
 from .admission import admit
+from .phone_media import phone_session
 from .refusal import Refused
 from .sip_goodbye import needs_goodbye, say_goodbye
 from .state import AppState
@@ -320,7 +321,7 @@ class SipService:
             safety_identifier=None,
             transport=transport,
             model=patch.get("model"),
-            session_patch=session_patch(patch),
+            session_patch=phone_session(rtp.format.type, patch),
             playout=rtp,
             kind="sip",
         )
@@ -379,7 +380,7 @@ class SipService:
                 safety_identifier=safety_identifier,
                 transport=transport,
                 model=session_config.get("model"),
-                session_patch=session_patch(session_config),
+                session_patch=phone_session(rtp.format.type, session_config),
                 playout=rtp,
                 kind="sip",
             )
@@ -449,12 +450,6 @@ class SipService:
         if outcome != "answered":
             self.calls.pop(phone.id, None)
         phone.outcome.set_result(outcome)
-
-
-def session_patch(config: dict[str, Any]) -> dict[str, Any]:
-    """A route's or an accept's session configuration as a session.update patch (its
-    ``type`` may be left out: phone sessions are realtime sessions)."""
-    return {"type": "realtime", **config}
 
 
 async def start_sip(state: AppState, settings: SipSettings) -> SipService:

@@ -13,9 +13,7 @@ attaches with ``GET /v1/realtime?call_id=CA…``.
 
 from __future__ import annotations
 
-import copy
 import logging
-from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 from xml.etree import ElementTree
 
@@ -41,6 +39,7 @@ from . import replicas
 from .admission import admit
 from .auth import require_scope
 from .calls import http_error
+from .phone_media import phone_session
 from .refusal import Refused
 from .state import AppState
 
@@ -52,14 +51,6 @@ MAX_WEBHOOK_BYTES = 64 * 1024
 # Close codes of a refused media stream (Twilio logs them in its debugger).
 CLOSE_REFUSED = 1008
 CLOSE_BUSY = 1013
-# Phone audio is 8 kHz μ-law both ways; the configured session may still say otherwise.
-PHONE_AUDIO = {
-    "type": "realtime",
-    "audio": {
-        "input": {"format": {"type": "audio/pcmu"}},
-        "output": {"format": {"type": "audio/pcmu"}},
-    },
-}
 
 
 def _state(scope: Request | WebSocket) -> AppState:
@@ -213,7 +204,7 @@ async def _serve(state: AppState, setting: TwilioSetting, call: TwilioCall) -> N
             safety_identifier=None,
             transport=transport,
             model=None,
-            session_patch=_merged(PHONE_AUDIO, setting.session),
+            session_patch=phone_session(PCMU.type, setting.session),
             playout=call.playout,
             kind="twilio",
         )
@@ -242,17 +233,6 @@ async def _serve(state: AppState, setting: TwilioSetting, call: TwilioCall) -> N
     log.info("Twilio call %s started session %s", call_id, session.id)
     await call.run()
     await call.wait_closed()
-
-
-def _merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """``patch`` over ``base``, nested objects merged key by key."""
-    out = copy.deepcopy(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 async def _first_use(state: AppState, token: str, now: float) -> bool:

@@ -9,6 +9,8 @@ Three parts:
 - `FramePacer`: when the next frame is due, on the injected `Clock` (virtual time in tests).
 - `ServerPlayout`: the `Playout` a session binds, over a core: it reports finished responses
   to the session and bounds the queue (`room`, awaited before a response queues more audio).
+  Its framer may run on another thread (RTP's pacer): the core is locked, and what a frame
+  sets off is posted back to the event loop.
 
 The format is declared (`PlayoutFormat`) so a phone leg takes 8 kHz G.711 straight from the
 session's converter instead of through a 24 kHz hop.
@@ -22,7 +24,9 @@ by one chunk overshoots by at most that chunk.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -193,17 +197,37 @@ class FramePacer:
 class ServerPlayout:
     """A session's `Playout` over a `PlayoutCore`, for a framer that pulls audio with `take`
     on its own clock. Finished responses are reported to the session from named tasks this
-    object owns; `room` is the queue's bound."""
+    object owns; `room` is the queue's bound.
 
-    def __init__(self, fmt: PlayoutFormat = PCM16_24K, *, max_queued_s: float = MAX_QUEUED_S):
-        self.core = PlayoutCore(fmt, on_stopped=self._report)
+    The framer may run on another thread (RTP's pacer): the core is then guarded by a lock,
+    and what a `take` sets off on the event loop (finished responses, room, the tap) is
+    handed to ``post``, e.g. ``loop.call_soon_threadsafe``. Without ``post`` it runs at once,
+    for a framer on the loop."""
+
+    def __init__(
+        self,
+        fmt: PlayoutFormat = PCM16_24K,
+        *,
+        max_queued_s: float = MAX_QUEUED_S,
+        post: Callable[[Callable[[], None]], object] | None = None,
+    ):
+        # Responses the core finished during the current locked call, reported after it.
+        self._finished: list[str] = []
+        self.core = PlayoutCore(fmt, on_stopped=self._note_finished)
         self.format = fmt
         self.max_queued_s = max_queued_s
+        self._post = post
+        self._lock = threading.Lock()
         self._stopped: Callable[[str], Awaitable[None]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._drained = asyncio.Event()
         self._closed = False
         self._listener: Callable[[bytes], None] | None = None
+
+    @property
+    def queued_s(self) -> float:
+        with self._lock:
+            return self.core.queued_s
 
     # -- Playout --------------------------------------------------------------------------
 
@@ -212,13 +236,18 @@ class ServerPlayout:
 
     def play(self, response_id: str, item_id: str, content_index: int, audio: bytes) -> None:
         if not self._closed:
-            self.core.play(response_id, item_id, content_index, audio)
+            with self._lock:
+                self.core.play(response_id, item_id, content_index, audio)
 
     def end(self, response_id: str) -> None:
-        self.core.end(response_id)
+        with self._lock:
+            self.core.end(response_id)
+            finished = self._take_finished()
+        self._report(finished)
 
     def clear(self, response_id: str | None) -> PlayoutCut | None:
-        cut = self.core.clear(response_id)
+        with self._lock:
+            cut = self.core.clear(response_id)
         self._wake()
         return cut
 
@@ -231,43 +260,70 @@ class ServerPlayout:
         self.core.format = fmt
 
     def tap(self, listener: Callable[[bytes], None]) -> None:
-        """``listener`` hears every frame taken, silence included (the call's recording)."""
+        """``listener`` hears every frame taken, silence included (the call's recording);
+        it is called on the event loop."""
         self._listener = listener
 
     async def room(self) -> None:
         """Wait until the queue holds less than ``max_queued_s`` (at once after `close`)."""
-        while not self._closed and self.core.queued_s >= self.max_queued_s:
+        while not self._closed and self.queued_s >= self.max_queued_s:
             self._drained.clear()
             await self._drained.wait()
 
     # -- framer side ----------------------------------------------------------------------
 
     def take(self, n_samples: int) -> bytes:
-        audio = self.core.take(n_samples)
-        self._wake()
-        if self._listener is not None:
-            self._listener(audio)
+        """The next frame; counted as heard from now on. Safe on any thread."""
+        with self._lock:
+            audio = self.core.take(n_samples)
+            finished = self._take_finished()
+            room = self.core.queued_s < self.max_queued_s
+        # Only what someone waits for crosses to the loop: most frames post nothing.
+        waiting = room and not self._drained.is_set()
+        if finished or waiting or self._listener is not None:
+            then = functools.partial(self._after_take, audio, finished, waiting)
+            if self._post is None:
+                then()
+            else:
+                self._post(then)
         return audio
 
     def close(self) -> None:
         """The call ended: drop the queue, release any response waiting for room."""
         self._closed = True
-        self.core.drop_all()
+        with self._lock:
+            self.core.drop_all()
+            self._finished.clear()
         self._drained.set()
         for task in list(self._tasks):
             task.cancel()
 
+    def _after_take(self, audio: bytes, finished: list[str], room: bool) -> None:
+        self._report(finished)
+        if room:
+            self._drained.set()
+        if self._listener is not None and not self._closed:
+            self._listener(audio)
+
+    def _note_finished(self, response_id: str) -> None:
+        self._finished.append(response_id)
+
+    def _take_finished(self) -> list[str]:
+        finished, self._finished = self._finished, []
+        return finished
+
     def _wake(self) -> None:
-        if self.core.queued_s < self.max_queued_s:
+        if self.queued_s < self.max_queued_s:
             self._drained.set()
 
-    def _report(self, response_id: str) -> None:
+    def _report(self, finished: list[str]) -> None:
         if self._stopped is None or self._closed:
             return
-        task = asyncio.ensure_future(self._stopped(response_id))
-        task.set_name(f"playout-stopped:{response_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        for response_id in finished:
+            task = asyncio.ensure_future(self._stopped(response_id))
+            task.set_name(f"playout-stopped:{response_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
 
 class PlayoutFront:
