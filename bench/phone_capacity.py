@@ -14,7 +14,8 @@ A level passes when every call:
 - hears each reply start (the first packet with sound after the caller stopped speaking)
   within the pipeline's latency target: the end-of-turn silence (server VAD, 500 ms) plus the
   stopped-to-audio p95 target of bench/latency.py (250 ms) plus the phone leg's own delay
-  (the 60 ms jitter buffer and one 20 ms frame each way: 100 ms) = 850 ms.
+  (a 20 ms frame each way and the wait for the pacer's next 20 ms slot; the jitter buffer
+  releases in-order audio at once: 100 ms allowed) = 850 ms.
 
 CPU per call: the phone process's CPU time (with its speech-to-text workers, from /proc)
 over the talking window, less its idle rate measured before the calls start, divided by N.
