@@ -1,7 +1,8 @@
 """Policy `disclosure` on a relayed session (an upstream voxgate process), heard by the
 official `openai` SDK over WebSocket: the relaying server says the sentence itself, word for
 word, before the upstream's first reply (the test transcribes the audio it received with the
-embedded Whisper), and the upstream's conversation holds what was said."""
+embedded Whisper), and the upstream's conversation holds what was said. A WebRTC call
+through the relay hears it on its track before the upstream's reply plays."""
 
 from __future__ import annotations
 
@@ -10,13 +11,25 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from _failover import audited, my_session
-from _relay import MODEL, Seen, client, events_until, module_upstream, next_event, relay_server, say
+from _relay import (
+    ADMIN_KEY,
+    MODEL,
+    Seen,
+    client,
+    events_until,
+    module_upstream,
+    next_event,
+    relay_server,
+    say,
+)
 from _upstream import UpstreamVoxgate
-from conftest import heard
+from conftest import heard, validated
 from voxgate.audio.resample import resample
+from voxgate.call.webrtc import WebRTCPeer, post_offer
 from voxgate.control.policy import Policy
 from voxgate.engines.local.whisper import WhisperEngine
 
@@ -91,3 +104,45 @@ async def test_the_disclosure_is_heard_before_the_upstreams_first_reply(
     [entry] = await audited(server, "disclosure")
     assert entry["code"] is None
     assert entry["detail"]["text"] == DISCLOSURE
+
+
+async def test_a_webrtc_call_through_the_relay_hears_the_disclosure_on_its_track_first(
+    start_server: Any, upstream: UpstreamVoxgate, tmp_path: Path, whisper: WhisperEngine
+) -> None:
+    server = relay_server(start_server, upstream, tmp_path, policy=Policy(disclosure=DISCLOSURE))
+    async with httpx.AsyncClient() as http, WebRTCPeer() as peer:
+        offer = await peer.create_offer()
+        answer = await post_offer(http, server.base_url, offer, api_key=ADMIN_KEY, model=MODEL)
+        await peer.accept_answer(answer.sdp)
+        await peer.events.wait_open()
+        # An application greets the caller as soon as the call connects.
+        peer.send({"type": "conversation.item.create", "item": user_text("Tell me about the sea.")})
+        peer.send({"type": "response.create"})
+        stopped: list[str] = []
+
+        def second_stop(event: Any) -> bool:
+            if event.type == "output_audio_buffer.stopped":
+                stopped.append(event.data["response_id"])
+            return len(stopped) == 2
+
+        events = await peer.events.until(second_stop, 60)
+        for event in events:
+            validated(event.raw)
+        kinds = [e.type for e in events]
+        assert kinds[0] == "session.created" and "error" not in kinds
+        disclosure, reply = [e.data["response"] for e in events if e.type == "response.created"]
+        assert disclosure["metadata"] == {"voxgate": "disclosure"}
+        # The disclosure played to its end before the upstream's reply started playing.
+        starts = [e for e in events if e.type == "output_audio_buffer.started"]
+        ends = [e for e in events if e.type == "output_audio_buffer.stopped"]
+        assert [e.data["response_id"] for e in starts] == [disclosure["id"], reply["id"]]
+        assert stopped == [disclosure["id"], reply["id"]]
+        assert "output_audio_buffer.cleared" not in kinds
+        assert kinds.index("response.done") < kinds.index("response.created", 2)
+        text = await transcribe(whisper, peer.audio.pcm(starts[0].at, ends[0].at + 0.3, rate=24000))
+        assert heard(text, DISCLOSURE_KEYS), text
+        assert peer.audio.audible_seconds(ends[0].at, ends[1].at + 0.3) > 0.3
+
+
+def user_text(text: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
