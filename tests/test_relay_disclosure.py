@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from _failover import audited, my_session
 from _relay import (
     ADMIN_KEY,
     MODEL,
@@ -24,6 +23,7 @@ from _relay import (
     module_upstream,
     next_event,
     relay_server,
+    rest_get,
     say,
 )
 from _upstream import UpstreamVoxgate
@@ -98,10 +98,11 @@ async def test_the_disclosure_is_heard_before_the_upstreams_first_reply(
 
     # The books: the sentence was said with voxgate's own engines (free), the reply is the
     # upstream model's; the audit log says what the session heard first.
-    record = await my_session(server)
+    [mine] = (await rest_get(server.base_url, "/admin/sessions"))["data"]
+    record = await rest_get(server.base_url, f"/admin/sessions/{mine['id']}")
     models = {row["response_id"]: row["model"] for row in record["usage"]}
     assert models == {disclosure.id: "voxgate-local", reply.id: MODEL}
-    [entry] = await audited(server, "disclosure")
+    [entry] = (await rest_get(server.base_url, "/admin/audit?action=disclosure"))["data"]
     assert entry["code"] is None
     assert entry["detail"]["text"] == DISCLOSURE
 
