@@ -334,3 +334,27 @@ async def test_events_over_the_pipelines_size_limits_are_not_forwarded() -> None
         run.transport.send_event({"type": "conversation.item.create", "item": item})
         assert (await up.next_sent())["item"]["content"][0]["text"] == "fits"
     assert len(up.sent) == 1
+
+
+class SilentUpstream(ScriptedUpstream):
+    """Accepts the connection and never says ``session.created``."""
+
+    async def connect(
+        self, upstream: Upstream, model: str, *, safety_identifier: str | None = None
+    ) -> ScriptedUpstream:
+        self.connects.append((model, safety_identifier))
+        return self
+
+
+async def test_an_upstream_that_never_opens_the_session_stalls_on_the_sessions_clock() -> None:
+    up = SilentUpstream()
+    async with running_session(engines(), driver=relay(up, stall_timeout_s=5.0)) as run:
+        for _ in range(48):  # 4.8 s of the session's (virtual) clock
+            await run.clock.advance(0.1)
+        assert up.connects and run.transport.sent == []
+        for _ in range(5):
+            await run.clock.advance(0.1)
+        events = await run.transport.rest()
+    [error] = events
+    assert error["error"]["code"] == "upstream_unavailable"
+    assert "did not open the session within 5 s" in error["error"]["message"]

@@ -312,7 +312,7 @@ class Handover:
 
         async def prepare() -> None:
             try:
-                await new.prepare()
+                await new.prepare(host.clock)
             except UpstreamError as exc:
                 failed = exc
                 await host.post(lambda conn: self._renewal_failed(old, failed))

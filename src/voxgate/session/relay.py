@@ -62,6 +62,7 @@ from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
 from . import relay_records as records
+from .clock import Clock, within
 from .disclosure import is_disclosure
 from .driver import PLAYOUT_RATE, DriverCommand, DriverHost, DriverOutput, Forward, Progress
 from .relay_checks import check, described
@@ -248,14 +249,15 @@ class RelayDriver:
     def host(self) -> DriverHost | None:
         return self._host
 
-    async def prepare(self) -> None:
+    async def prepare(self, clock: Clock) -> None:
         """Open the upstream session (configuration and replay included) before the driver
-        is bound; raises UpstreamError. `discard` it if it is not switched to after all."""
+        is bound, timed on the session's ``clock``; raises UpstreamError. `discard` it if it
+        is not switched to after all."""
         link = await self.protocol.connect(
             self.upstream, self.model, safety_identifier=self.safety_identifier
         )
         try:
-            created, early = await self._handshake(link)
+            created, early = await self._handshake(link, clock)
         except BaseException:
             await link.close()
             raise
@@ -472,7 +474,7 @@ class RelayDriver:
                 link = await self.protocol.connect(
                     self.upstream, self.model, safety_identifier=self.safety_identifier
                 )
-                created, early = await self._handshake(link)
+                created, early = await self._handshake(link, host.clock)
             phase = "session"
             await host.post(lambda conn: self._opened(conn, created, early))
             self._tasks.append(host.spawn(self._write(link), f"upstream:{self.upstream.name}:w"))
@@ -502,38 +504,39 @@ class RelayDriver:
         return text, data
 
     async def _handshake(
-        self, link: UpstreamConnection
+        self, link: UpstreamConnection, clock: Clock
     ) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
         """The upstream's ``session.created``, with the initial configuration applied, and
-        the events that came before the answer to it (relayed after it)."""
-        name, early = self.upstream.name, list[tuple[str, Any]]()
+        the events that came before the answer to it (relayed after it); within
+        ``stall_timeout_s`` on ``clock``."""
         try:
-            async with asyncio.timeout(self.upstream.stall_timeout_s):
-                _, created = await self._recv(link)
-                if created.get("type") != "session.created":
-                    raise _Refused(f"upstream '{name}' opened with {described(created)}")
-                if self.initial:
-                    update = {"type": "session.update", "session": self.initial}
-                    await link.send(json.dumps(update))
-                    while True:
-                        text, data = await self._recv(link)
-                        if data.get("type") == "session.updated":
-                            created = {**created, "session": data.get("session")}
-                            break
-                        if data.get("type") == "error":
-                            raise _Refused(
-                                f"upstream '{name}' refused the session's configuration "
-                                f"({described(data)})"
-                            )
-                        early.append((text, data))
+            created, early = await within(clock, self.upstream.stall_timeout_s, self._open(link))
         except TimeoutError:
             raise UpstreamStalled(
-                f"upstream '{name}' did not open the session within "
+                f"upstream '{self.upstream.name}' did not open the session within "
                 f"{self.upstream.stall_timeout_s:g} s"
             ) from None
         if self.replay:
-            await replay(link, self.replay, self.upstream.name, self._recv)
+            await replay(link, self.replay, self.upstream.name, self._recv, clock)
         return created, early
+
+    async def _open(self, link: UpstreamConnection) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+        name, early = self.upstream.name, list[tuple[str, Any]]()
+        _, created = await self._recv(link)
+        if created.get("type") != "session.created":
+            raise _Refused(f"upstream '{name}' opened with {described(created)}")
+        if not self.initial:
+            return created, early
+        await link.send(json.dumps({"type": "session.update", "session": self.initial}))
+        while True:
+            text, data = await self._recv(link)
+            if data.get("type") == "session.updated":
+                return {**created, "session": data.get("session")}, early
+            if data.get("type") == "error":
+                raise _Refused(
+                    f"upstream '{name}' refused the session's configuration ({described(data)})"
+                )
+            early.append((text, data))
 
     async def _read(self, host: DriverHost, link: UpstreamConnection) -> None:
         while True:
