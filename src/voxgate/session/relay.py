@@ -478,6 +478,7 @@ class RelayDriver:
             phase = "session"
             await host.post(lambda conn: self._opened(conn, created, early))
             self._tasks.append(host.spawn(self._write(link), f"upstream:{self.upstream.name}:w"))
+            self._arm()  # a response asked for before the session opened: counted from now
             self._tasks.append(host.spawn(self._watch(host), f"upstream:{self.upstream.name}:s"))
             await self._read(host, link)
         except UpstreamError as exc:
