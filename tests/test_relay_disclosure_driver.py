@@ -11,6 +11,7 @@ from typing import Any
 
 from conftest import validated
 from test_relay_driver import ScriptedUpstream, engines, event, relay, response
+from voxgate.session.disclosure import HeldEvents
 from voxgate.session.playout import ServerPlayout
 from voxgate.session.testing import running_session
 
@@ -127,3 +128,16 @@ async def test_past_the_playout_bound_the_rest_of_an_upstream_reply_is_not_playe
     assert dropped == [("up", 0.1), ("up", 0.1)]
     for e in first + stopped:
         validated(json.dumps(e))
+
+
+def test_events_held_for_the_disclosure_keep_their_order_past_the_bound() -> None:
+    held = HeldEvents[str](len, limit=10)
+    assert not held.keep("early", ahead=False)  # nothing to wait for: applied at once
+    assert held.keep("aaaa", ahead=True) and held.keep("bbbb", ahead=True)
+    assert held.release(ahead=True) is None  # 8 characters: within the bound
+    assert held.keep("cccc", ahead=True)
+    assert held.release(ahead=True) == "aaaa"  # 12: past it, the oldest goes on
+    assert held.release(ahead=True) is None
+    # Once the disclosure is generated, newer events still queue behind the held ones.
+    assert held.keep("dddd", ahead=False)
+    assert [held.release(ahead=False) for _ in range(4)] == ["bbbb", "cccc", "dddd", None]

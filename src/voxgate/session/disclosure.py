@@ -89,8 +89,9 @@ class HeldEvents(Generic[T]):
     """Client events kept back while the disclosure is ahead of them, in their order. Once
     one is held, later ones queue behind it, so none overtakes another."""
 
-    def __init__(self, size: Callable[[T], int]) -> None:
+    def __init__(self, size: Callable[[T], int], limit: int = MAX_HELD_CHARS) -> None:
         self._size = size
+        self._limit = limit
         self._queue: deque[T] = deque()
         self._chars = 0
 
@@ -104,8 +105,8 @@ class HeldEvents(Generic[T]):
 
     def release(self, ahead: bool) -> T | None:
         """The next held event to apply now: once the disclosure is no longer ``ahead``, or
-        past `MAX_HELD_CHARS` (the oldest goes on)."""
-        if not self._queue or (ahead and self._chars <= MAX_HELD_CHARS):
+        past the limit in characters (the oldest goes on)."""
+        if not self._queue or (ahead and self._chars <= self._limit):
             return None
         event = self._queue.popleft()
         self._chars -= self._size(event)

@@ -14,8 +14,11 @@
 - The books: ``response.done`` and a transcription's ``completed`` become the same
   `ResponseFinished` / `UserInput` records the pipeline emits (the event waits until they
   are recorded); ``response.created`` lets the budgets veto a response.
+- What the session says itself (the disclosure) is said here with the embedded engines,
+  before anything of the upstream's, and the upstream is then told (`LocalSpeech`).
 - Failure: an upstream that cannot be reached, refuses, closes or stalls (no event for
-  ``stall_timeout_s`` while a response is expected) is an `UpstreamLost` signal with the
+  ``stall_timeout_s`` on the session's clock while a response is expected, or no session
+  opened within it) is an `UpstreamLost` signal with the
   `UpstreamError` (``retryable``) and the responses it cut off (each already ended with a
   ``response.done`` of status ``failed``). ``on_lost`` decides what follows (failover); by
   default the session ends with an ``upstream_unavailable`` error.
