@@ -9,9 +9,12 @@ import base64
 import json
 from typing import Any
 
+from _helpers_protocol import StallingTTS
 from conftest import validated
 from test_relay_driver import ScriptedUpstream, engines, event, relay, response
+from voxgate.engines.testing import ScriptedLLM
 from voxgate.session.disclosure import HeldEvents
+from voxgate.session.engines import EngineSet
 from voxgate.session.playout import ServerPlayout
 from voxgate.session.testing import running_session
 
@@ -141,3 +144,21 @@ def test_events_held_for_the_disclosure_keep_their_order_past_the_bound() -> Non
     # Once the disclosure is generated, newer events still queue behind the held ones.
     assert held.keep("dddd", ahead=False)
     assert [held.release(ahead=False) for _ in range(4)] == ["bbbb", "cccc", "dddd", None]
+
+
+async def test_an_upstream_lost_while_the_disclosure_is_said_ends_it_failed() -> None:
+    up, tts = ScriptedUpstream(), StallingTTS()
+    said = EngineSet(llm=ScriptedLLM([]), tts=tts)
+    async with running_session(said, driver=relay(up), validate=validated) as run:
+        run.session.disclose(SENTENCE)
+        run.transport.send_event({"type": "response.create", "event_id": "evt_greet"})
+        await run.transport.events_until("response.output_audio.delta")  # being said
+        up.emit(None)  # the upstream drops the connection
+        events = await run.transport.rest()
+    done = next(e for e in events if e["type"] == "response.done")
+    assert done["response"]["metadata"] == {"voxgate": "disclosure"}
+    assert done["response"]["status"] == "failed"
+    assert done["response"]["status_details"]["error"]["code"] == "upstream_unavailable"
+    assert events[-1]["error"]["code"] == "upstream_unavailable"  # no fallback here
+    assert tts.closed.is_set()  # its synthesis stopped with it
+    assert up.sent == []  # neither it nor the held greeting reached the lost upstream

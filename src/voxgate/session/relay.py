@@ -425,7 +425,7 @@ class RelayDriver:
         failure = {"type": "server_error", "code": LOST_CODE, "message": exc.message}
         cut = tuple(self._active)
         details = {"type": "failed", "error": failure}
-        out: list[DriverOutput] = self.speech.stop(conn, details)
+        out: list[DriverOutput] = self.speech.stop(conn, details, "failed")
         for rid in cut:
             out += [self._ended(rid, "failed", details)]
             out += self.playout.ended(conn, rid)  # what it played so far plays out

@@ -25,7 +25,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from ..protocol import events as ev
 from ..protocol.commands import ResponseFinished, ResponsePlan
@@ -126,13 +126,18 @@ class LocalSpeech:
         self._quiet.clear()
         return []
 
-    def stop(self, conn: RealtimeConnection, details: dict[str, Any]) -> list[DriverOutput]:
-        """End what is being said now (``cancelled`` with ``details``); upstream events kept
+    def stop(
+        self,
+        conn: RealtimeConnection,
+        details: dict[str, Any],
+        status: Literal["cancelled", "failed"] = "cancelled",
+    ) -> list[DriverOutput]:
+        """End what is being said now (``status`` with ``details``); upstream events kept
         back are dropped with it (the relay is closing or lost)."""
         out: list[DriverOutput] = []
         for rid, task in list(self._tasks.items()):
             task.cancel()
-            out += conn.finish_response(rid, "cancelled", details)
+            out += conn.finish_response(rid, status, details)
         self._tasks.clear()
         self._deferred.clear()
         self._quiet.set()
