@@ -61,7 +61,14 @@ class Upstreams:
 
 
 def handover(protocol: Upstreams, records: list[HandoverRecord]) -> Handover:
-    upstream = Upstream(name="up", url="ws://up.invalid/v1/realtime", max_session_seconds=CAP_S)
+    # The stall is timed on the session's (virtual) clock: these tests let minutes pass
+    # within a response, which must not count as a stall here.
+    upstream = Upstream(
+        name="up",
+        url="ws://up.invalid/v1/realtime",
+        max_session_seconds=CAP_S,
+        stall_timeout_s=10 * CAP_S,
+    )
     return Handover(
         [upstream],
         protocol,  # type: ignore[arg-type]  # the scripted ends speak the connection's part

@@ -204,13 +204,21 @@ async def test_a_stall_while_a_response_is_expected_is_a_typed_signal() -> None:
     driver = relay(up, stall_timeout_s=0.3, on_lost=on_lost)
     async with running_session(engines(), driver=driver) as run:
         await run.transport.next_event()
-        # Quiet while nothing is expected is no stall: longer than the stall timeout passes
-        # (the absence of an event can only be shown by waiting).
-        await asyncio.sleep(0.5)
+        # The stall is timed on the session's clock (virtual here): quiet while nothing is
+        # expected is no stall, however long.
+        await run.clock.advance(60)
         assert not lost
         run.transport.send_event({"type": "response.create"})
         await up.next_sent()
         up.emit(event("response.created", "event_up1", response=response("resp_up1")))
+        await run.transport.events_until("response.created")
+        # An event from the upstream restarts the count: 0.2 s, an event, 0.2 s is no stall.
+        await run.clock.advance(0.2)
+        up.emit(event("rate_limits.updated", "event_up2", rate_limits=[]))
+        await run.transport.events_until("rate_limits.updated")
+        await run.clock.advance(0.2)
+        assert not lost
+        await run.clock.advance(0.2)  # 0.4 s without an event
         events = await run.transport.events_until("error")
         done = next(e for e in events if e["type"] == "response.done")
         assert done["response"]["id"] == "resp_up1"
@@ -326,3 +334,27 @@ async def test_events_over_the_pipelines_size_limits_are_not_forwarded() -> None
         run.transport.send_event({"type": "conversation.item.create", "item": item})
         assert (await up.next_sent())["item"]["content"][0]["text"] == "fits"
     assert len(up.sent) == 1
+
+
+class SilentUpstream(ScriptedUpstream):
+    """Accepts the connection and never says ``session.created``."""
+
+    async def connect(
+        self, upstream: Upstream, model: str, *, safety_identifier: str | None = None
+    ) -> ScriptedUpstream:
+        self.connects.append((model, safety_identifier))
+        return self
+
+
+async def test_an_upstream_that_never_opens_the_session_stalls_on_the_sessions_clock() -> None:
+    up = SilentUpstream()
+    async with running_session(engines(), driver=relay(up, stall_timeout_s=5.0)) as run:
+        for _ in range(48):  # 4.8 s of the session's (virtual) clock
+            await run.clock.advance(0.1)
+        assert up.connects and run.transport.sent == []
+        for _ in range(5):
+            await run.clock.advance(0.1)
+        events = await run.transport.rest()
+    [error] = events
+    assert error["error"]["code"] == "upstream_unavailable"
+    assert "did not open the session within 5 s" in error["error"]["message"]

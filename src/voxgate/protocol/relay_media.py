@@ -69,6 +69,10 @@ class MediaBridge:
         self._complete.add(response_id)
         return True
 
+    def mute(self, response_id: str) -> None:
+        """Play no more of the response (what is queued of it still plays out)."""
+        self._cut.add(response_id)
+
     def barge_in(self) -> bool:
         """The user started speaking: whether the playout is to be cleared."""
         return bool(self.playing)

@@ -68,5 +68,8 @@ def relay_driver(
         safety_identifier=safety_identifier,
         report=report,
         tools=tools,
+        audio_dropped=lambda name, seconds: state.metrics.relay_audio_dropped.labels(name).inc(
+            seconds
+        ),
     )
     return handover.first(upstream, initial)

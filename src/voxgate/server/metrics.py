@@ -150,6 +150,12 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.relay_audio_dropped = Counter(
+            "voxgate_relay_audio_dropped_seconds",
+            "Upstream reply audio not played because the playout held all it may, by upstream.",
+            ["upstream"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -43,8 +43,11 @@ def apply_media_policy(state: AppState, session: Session, principal: Principal, 
     policy, controls = principal.policy, state.controls
     text = disclosure_for(policy.disclosure, kind)
     if text is not None:
-        session.disclose(text)
-        controls.audit("disclosure", principal, session_id=session.id, transport=kind, text=text)
+        # Direct mode plays no audio of voxgate's: the audit says it was not spoken.
+        code = None if session.disclose(text) else "not_spoken"
+        controls.audit(
+            "disclosure", principal, code=code, session_id=session.id, transport=kind, text=text
+        )
     if not policy.record_calls:
         return
     days = policy.transcript_retention_days

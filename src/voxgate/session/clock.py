@@ -6,7 +6,10 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -64,3 +67,20 @@ class VirtualClock:
         self._now = target
         for _ in range(5):
             await asyncio.sleep(0)
+
+
+async def within(clock: Clock, seconds: float, work: Awaitable[T]) -> T:
+    """``work``'s result, or TimeoutError once ``seconds`` have passed on ``clock`` (``work``
+    is then cancelled): `asyncio.timeout` on the injected clock instead of the loop's."""
+    task = asyncio.ensure_future(work)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # its own cleanup (closing what it opened) runs now
+    if task.cancelled():
+        raise TimeoutError
+    return task.result()

@@ -7,16 +7,22 @@ sentence and whose transcript is its text, ``response.done``. It joins the conve
 model knows what was said. The text is spoken verbatim: the response's language model is
 `SpokenText`, not the session's.
 
+It begins right after the session's ``session.created`` (a relayed session's comes from its
+upstream, once that session is open) and is spoken with the embedded engines whatever serves
+the session: a relay speaks it itself and then tells its upstream what was said (see
+``relay_speech.py``).
+
 Until the disclosure has been generated, client events wait (they are applied in order right
-after it); until it has been *heard* (its playout stopped, where the server plays audio), the
-caller's media-track audio is recorded but not listened to, so it cannot cut the disclosure
-short or start a turn.
+after it; `HeldEvents`); until it has been *heard* (its playout stopped, where the server
+plays audio), the caller's media-track audio is recorded but not listened to, so it cannot
+cut the disclosure short or start a turn.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Generic, TypeVar
 
 from ..engines.base import ChatRequest, LLMDone, LLMEvent, TextDelta
 from ..protocol.commands import ResponsePlan, StartResponse
@@ -26,6 +32,10 @@ from ..protocol.connection import Output, RealtimeConnection
 DEFAULT_PHONE_DISCLOSURE = "You are speaking with an automated assistant."
 PHONE_TRANSPORTS = frozenset({"sip", "twilio"})
 METADATA = {"voxgate": "disclosure"}
+# Client events held back while the disclosure is ahead of them, in characters; past this the
+# oldest go on (in order) rather than the session holding more.
+MAX_HELD_CHARS = 16 * 1024 * 1024
+T = TypeVar("T")
 
 
 def disclosure_for(policy_text: str | None, transport: str) -> str | None:
@@ -63,8 +73,9 @@ class Disclosure:
         return out
 
     def generating(self, conn: RealtimeConnection) -> bool:
-        """Client events wait while this holds."""
-        return self.response_id is not None and self.response_id in conn.responses
+        """Client events wait while this holds: not begun yet (no ``session.created``
+        yet), or being generated."""
+        return self.response_id is None or self.response_id in conn.responses
 
     def speaking(self, conn: RealtimeConnection) -> bool:
         """The caller's track audio is not listened to while this holds: generating, or its
@@ -72,6 +83,34 @@ class Disclosure:
         return self.generating(conn) or (
             self.response_id is not None and self.response_id in conn.playing
         )
+
+
+class HeldEvents(Generic[T]):
+    """Client events kept back while the disclosure is ahead of them, in their order. Once
+    one is held, later ones queue behind it, so none overtakes another."""
+
+    def __init__(self, size: Callable[[T], int], limit: int = MAX_HELD_CHARS) -> None:
+        self._size = size
+        self._limit = limit
+        self._queue: deque[T] = deque()
+        self._chars = 0
+
+    def keep(self, event: T, ahead: bool) -> bool:
+        """Hold ``event`` (True) if the disclosure is ``ahead`` or others are held."""
+        if not ahead and not self._queue:
+            return False
+        self._queue.append(event)
+        self._chars += self._size(event)
+        return True
+
+    def release(self, ahead: bool) -> T | None:
+        """The next held event to apply now: once the disclosure is no longer ``ahead``, or
+        past the limit in characters (the oldest goes on)."""
+        if not self._queue or (ahead and self._chars <= self._limit):
+            return None
+        event = self._queue.popleft()
+        self._chars -= self._size(event)
+        return event
 
 
 class SpokenText:

@@ -31,6 +31,7 @@ from .rate_limits import RateLimitBook
 from .transport import PlayoutCut
 
 if TYPE_CHECKING:
+    from .engines import EngineSet
     from .mcp import SessionMcp
     from .session import SessionLimits
 
@@ -81,6 +82,13 @@ class DriverHost:
     # The session's MCP work (listings, connections, audit): a pipeline driver switched to
     # mid-session runs MCP calls with it. None: a session built without one.
     mcp: SessionMcp | None = None
+    # The session's embedded engines: a relay speaks the session's own sentences with them
+    # (the disclosure). None: a session built without any.
+    engines: EngineSet | None = None
+    # The server's playout holds all the audio it may (`playout.MAX_QUEUED_S`); a relay,
+    # which cannot make the upstream wait, plays no more of that reply. Always False where
+    # the client plays the audio.
+    playout_full: Callable[[], bool] = lambda: False
 
 
 class Driver(Protocol):

@@ -52,6 +52,7 @@ from .failover import (
 )
 from .pipeline import PipelineDriver
 from .relay import RelayDriver, UpstreamHook, UpstreamLost
+from .relay_playout import AudioDropped
 from .relay_tools import ToolRelayDriver
 from .tool_flow import SessionTools
 
@@ -87,8 +88,10 @@ class Handover:
         report: Report | None = None,
         hook: UpstreamHook | None = None,
         tools: SessionTools | None = None,
+        audio_dropped: AudioDropped | None = None,
     ) -> None:
         self.upstreams = {u.name: u for u in upstreams}
+        self.audio_dropped = audio_dropped  # given to every relay
         self.protocol = protocol
         self.model = model
         self.engines = engines
@@ -134,6 +137,7 @@ class Handover:
             replay=[dict(e) for e in replay],
             announce=announce,
             after_event=self._after_event,
+            audio_dropped=self.audio_dropped,
         )
 
     def first(self, upstream: Upstream, initial: dict[str, object] | None) -> RelayDriver:
@@ -308,7 +312,7 @@ class Handover:
 
         async def prepare() -> None:
             try:
-                await new.prepare()
+                await new.prepare(host.clock)
             except UpstreamError as exc:
                 failed = exc
                 await host.post(lambda conn: self._renewal_failed(old, failed))

@@ -18,7 +18,9 @@ session's converter instead of through a 24 kHz hop.
 Bound: a playout queues at most ``max_queued_s`` of audio (`MAX_QUEUED_S` by default). A
 response that would queue more waits in `ServerPlayout.room` until playout catches up:
 generation blocks, nothing is dropped. `play` itself never refuses audio, so a bound crossed
-by one chunk overshoots by at most that chunk.
+by one chunk overshoots by at most that chunk. A relayed session's upstream cannot be made
+to wait that way: the relay checks `full` and plays no more of a reply past the bound
+(``session/relay_playout.py``).
 """
 
 from __future__ import annotations
@@ -264,9 +266,13 @@ class ServerPlayout:
         it is called on the event loop."""
         self._listener = listener
 
+    def full(self) -> bool:
+        """The queue holds ``max_queued_s`` or more (`room` would wait)."""
+        return not self._closed and self.queued_s >= self.max_queued_s
+
     async def room(self) -> None:
         """Wait until the queue holds less than ``max_queued_s`` (at once after `close`)."""
-        while not self._closed and self.queued_s >= self.max_queued_s:
+        while self.full():
             self._drained.clear()
             await self._drained.wait()
 
@@ -347,6 +353,9 @@ class PlayoutFront:
 
     def clear(self, response_id: str | None) -> PlayoutCut | None:
         return self.playout.clear(response_id)
+
+    def full(self) -> bool:
+        return self.playout.full()
 
     async def room(self) -> None:
         await self.playout.room()

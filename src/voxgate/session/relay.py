@@ -14,8 +14,11 @@
 - The books: ``response.done`` and a transcription's ``completed`` become the same
   `ResponseFinished` / `UserInput` records the pipeline emits (the event waits until they
   are recorded); ``response.created`` lets the budgets veto a response.
+- What the session says itself (the disclosure) is said here with the embedded engines,
+  before anything of the upstream's, and the upstream is then told (`LocalSpeech`).
 - Failure: an upstream that cannot be reached, refuses, closes or stalls (no event for
-  ``stall_timeout_s`` while a response is expected) is an `UpstreamLost` signal with the
+  ``stall_timeout_s`` on the session's clock while a response is expected, or no session
+  opened within it) is an `UpstreamLost` signal with the
   `UpstreamError` (``retryable``) and the responses it cut off (each already ended with a
   ``response.done`` of status ``failed``). ``on_lost`` decides what follows (failover); by
   default the session ends with an ``upstream_unavailable`` error.
@@ -57,16 +60,18 @@ from ..engines.upstream import (
 )
 from ..protocol import events as ev
 from ..protocol.carry import ConversationMirror
-from ..protocol.commands import CancelResponse, ClearOutputAudio
+from ..protocol.commands import CancelResponse, ClearOutputAudio, StartResponse
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
-from ..protocol.input_buffer import MAX_APPEND_BYTES
-from ..protocol.response_params import parse_response_params
 from . import relay_records as records
+from .clock import Clock, within
+from .disclosure import is_disclosure
 from .driver import PLAYOUT_RATE, DriverCommand, DriverHost, DriverOutput, Forward, Progress
-from .relay_playout import RelayPlayout
+from .relay_checks import check, described
+from .relay_playout import AudioDropped, RelayPlayout
 from .relay_replay import replay
+from .relay_speech import LocalSpeech
 from .transport import PlayoutCut
 
 log = logging.getLogger(__name__)
@@ -118,6 +123,7 @@ class RelayDriver:
         replay: Sequence[dict[str, Any]] = (),
         announce: Announce = "created",
         after_event: AfterEvent | None = None,
+        audio_dropped: AudioDropped | None = None,
     ) -> None:
         self.upstream = upstream
         self.protocol = protocol
@@ -152,11 +158,16 @@ class RelayDriver:
         # them is dropped, so the client sees one response.done each.
         self._ended_here: set[str] = set()
         self._requested = 0
-        self._stall: asyncio.Timeout | None = None
+        # When no upstream event by then is a stall (the session's clock; None: none is
+        # expected), and what wakes the watch when one becomes expected.
+        self._stall_at: float | None = None
+        self._expecting = asyncio.Event()
         self._done = False  # closed or lost: nothing more goes upstream
         self._to_upstream: OutputConverter | None = None
         # Where voxgate plays the audio (WebRTC): the playout's side of the protocol.
-        self.playout = RelayPlayout()
+        self.playout = RelayPlayout(upstream.name, audio_dropped)
+        # What the session says itself (the disclosure), with the embedded engines.
+        self.speech = LocalSpeech(self.send_upstream, self._event)
 
     # -- Driver ---------------------------------------------------------------------------
 
@@ -181,7 +192,7 @@ class RelayDriver:
         if isinstance(event, ev.OutputAudioBufferClear) and conn.server_playout:
             return [ClearOutputAudio(event.response_id)]  # voxgate's playout, not upstream's
         try:
-            _check(conn, event, len(raw))
+            check(conn, event, len(raw))
         except ProtocolError as exc:
             return [conn.error(exc, event.event_id)]
         if isinstance(event, ev.ResponseCreate):
@@ -203,16 +214,24 @@ class RelayDriver:
             return self.send_upstream(
                 conn, {"type": "response.cancel", "response_id": cmd.response_id}
             )
-        return []  # the mirror connection starts no responses and hears no audio itself
+        if isinstance(cmd, StartResponse) and is_disclosure(cmd.plan) and self._host is not None:
+            return self.speech.start(conn, self._host, cmd.plan)
+        # Otherwise the mirror connection starts no responses and hears no audio itself.
+        return []
 
     @property
     def busy(self) -> bool:
+        return self._expected or self.speech.busy
+
+    @property
+    def _expected(self) -> bool:
+        """An upstream response is running or asked for: the upstream owes events."""
         return bool(self._active) or self._requested > 0
 
     def stop_responses(
         self, conn: RealtimeConnection, details: dict[str, Any]
     ) -> list[DriverOutput]:
-        out: list[DriverOutput] = []
+        out: list[DriverOutput] = self.speech.stop(conn, details)
         for rid in list(self._active):
             if not self._done:
                 self.send_upstream(conn, {"type": "response.cancel", "response_id": rid})
@@ -233,14 +252,15 @@ class RelayDriver:
     def host(self) -> DriverHost | None:
         return self._host
 
-    async def prepare(self) -> None:
+    async def prepare(self, clock: Clock) -> None:
         """Open the upstream session (configuration and replay included) before the driver
-        is bound; raises UpstreamError. `discard` it if it is not switched to after all."""
+        is bound, timed on the session's ``clock``; raises UpstreamError. `discard` it if it
+        is not switched to after all."""
         link = await self.protocol.connect(
             self.upstream, self.model, safety_identifier=self.safety_identifier
         )
         try:
-            created, early = await self._handshake(link)
+            created, early = await self._handshake(link, clock)
         except BaseException:
             await link.close()
             raise
@@ -285,7 +305,7 @@ class RelayDriver:
     def _event(
         self, conn: RealtimeConnection, text: str, data: dict[str, Any]
     ) -> Sequence[DriverOutput]:
-        if self._done:
+        if self._done or self.speech.defer(text, data):
             return []
         self.changes_heard = self.changes_sent
         if self.mirror is not None:
@@ -303,10 +323,14 @@ class RelayDriver:
         text = self.client_text(text, data)
         kind = str(data.get("type"))
         rid = records.response_id_of(data)
-        if rid is not None and rid in self._ended_here:
+        if (rid is not None and rid in self._ended_here) or self.speech.echo(data):
             return []
         forward = Forward(text, kind, rid)
-        played = self.playout.upstream(conn, data, forward) if conn.server_playout else None
+        played = (
+            self.playout.upstream(conn, data, forward, self._host.playout_full)
+            if conn.server_playout and self._host is not None
+            else None
+        )
         if played is not None:
             return played
         match kind:
@@ -338,6 +362,12 @@ class RelayDriver:
     def playout_cut(self, conn: RealtimeConnection, cut: PlayoutCut) -> list[DriverOutput]:
         """The upstream's copy of the item keeps what the user heard (it answers with
         ``conversation.item.truncated``, passed on like any event)."""
+        if self.speech.said(cut.response_id):  # the upstream has its words only
+            return list(
+                conn.output_audio_cleared(
+                    cut.response_id, cut.item_id, cut.content_index, cut.played_ms
+                )
+            )
         truncate, out = self.playout.cut(conn, cut)
         return [*self.send_upstream(conn, truncate), *out]
 
@@ -400,9 +430,10 @@ class RelayDriver:
         log.warning("session %s lost its upstream: %s", conn.session_id, exc.message)
         failure = {"type": "server_error", "code": LOST_CODE, "message": exc.message}
         cut = tuple(self._active)
-        out: list[DriverOutput] = []
+        details = {"type": "failed", "error": failure}
+        out: list[DriverOutput] = self.speech.stop(conn, details, "failed")
         for rid in cut:
-            out += [self._ended(rid, "failed", {"type": "failed", "error": failure})]
+            out += [self._ended(rid, "failed", details)]
             out += self.playout.ended(conn, rid)  # what it played so far plays out
         asked, self._requested = self._requested, 0
         lost = UpstreamLost(exc, phase, cut, asked)
@@ -432,14 +463,13 @@ class RelayDriver:
         return []
 
     def _arm(self) -> None:
-        """Watch for a stall while a response is expected (and only then)."""
-        if self._stall is None:
-            return
-        if self.busy:
-            when = asyncio.get_running_loop().time() + self.upstream.stall_timeout_s
-            self._stall.reschedule(when)
+        """Watch for a stall while an upstream response is expected (and only then), from
+        now: called whenever that may change and whenever the upstream speaks."""
+        if self._expected and self._host is not None:
+            self._stall_at = self._host.clock.monotonic() + self.upstream.stall_timeout_s
+            self._expecting.set()
         else:
-            self._stall.reschedule(None)
+            self._stall_at = None
 
     # -- tasks --------------------------------------------------------------------------------
 
@@ -453,10 +483,12 @@ class RelayDriver:
                 link = await self.protocol.connect(
                     self.upstream, self.model, safety_identifier=self.safety_identifier
                 )
-                created, early = await self._handshake(link)
+                created, early = await self._handshake(link, host.clock)
             phase = "session"
             await host.post(lambda conn: self._opened(conn, created, early))
             self._tasks.append(host.spawn(self._write(link), f"upstream:{self.upstream.name}:w"))
+            self._arm()  # a response asked for before the session opened: counted from now
+            self._tasks.append(host.spawn(self._watch(host), f"upstream:{self.upstream.name}:s"))
             await self._read(host, link)
         except UpstreamError as exc:
             failed = exc
@@ -482,54 +514,67 @@ class RelayDriver:
         return text, data
 
     async def _handshake(
-        self, link: UpstreamConnection
+        self, link: UpstreamConnection, clock: Clock
     ) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
         """The upstream's ``session.created``, with the initial configuration applied, and
-        the events that came before the answer to it (relayed after it)."""
-        name, early = self.upstream.name, list[tuple[str, Any]]()
+        the events that came before the answer to it (relayed after it); within
+        ``stall_timeout_s`` on ``clock``."""
         try:
-            async with asyncio.timeout(self.upstream.stall_timeout_s):
-                _, created = await self._recv(link)
-                if created.get("type") != "session.created":
-                    raise _Refused(f"upstream '{name}' opened with {_described(created)}")
-                if self.initial:
-                    update = {"type": "session.update", "session": self.initial}
-                    await link.send(json.dumps(update))
-                    while True:
-                        text, data = await self._recv(link)
-                        if data.get("type") == "session.updated":
-                            created = {**created, "session": data.get("session")}
-                            break
-                        if data.get("type") == "error":
-                            raise _Refused(
-                                f"upstream '{name}' refused the session's configuration "
-                                f"({_described(data)})"
-                            )
-                        early.append((text, data))
+            created, early = await within(clock, self.upstream.stall_timeout_s, self._open(link))
         except TimeoutError:
             raise UpstreamStalled(
-                f"upstream '{name}' did not open the session within "
+                f"upstream '{self.upstream.name}' did not open the session within "
                 f"{self.upstream.stall_timeout_s:g} s"
             ) from None
         if self.replay:
-            await replay(link, self.replay, self.upstream.name, self._recv)
+            await replay(link, self.replay, self.upstream.name, self._recv, clock)
         return created, early
+
+    async def _open(self, link: UpstreamConnection) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+        name, early = self.upstream.name, list[tuple[str, Any]]()
+        _, created = await self._recv(link)
+        if created.get("type") != "session.created":
+            raise _Refused(f"upstream '{name}' opened with {described(created)}")
+        if not self.initial:
+            return created, early
+        await link.send(json.dumps({"type": "session.update", "session": self.initial}))
+        while True:
+            text, data = await self._recv(link)
+            if data.get("type") == "session.updated":
+                return {**created, "session": data.get("session")}, early
+            if data.get("type") == "error":
+                raise _Refused(
+                    f"upstream '{name}' refused the session's configuration ({described(data)})"
+                )
+            early.append((text, data))
 
     async def _read(self, host: DriverHost, link: UpstreamConnection) -> None:
         while True:
-            try:
-                async with asyncio.timeout(None) as stall:
-                    self._stall = stall
-                    self._arm()
-                    text, data = await self._recv(link)
-            except TimeoutError:
-                raise UpstreamStalled(
-                    f"upstream '{self.upstream.name}' sent nothing for "
-                    f"{self.upstream.stall_timeout_s:g} s while a response was expected"
-                ) from None
-            finally:
-                self._stall = None
+            text, data = await self._recv(link)
+            self._arm()  # the upstream spoke: a stall counts from here
+            await self.speech.quiet()  # nothing overtakes what the session says itself
             await host.post(self._delivery(text, data))
+
+    async def _watch(self, host: DriverHost) -> None:
+        """No upstream event for ``stall_timeout_s`` (on the session's clock) while one is
+        expected: the upstream is lost as stalled."""
+        clock = host.clock
+        while True:
+            at = self._stall_at
+            if at is None:
+                self._expecting.clear()
+                await self._expecting.wait()
+            elif (wait := at - clock.monotonic()) > 0:
+                await clock.sleep(wait)  # `_arm` may have moved it on meanwhile: look again
+            elif self.speech.busy:
+                self._arm()  # the reader waits for the session's own words on purpose
+            else:
+                break
+        stalled = UpstreamStalled(
+            f"upstream '{self.upstream.name}' sent nothing for "
+            f"{self.upstream.stall_timeout_s:g} s while a response was expected"
+        )
+        await host.post(lambda conn: self._lost(conn, stalled, "session"))
 
     def _delivery(self, text: str, data: dict[str, Any]) -> Progress:
         return lambda conn: self._event(conn, text, data)
@@ -545,46 +590,3 @@ class RelayDriver:
                 await link.send(text)
         except UpstreamError:
             return  # the reader sees the same close and reports it
-
-
-def _check(conn: RealtimeConnection, event: ev.ClientEvent, size: int) -> None:
-    """What the pipeline would refuse (beyond the shape): the policy, the client secret's
-    binding, Live API models (all in the connection's guard), appends and items over the
-    pipeline's size limits (an item's audio counted as base64). ``session.update`` also moves
-    the mirror configuration."""
-    match event:
-        case ev.InputAudioBufferAppend(audio=audio) if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
-            raise ProtocolError(
-                f"Audio chunk too large: at most {MAX_APPEND_BYTES // (1024 * 1024)} MiB of audio "
-                "per input_audio_buffer.append; split it into smaller appends.",
-                code="input_audio_buffer_append_too_large",
-                param="audio",
-            )
-        case ev.ConversationItemCreate() if (
-            size > (most := conn.budget.limits.max_item_bytes) * 4 // 3
-        ):
-            raise ProtocolError(
-                f"The item is {size} bytes of JSON; an item may have at most {most} bytes (text "
-                f"and audio together: {most * 4 // 3} as JSON with base64 audio). Split it into "
-                "several items.",
-                code="item_too_large",
-                param="item",
-            )
-        case ev.SessionUpdate(session=patch):
-            conn.configure(patch)
-        case ev.ResponseCreate(response=raw):
-            params = parse_response_params(raw)
-            if conn.guard is not None:
-                conn.guard.check_response(conn.config, params)
-        case _:
-            pass
-
-
-def _described(data: dict[str, Any]) -> str:
-    """An upstream's event named by its type and error code only: the message of an error
-    about voxgate's own credential may quote part of the key."""
-    if data.get("type") == "error" and isinstance(data.get("error"), dict):
-        error = data["error"]
-        param = f" on {error['param']}" if isinstance(error.get("param"), str) else ""
-        return f"error {error.get('code') or error.get('type')}{param}"
-    return f"a {data.get('type')!r} event"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import assert_never
@@ -49,7 +48,7 @@ from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.mcp import ListMcpTools
 from .clock import Clock, SystemClock
-from .disclosure import Disclosure
+from .disclosure import Disclosure, HeldEvents
 from .driver import PLAYOUT_RATE, Driver, DriverHost, DriverOutput, Forward, Progress
 from .engines import EngineSet
 from .fairness import in_slices
@@ -59,6 +58,7 @@ from .outbox import Outbox
 from .pipeline import PipelineDriver
 from .rate_limits import RateLimitBook
 from .recording import CallRecorder
+from .relay import RelayDriver
 from .sidebands import Sidebands
 from .tool_flow import SessionTools
 from .transport import (
@@ -150,7 +150,7 @@ class Session:
         self.driver: Driver = driver or PipelineDriver(engines, tools=tools)
         # Set before `run` by `disclose` and `record` (admission does, per policy).
         self.disclosure: Disclosure | None = None
-        self._held: deque[_Frame] = deque()
+        self._held = HeldEvents[_Frame](lambda frame: len(frame.raw))
         self.recorder: CallRecorder | None = None
 
     @property
@@ -172,7 +172,6 @@ class Session:
             writer = tg.create_task(self._write(), name=f"{self.id}:writer")
             watchdog = tg.create_task(self._watch(), name=f"{self.id}:watchdog")
             self._apply(self.driver.start(self.connection))
-            self._begin_disclosure()
             ended = await self._main()
             self.ended = ended
             reader.cancel()
@@ -190,10 +189,13 @@ class Session:
 
     async def _main(self) -> Ended:
         while True:
-            msg = await self._next()
+            # Client events held back during the disclosure come first once it is generated.
+            held = self._held.release(self._disclosing())
+            msg = held if held is not None else await self.inbox.get()
             if isinstance(msg, Ended):
                 return msg
-            if isinstance(msg, _Frame) and self._hold(msg):
+            ahead = self._disclosing()
+            if held is None and isinstance(msg, _Frame) and self._held.keep(msg, ahead):
                 continue
             if isinstance(msg, _Frame):
                 self._last_activity = self.clock.monotonic()
@@ -205,29 +207,19 @@ class Session:
                     await asyncio.sleep(0)  # let other sessions run between slices
                 self._apply(group)
 
-    async def _next(self) -> _Frame | Progress | Ended:
-        """Client events held back during the disclosure come first once it is generated."""
-        if self._held and not self._disclosing():
-            return self._held.popleft()
-        return await self.inbox.get()
-
     def _disclosing(self) -> bool:
         return self.disclosure is not None and self.disclosure.generating(self.connection)
 
-    def _hold(self, frame: _Frame) -> bool:
-        """Keep a client event until the disclosure is generated (bounded: past the inbox's
-        capacity events go through, and a response.create may be refused as for any
-        response in progress)."""
-        if not self._disclosing() or len(self._held) >= self.limits.inbox_capacity:
-            return False
-        self._held.append(frame)
-        return True
-
     # -- disclosure and recording ---------------------------------------------------------
 
-    def disclose(self, text: str) -> None:
-        """Speak ``text`` before anything else (see disclosure.py); call before `run`."""
+    def disclose(self, text: str) -> bool:
+        """Speak ``text`` before anything else (see disclosure.py); call before `run`.
+        False where the driver plays no audio of voxgate's (direct mode): nothing is said."""
+        if not isinstance(self.driver, PipelineDriver | RelayDriver):
+            log.warning("session %s served by %s: disclosure not spoken", self.id, self.driver.name)
+            return False
         self.disclosure = Disclosure(text)
+        return True
 
     def record(self, recorder: CallRecorder) -> None:
         """Record the session (see recording.py); call before `run`."""
@@ -238,16 +230,14 @@ class Session:
             playout.tap(lambda audio: recorder.voxgate(audio, playout.format))
 
     def _begin_disclosure(self) -> None:
-        if self.disclosure is None:
-            return
-        if not isinstance(self.driver, PipelineDriver):  # a relay has no local response
-            log.warning("session %s served by %s: disclosure not spoken", self.id, self.driver.name)
-            self.disclosure = None
+        """Right after the session's ``session.created``, whoever made it."""
+        if self.disclosure is None or self.disclosure.response_id is not None:
             return
         try:
             self._apply(self.disclosure.begin(self.connection))
         except ProtocolError as exc:
             log.error("session %s could not speak its disclosure: %s", self.id, exc.message)
+            self.disclosure = None
 
     # -- outputs --------------------------------------------------------------------------
 
@@ -277,6 +267,8 @@ class Session:
             rate_limits=self.rate_limits,
             mcp=self.mcp,
             switch=self.switch_driver,
+            engines=self.engines,
+            playout_full=lambda: isinstance(self.playout, BoundedPlayout) and self.playout.full(),
         )
 
     def _apply(self, outputs: Sequence[DriverOutput]) -> None:
@@ -287,9 +279,13 @@ class Session:
                 case ev.ServerEvent():
                     self._send(out, hold)
                     hold = None
+                    if isinstance(out, ev.SessionCreated):
+                        self._begin_disclosure()
                 case Forward():
                     self._forward(out, hold)
                     hold = None
+                    if out.type == "session.created":
+                        self._begin_disclosure()
                 case ResponseFinished():
                     if self.observer is not None:
                         hold = self._observe(self.observer.response_finished(out), True)

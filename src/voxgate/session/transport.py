@@ -73,6 +73,10 @@ class BoundedPlayout(Playout, Protocol):
     """A playout whose queue is bounded: a response waits in `room` before it queues more
     audio (see `session/playout.py`)."""
 
+    def full(self) -> bool:
+        """The queue is at its bound: `room` would wait."""
+        ...
+
     async def room(self) -> None: ...
 
 

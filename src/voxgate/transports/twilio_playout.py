@@ -142,9 +142,13 @@ class TwilioPlayout:
         `LEAD_S` ahead of the caller's ear)."""
         self._listener = listener
 
+    def full(self) -> bool:
+        """``max_queued_s`` or more of audio is queued here (`room` would wait)."""
+        return not self._closed and self.core.queued_s >= self.max_queued_s
+
     async def room(self) -> None:
         """Wait until less than ``max_queued_s`` of audio is queued here."""
-        while not self._closed and self.core.queued_s >= self.max_queued_s:
+        while self.full():
             self._room.clear()
             await self._room.wait()
 
