@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from openai import AsyncOpenAI
 from pydantic import ValidationError
 
 from _mcp_server import McpTestServer
 from _realtime import Events
 from conftest import RunningServer, SlowChatServer, validated
-from test_mcp_tools import ask, ask_only, call, say, tool_audit, tool_messages
+from test_mcp_tools import ask, ask_only, call, connected, say, tool_audit, tool_messages
 from test_tools_session import Playout
 from voxgate.engines.testing import ScriptedLLM, ScriptedTTS, text_script, tool_call_script
 from voxgate.protocol.commands import ToolApproval
@@ -58,6 +58,17 @@ async def audit_of(server: RunningServer, session_id: str) -> list[dict[str, Any
     return sorted(got.json()["data"], key=lambda r: r["at"])
 
 
+@asynccontextmanager
+async def text_session(server: RunningServer) -> AsyncIterator[tuple[Any, Events, str]]:
+    """A text-only session on `server` once the operator MCP server's tools are listed; yields
+    the connection, its events and the session id."""
+    async with connected(server) as (conn, events, created):
+        await events.until("conversation.item.done")  # the operator server's listing
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await events.until("session.updated")
+        yield conn, events, created.session.id
+
+
 # -- limits, end to end ---------------------------------------------------------------------
 
 
@@ -87,13 +98,7 @@ async def test_calls_past_max_calls_per_session_never_reach_the_server(
         ],
     )
     try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            sid = (await events.expect("session.created")).session.id
-            await events.until("conversation.item.done")  # the operator server's listing
-            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-            await events.until("session.updated")
+        async with text_session(server) as (conn, events, sid):
             assert mcp_call(await ask(conn, events, "Weather in Paris?")).output is not None
 
             turn = await ask(conn, events, "And in Oslo?")
@@ -140,13 +145,7 @@ async def test_a_call_past_max_concurrent_is_refused_while_a_write_still_runs(
         mcp_servers=[operator(mcp_server.url, max_concurrent=1)],
     )
     try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            sid = (await events.expect("session.created")).session.id
-            await events.until("conversation.item.done")
-            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-            await events.until("session.updated")
+        async with text_session(server) as (conn, events, sid):
             # A write, once started, outlives its cancelled response (and holds its slot).
             await ask_only(conn, events, "Refund order 9.")
             await events.until("response.mcp_call.in_progress")
@@ -181,13 +180,7 @@ async def test_a_call_past_its_timeout_fails_with_a_clear_error(
         mcp_servers=[operator(mcp_server.url, timeout_s=2)],
     )
     try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            sid = (await events.expect("session.created")).session.id
-            await events.until("conversation.item.done")
-            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-            await events.until("session.updated")
+        async with text_session(server) as (conn, events, sid):
             turn = await ask(conn, events, "Where is order 7?")
         failed = mcp_call(turn)
         assert failed.output is None and failed.error is not None

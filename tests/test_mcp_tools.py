@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from openai import AsyncOpenAI
 
 from _mcp_server import McpTestServer
 from _realtime import Events, types
+from _tool_model import answer_approval
 from conftest import ChatChunk, RunningServer, SlowChatServer
 
 
@@ -34,6 +36,16 @@ def mcp_server() -> Iterator[McpTestServer]:
     server = McpTestServer().start()
     yield server
     server.stop()
+
+
+@asynccontextmanager
+async def connected(server: RunningServer) -> AsyncIterator[tuple[Any, Events, Any]]:
+    """An `openai` SDK realtime connection to `server` (key sk-test); yields the connection,
+    its events and the session.created event."""
+    client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        events = Events(conn)
+        yield conn, events, await events.expect("session.created")
 
 
 def entry(url: str, **fields: Any) -> dict[str, Any]:
@@ -100,10 +112,8 @@ async def test_tools_are_listed_called_refused_and_approved(
         require_approval={"never": {"read_only": True}},
     )
     try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            session_id = (await events.expect("session.created")).session.id
+        async with connected(server) as (conn, events, created):
+            session_id = created.session.id
             listing = await add_server(conn, events, tool)
             assert types(listing) == [
                 "session.updated",
@@ -149,13 +159,7 @@ async def test_tools_are_listed_called_refused_and_approved(
             assert request.type == "mcp_approval_request" and request.name == "delete_account"
             assert json.loads(request.arguments) == {"account_id": "42"}
             assert mcp_server.named("delete_account") == []
-            await conn.conversation.item.create(
-                item={
-                    "type": "mcp_approval_response",
-                    "approval_request_id": request.id,
-                    "approve": True,
-                }
-            )
+            await answer_approval(conn, request.id, approve=True)
             await events.until("conversation.item.done")
             await conn.response.create()
             turn = await events.until("response.done")
@@ -169,13 +173,7 @@ async def test_tools_are_listed_called_refused_and_approved(
             await events.until("response.done")
             assert mcp_server.named("delete_account") == [{"account_id": "42"}]
             # …nor can the same request be approved twice.
-            await conn.conversation.item.create(
-                item={
-                    "type": "mcp_approval_response",
-                    "approval_request_id": request.id,
-                    "approve": True,
-                }
-            )
+            await answer_approval(conn, request.id, approve=True)
             error = (await events.until("error"))[-1]
             assert error.error.code == "approval_already_answered"
 
@@ -183,13 +181,7 @@ async def test_tools_are_listed_called_refused_and_approved(
             turn = await ask(conn, events, "Delete account 43.")
             request = turn[-1].response.output[-1]
             assert request.type == "mcp_approval_request"
-            await conn.conversation.item.create(
-                item={
-                    "type": "mcp_approval_response",
-                    "approval_request_id": request.id,
-                    "approve": False,
-                }
-            )
+            await answer_approval(conn, request.id, approve=False)
             await events.until("conversation.item.done")
             await conn.response.create()
             turn = await events.until("response.done")
@@ -235,10 +227,7 @@ async def test_a_server_outside_allowed_mcp_servers_is_refused(
     start_server: Any, mcp_server: McpTestServer
 ) -> None:
     server = start_server(policy={"allowed_mcp_servers": [mcp_server.url]})
-    client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-        events = Events(conn)
-        await events.expect("session.created")
+    async with connected(server) as (conn, events, _):
         other = entry("http://127.0.0.1:9/mcp")
         await conn.session.update(session={"type": "realtime", "tools": [other]})
         error = await events.expect("error")
@@ -250,10 +239,7 @@ async def test_a_server_outside_allowed_mcp_servers_is_refused(
 
 async def test_an_unreachable_server_fails_its_listing_with_a_reason(start_server: Any) -> None:
     server = start_server()
-    client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-        events = Events(conn)
-        await events.expect("session.created")
+    async with connected(server) as (conn, events, _):
         listing = await add_server(conn, events, entry("http://127.0.0.1:9/mcp"))
         assert "mcp_list_tools.failed" in types(listing)
         error = next(e for e in listing if e.type == "error")
@@ -279,10 +265,7 @@ async def test_operator_servers_serve_every_session(
     }
     server = start_server(llm_base_url=llm.url, llm_model="scripted", mcp_servers=[operator])
     try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            created = await events.expect("session.created")
+        async with connected(server) as (conn, events, created):
             assert created.session.tools == []  # the operator's headers are never shown
             listing = await events.until("conversation.item.done")
             assert [t.name for t in listing[-1].item.tools] == ["get_weather"]
@@ -317,10 +300,7 @@ async def test_invalid_arguments_never_reach_the_server(
     )
     server = start_server(llm_base_url=llm.url, llm_model="scripted")
     try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            await events.expect("session.created")
+        async with connected(server) as (conn, events, _):
             await add_server(conn, events, entry(mcp_server.url, require_approval="always"))
             for asked in ("Weather?", "Delete account 42."):
                 turn = await ask(conn, events, asked)
@@ -345,10 +325,7 @@ async def test_a_slow_tool_gets_a_filler_then_the_answer(
     )
     server = start_server(llm_base_url=llm.url, llm_model="scripted")
     try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            await events.expect("session.created")
+        async with connected(server) as (conn, events, _):
             tool = entry(mcp_server.url, require_approval="never")
             session = {"type": "realtime", "output_modalities": [modality], "tools": [tool]}
             await conn.session.update(session=session)
@@ -400,10 +377,8 @@ async def test_a_cancelled_response_stops_a_read_call_but_not_a_write(
     llm = SlowChatServer(delay_s=0.0, scripts=[call(tool, {"order": "9"}), say("Done.")])
     server = start_server(llm_base_url=llm.url, llm_model="scripted")
     try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            session_id = (await events.expect("session.created")).session.id
+        async with connected(server) as (conn, events, created):
+            session_id = created.session.id
             await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
             await ask_only(conn, events, "Refund order 9.")
             await events.until("response.mcp_call.in_progress")
@@ -428,10 +403,8 @@ async def test_a_write_call_finishes_when_the_client_hangs_up(
     llm = SlowChatServer(delay_s=0.0, scripts=[call("slow_refund", {"order": "5"}), say("Done.")])
     server = start_server(llm_base_url=llm.url, llm_model="scripted")
     try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            session_id = (await events.expect("session.created")).session.id
+        async with connected(server) as (conn, events, created):
+            session_id = created.session.id
             await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
             await ask_only(conn, events, "Refund order 5.")
             await events.until("response.mcp_call.in_progress")
@@ -450,10 +423,7 @@ async def test_a_huge_answer_is_cut_to_what_the_model_reads(
     llm = SlowChatServer(delay_s=0.0, scripts=[call("big_report", {}), say("It is long.")])
     server = start_server(llm_base_url=llm.url, llm_model="scripted")
     try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            await events.expect("session.created")
+        async with connected(server) as (conn, events, _):
             await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
             turn = await ask(conn, events, "Read me the report.")
         item = next(o for o in turn[-1].response.output if o.type == "mcp_call")
