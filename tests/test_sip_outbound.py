@@ -50,18 +50,35 @@ def llm() -> Iterator[SlowChatServer]:
     server.stop()
 
 
-async def test_outbound_call_to_a_sipp_phone_talks(
-    start_server: Any, llm: SlowChatServer, tmp_path: Path
-) -> None:
-    require_sipp(raw=True)
-    uas_port, media_port = udp_port(), even_udp_port()
-    sip = {
+def carrier_trunk(uas_port: int) -> dict[str, Any]:
+    """SIP settings with one trunk, "carrier", whose outbound calls go to 127.0.0.1:`uas_port`."""
+    return {
         "listen": "127.0.0.1:0",
         "rtp_ports": "33000-33999",
         "trunks": [
             {"name": "carrier", "allowed_sources": [], "outbound_uri": f"sip:127.0.0.1:{uas_port}"}
         ],
     }
+
+
+async def sideband_answer(client: AsyncOpenAI, call_id: str) -> list[Any]:
+    """Follow the call on a sideband until the answer to the callee (not the opening
+    disclosure) has been played out; the events up to that response.done."""
+    async with client.realtime.connect(call_id=call_id) as sideband:
+        side = Events(sideband)
+        await side.expect("session.created")
+        done = await side.until(_answer_done, wait_s=40)
+        rid = done[-1].response.id
+        await side.until(lambda e: e.type == "output_audio_buffer.stopped" and e.response_id == rid)
+    return done
+
+
+async def test_outbound_call_to_a_sipp_phone_talks(
+    start_server: Any, llm: SlowChatServer, tmp_path: Path
+) -> None:
+    require_sipp(raw=True)
+    uas_port, media_port = udp_port(), even_udp_port()
+    sip = carrier_trunk(uas_port)
     policy = {"allowed_outbound_prefixes": ["+1555"], "outbound_calls_per_minute": 1}
     srv = start_server(api_keys=[KEY], llm_base_url=llm.url, llm_model="m", sip=sip, policy=policy)
     speech = ulaw_speech("What time do you open tomorrow?")
@@ -103,15 +120,8 @@ async def test_outbound_call_to_a_sipp_phone_talks(
             again = await http.post("/realtime/calls/outbound", json=place)
             assert again.status_code == 429, again.text
             assert again.json()["error"]["code"] == "rate_limit_exceeded"
-            async with client.realtime.connect(call_id=call_id) as sideband:
-                side = Events(sideband)
-                await side.expect("session.created")
-                # The call opens with the disclosure; then the callee speaks and is answered.
-                done = await side.until(_answer_done, wait_s=40)
-                rid = done[-1].response.id
-                await side.until(
-                    lambda e: e.type == "output_audio_buffer.stopped" and e.response_id == rid
-                )
+            # The call opens with the disclosure; then the callee speaks and is answered.
+            done = await sideband_answer(client, call_id)
             await client.realtime.calls.hangup(call_id)
             result = await asyncio.to_thread(finish, callee, tmp_path)
         assert callee.returncode == 0, result  # rang, answered, and got our BYE
@@ -135,13 +145,7 @@ async def test_an_outbound_call_talks_in_the_codec_the_callee_answers(
     # telephone-event, and answers PCMA; the call must then be A-law both ways.
     require_sipp(raw=True)
     uas_port, media_port = udp_port(), even_udp_port()
-    sip = {
-        "listen": "127.0.0.1:0",
-        "rtp_ports": "33000-33999",
-        "trunks": [
-            {"name": "carrier", "allowed_sources": [], "outbound_uri": f"sip:127.0.0.1:{uas_port}"}
-        ],
-    }
+    sip = carrier_trunk(uas_port)
     srv = start_server(api_keys=[KEY], llm_base_url=llm.url, llm_model="m", sip=sip)
     quiet = pcm16_to_alaw(bytes(320))
     speech = pcm16_to_alaw(speak("What time do you open tomorrow?", sample_rate=8000))
@@ -163,14 +167,7 @@ async def test_an_outbound_call_talks_in_the_codec_the_callee_answers(
             assert placed.status_code == 200, placed.text
             assert placed.json()["status"] == "answered", placed.text
             call_id = placed.json()["call_id"]
-            async with client.realtime.connect(call_id=call_id) as sideband:
-                side = Events(sideband)
-                await side.expect("session.created")
-                done = await side.until(_answer_done, wait_s=40)
-                rid = done[-1].response.id
-                await side.until(
-                    lambda e: e.type == "output_audio_buffer.stopped" and e.response_id == rid
-                )
+            await sideband_answer(client, call_id)
             await client.realtime.calls.hangup(call_id)
             result = await asyncio.to_thread(finish, callee, tmp_path)
         assert callee.returncode == 0, result  # the offer held both codecs; A-law was answered
