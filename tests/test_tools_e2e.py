@@ -15,6 +15,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
+from _agents import spoken
 from _realtime import Events
 from _tool_model import Microphone, Model, added, answer, answer_approval, listening, spoke, tell
 from _tool_service import ToolService
@@ -554,11 +555,5 @@ async def test_agents_sdk_client_sees_the_server_tool_run(
                     break
     assert not errors, errors
     assert len(service.calls_to("/weather")) == before + 1
-    spoken = [
-        part.transcript
-        for item in agent_session._history
-        if getattr(item, "role", None) == "assistant"
-        for part in item.content
-        if getattr(part, "transcript", None)
-    ]
-    assert any("sunny and 21 degrees in Lima" in text for text in spoken), spoken
+    said = spoken(agent_session)
+    assert any("sunny and 21 degrees in Lima" in text for text in said), said
