@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from _realtime import (
+    LoopLag,
     Session,
     Turn,
     add_server_options,
@@ -134,35 +135,16 @@ async def run_level(
             run.failure = f"{type(exc).__name__}: {exc}"
             await connected.abort()  # the others must not wait for this one
 
-    lag = LoopLag()
-    ticker = asyncio.create_task(lag.run(), name="bench-loop-lag")
     started = time.monotonic()
-    try:
-        async with asyncio.timeout(LEVEL_BUDGET_SECONDS), asyncio.TaskGroup() as group:
-            for index in range(n):
-                group.create_task(one(index), name=f"bench-session-{index}")
-    except TimeoutError:
-        for run in runs:
-            run.failure = run.failure or f"level not done within {LEVEL_BUDGET_SECONDS} s"
-    finally:
-        ticker.cancel()
-        await asyncio.gather(ticker, return_exceptions=True)
+    async with LoopLag() as lag:
+        try:
+            async with asyncio.timeout(LEVEL_BUDGET_SECONDS), asyncio.TaskGroup() as group:
+                for index in range(n):
+                    group.create_task(one(index), name=f"bench-session-{index}")
+        except TimeoutError:
+            for run in runs:
+                run.failure = run.failure or f"level not done within {LEVEL_BUDGET_SECONDS} s"
     return judge_level(n, runs, args, time.monotonic() - started, lag.max_late)
-
-
-class LoopLag:
-    """How late a 10 ms ticker on the client's own loop woke: if the client itself was
-    starved, late microphone chunks are its fault rather than the server's."""
-
-    def __init__(self) -> None:
-        self.max_late = 0.0
-
-    async def run(self) -> None:
-        period = 0.01
-        while True:
-            due = time.monotonic() + period
-            await asyncio.sleep(period)
-            self.max_late = max(self.max_late, time.monotonic() - due)
 
 
 def judge_level(

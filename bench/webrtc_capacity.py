@@ -43,12 +43,13 @@ from typing import Any
 import httpx
 
 from _realtime import (
+    LoopLag,
+    add_server_options,
     climb,
     machine,
     make_speech,
     parse_env,
     parse_ladder,
-    token_limit,
     voxgate_server,
 )
 from _server_usage import cpu_seconds, process_tree, read_dir, server_pid
@@ -77,15 +78,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ladder", default="4,8,12,16,20", help="call counts, increasing")
     parser.add_argument("--turns", type=int, default=2, help="turns per call (default 2)")
     parser.add_argument("--all", action="store_true", help="go on after a failing level")
-    parser.add_argument("--url", help="benchmark this server (http://HOST:PORT/v1); no CPU")
-    parser.add_argument(
-        "--server-env", action="append", default=[], metavar="KEY=VALUE",
-        help="extra environment for the started server (repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-output-tokens", default=20, type=token_limit,
-        help="session max_output_tokens (default 20): short replies keep the run short",
-    )  # fmt: skip
+    add_server_options(parser, max_output_tokens=20, url_note=": http://HOST:PORT/v1, no CPU")
     parser.add_argument(
         "--stop-bound-ms", type=float, default=SILENCE_MS + 500,
         help=f"latest speech_stopped after the end of speech (default {SILENCE_MS + 500})",
@@ -302,39 +295,21 @@ async def run_level(
             run.failure = f"{type(exc).__name__}: {exc}"
             await ready.abort()  # the others must not wait for this one
 
-    lag = LoopLag()
-    ticker = asyncio.create_task(lag.run(), name="bench-loop-lag")
     meter = CpuMeter(server.pid, server.idle)
-    try:
-        async with asyncio.timeout(LEVEL_BUDGET_SECONDS), asyncio.TaskGroup() as group:
-            for index in range(n):
-                group.create_task(one(index), name=f"bench-call-{index}")
-            with contextlib.suppress(asyncio.BrokenBarrierError):
-                await ready.wait()
-                meter.start()
-    except TimeoutError:
-        for run in runs:
-            run.failure = run.failure or f"level not done within {LEVEL_BUDGET_SECONDS} s"
-    finally:
-        meter.stop()
-        ticker.cancel()
-        await asyncio.gather(ticker, return_exceptions=True)
+    async with LoopLag() as lag:
+        try:
+            async with asyncio.timeout(LEVEL_BUDGET_SECONDS), asyncio.TaskGroup() as group:
+                for index in range(n):
+                    group.create_task(one(index), name=f"bench-call-{index}")
+                with contextlib.suppress(asyncio.BrokenBarrierError):
+                    await ready.wait()
+                    meter.start()
+        except TimeoutError:
+            for run in runs:
+                run.failure = run.failure or f"level not done within {LEVEL_BUDGET_SECONDS} s"
+        finally:
+            meter.stop()
     return judge_level(n, runs, args, meter.report(n), lag.max_late)
-
-
-class LoopLag:
-    """How late a 10 ms ticker on the client's own loop woke: if the clients themselves were
-    starved, a late microphone is their fault rather than the server's."""
-
-    def __init__(self) -> None:
-        self.max_late = 0.0
-
-    async def run(self) -> None:
-        period = 0.01
-        while True:
-            due = time.monotonic() + period
-            await asyncio.sleep(period)
-            self.max_late = max(self.max_late, time.monotonic() - due)
 
 
 class CpuMeter:
