@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
-from _speech import VOICES, log, synthesize
+from _speech import VOICES, log, ms, percentile, synthesize
 from voxgate.engines.local.espeak import EspeakTTS
 
 RATE = 24000  # the Realtime API's pcm input/output rate
@@ -139,6 +139,21 @@ class LoopLag:
             due = time.monotonic() + period
             await asyncio.sleep(period)
             self.max_late = max(self.max_late, time.monotonic() - due)
+
+
+def level_failures(runs: Sequence[Any]) -> list[str]:
+    """Every distinct failure in a capacity level: each run's own, and its turns' errors."""
+    failures = {run.failure for run in runs if run.failure}
+    return sorted(failures | {t.error for run in runs for t in run.turns if t.error})
+
+
+def spread_ms(seconds: Sequence[float]) -> dict[str, float | None]:
+    """The p50, p95 and max of some durations, in milliseconds (None where there are none)."""
+    return {
+        "p50": ms(percentile(seconds, 50)),
+        "p95": ms(percentile(seconds, 95)),
+        "max": ms(max(seconds, default=None)),
+    }
 
 
 def add_server_options(

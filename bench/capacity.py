@@ -37,6 +37,7 @@ from _realtime import (
     Turn,
     add_server_options,
     climb,
+    level_failures,
     machine,
     make_speech,
     parse_env,
@@ -44,6 +45,7 @@ from _realtime import (
     playout_stall,
     realtime_session,
     speak_turn,
+    spread_ms,
     voxgate_server,
 )
 from _server_usage import cpu_seconds, rss_mb, server_pid
@@ -157,9 +159,7 @@ def judge_level(
     stall = max((playout_stall(t.audio) for t in done), default=0.0)
     mic_late = max((run.mic_late for run in runs), default=0.0)
     late_stops = sum(1 for v in end_to_stopped if v * 1000 > args.stop_bound_ms)
-    failures = sorted(
-        {run.failure for run in runs if run.failure} | {t.error for t in turns if t.error}
-    )
+    failures = level_failures(runs)
     checks = {
         "all_turns_completed": len(done) == n * args.turns and not failures,
         "playout_never_dry": stall * 1000 <= MAX_STALL_MS,
@@ -184,17 +184,8 @@ def judge_level(
         "transcriptions_failed": sum(1 for t in turns if t.transcription_error is not None),
         "max_playout_stall_ms": ms(stall),
         "max_mic_late_ms": ms(mic_late),
-        "end_to_stopped_ms": {
-            "p50": ms(percentile(end_to_stopped, 50)),
-            "p95": ms(percentile(end_to_stopped, 95)),
-            "max": ms(max(end_to_stopped, default=None)),
-            "over_bound": late_stops,
-        },
-        "stopped_to_audio_ms": {
-            "p50": ms(percentile(stop_to_audio, 50)),
-            "p95": ms(percentile(stop_to_audio, 95)),
-            "max": ms(max(stop_to_audio, default=None)),
-        },
+        "end_to_stopped_ms": {**spread_ms(end_to_stopped), "over_bound": late_stops},
+        "stopped_to_audio_ms": spread_ms(stop_to_audio),
         "client_loop_max_lag_ms": ms(client_lag),
         "wall_seconds": round(wall, 1),
     }

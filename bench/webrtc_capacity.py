@@ -46,14 +46,16 @@ from _realtime import (
     LoopLag,
     add_server_options,
     climb,
+    level_failures,
     machine,
     make_speech,
     parse_env,
     parse_ladder,
+    spread_ms,
     voxgate_server,
 )
 from _server_usage import cpu_seconds, process_tree, read_dir, server_pid
-from _speech import SENTENCES, log, ms, percentile
+from _speech import SENTENCES, log, ms
 from voxgate.call.webrtc import ServerEvent, WebRTCPeer, hang_up, post_offer
 
 TARGET_SESSIONS = 16  # concurrent WebRTC calls on 2 cores, embedded engines
@@ -375,9 +377,7 @@ def judge_level(
     replies = [v for t in done if (v := t.reply_after_stop) is not None]
     gap = max((t.max_gap for t in done), default=0.0)
     mic_late = max((run.mic_late for run in runs), default=0.0)
-    failures = sorted(
-        {run.failure for run in runs if run.failure} | {t.error for t in turns if t.error}
-    )
+    failures = level_failures(runs)
     checks = {
         "all_turns_completed": len(done) == n * args.turns and not failures,
         "reply_audio_never_gapped": gap * 1000 <= MAX_GAP_MS,
@@ -397,16 +397,8 @@ def judge_level(
         "failures": failures,
         "max_reply_gap_ms": ms(gap),
         "max_mic_late_ms": ms(mic_late),
-        "end_to_stopped_ms": {
-            "p50": ms(percentile(stops, 50)),
-            "p95": ms(percentile(stops, 95)),
-            "max": ms(max(stops, default=None)),
-        },
-        "stopped_to_audible_ms": {
-            "p50": ms(percentile(replies, 50)),
-            "p95": ms(percentile(replies, 95)),
-            "max": ms(max(replies, default=None)),
-        },
+        "end_to_stopped_ms": spread_ms(stops),
+        "stopped_to_audible_ms": spread_ms(replies),
         "split_turns": sum(1 for t in turns if t.splits),
         "cpu": cpu,
         "client_loop_max_lag_ms": ms(client_lag),
