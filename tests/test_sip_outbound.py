@@ -6,7 +6,9 @@ BYE — and the policy gates who may be called and how often."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,19 @@ def carrier_trunk(uas_port: int) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def callee_phone(
+    scenario: str, uas_port: int, media_port: int, tmp_path: Path
+) -> Iterator[tuple[RtpCapture, subprocess.Popen[str]]]:
+    """A SIPp phone that takes one call on `uas_port` as `scenario` says; its media port is
+    `media_port`, where the audio voxgate sends it is captured."""
+    with (
+        RtpCapture(media_port) as capture,
+        sipp(scenario, None, "-p", str(uas_port), cwd=tmp_path, media_port=media_port) as callee,
+    ):
+        yield capture, callee
+
+
 async def sideband_answer(client: AsyncOpenAI, call_id: str) -> list[Any]:
     """Follow the call on a sideband until the answer to the callee (not the opening
     disclosure) has been played out; the events up to that response.done."""
@@ -101,12 +116,7 @@ async def test_outbound_call_to_a_sipp_phone_talks(
             refused.status_code == 403 and refused.json()["error"]["code"] == "number_not_allowed"
         )
 
-        with (
-            RtpCapture(media_port) as capture,
-            sipp(
-                "uas_answer", None, "-p", str(uas_port), cwd=tmp_path, media_port=media_port
-            ) as callee,
-        ):
+        with callee_phone("uas_answer", uas_port, media_port, tmp_path) as (capture, callee):
             placed = await http.post("/realtime/calls/outbound", json=place)
             assert placed.status_code == 200, placed.text
             outcome = placed.json()
@@ -157,12 +167,7 @@ async def test_an_outbound_call_talks_in_the_codec_the_callee_answers(
         AsyncOpenAI(base_url=srv.base_url, api_key=KEY) as client,
     ):
         http.headers["Authorization"] = f"Bearer {KEY}"
-        with (
-            RtpCapture(media_port) as capture,
-            sipp(
-                "uas_answer_pcma", None, "-p", str(uas_port), cwd=tmp_path, media_port=media_port
-            ) as callee,
-        ):
+        with callee_phone("uas_answer_pcma", uas_port, media_port, tmp_path) as (capture, callee):
             placed = await http.post("/realtime/calls/outbound", json=place)
             assert placed.status_code == 200, placed.text
             assert placed.json()["status"] == "answered", placed.text
