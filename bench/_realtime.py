@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
-from _speech import VOICES, log, synthesize
+from _speech import VOICES, log, ms, percentile, synthesize
 from voxgate.engines.local.espeak import EspeakTTS
 
 RATE = 24000  # the Realtime API's pcm input/output rate
@@ -115,9 +115,53 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-def add_server_options(parser: argparse.ArgumentParser, *, max_output_tokens: int) -> None:
-    """The options both live benchmarks share: which server, and how its replies are cut."""
-    parser.add_argument("--url", help="benchmark this server instead of starting one")
+class LoopLag:
+    """How late a 10 ms ticker on the client's own loop woke while the ``async with`` block
+    ran: if the client itself was starved, a late microphone is its fault rather than the
+    server's."""
+
+    def __init__(self) -> None:
+        self.max_late = 0.0
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLag:
+        self._ticker = asyncio.create_task(self._run(), name="bench-loop-lag")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+
+    async def _run(self) -> None:
+        period = 0.01
+        while True:
+            due = time.monotonic() + period
+            await asyncio.sleep(period)
+            self.max_late = max(self.max_late, time.monotonic() - due)
+
+
+def level_failures(runs: Sequence[Any]) -> list[str]:
+    """Every distinct failure in a capacity level: each run's own, and its turns' errors."""
+    failures = {run.failure for run in runs if run.failure}
+    return sorted(failures | {t.error for run in runs for t in run.turns if t.error})
+
+
+def spread_ms(seconds: Sequence[float]) -> dict[str, float | None]:
+    """The p50, p95 and max of some durations, in milliseconds (None where there are none)."""
+    return {
+        "p50": ms(percentile(seconds, 50)),
+        "p95": ms(percentile(seconds, 95)),
+        "max": ms(max(seconds, default=None)),
+    }
+
+
+def add_server_options(
+    parser: argparse.ArgumentParser, *, max_output_tokens: int, url_note: str = ""
+) -> None:
+    """The options the live benchmarks share: which server, and how its replies are cut
+    (`url_note`: what a benchmark's --url looks like, and what it then cannot measure)."""
+    parser.add_argument("--url", help=f"benchmark this server instead of starting one{url_note}")
     parser.add_argument(
         "--server-env", action="append", default=[], metavar="KEY=VALUE",
         help="extra environment for the started server (repeatable)",

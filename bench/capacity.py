@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from _realtime import (
+    LoopLag,
     Session,
     Turn,
     add_server_options,
     climb,
+    level_failures,
     machine,
     make_speech,
     parse_env,
@@ -43,6 +45,7 @@ from _realtime import (
     playout_stall,
     realtime_session,
     speak_turn,
+    spread_ms,
     voxgate_server,
 )
 from _server_usage import cpu_seconds, rss_mb, server_pid
@@ -134,35 +137,16 @@ async def run_level(
             run.failure = f"{type(exc).__name__}: {exc}"
             await connected.abort()  # the others must not wait for this one
 
-    lag = LoopLag()
-    ticker = asyncio.create_task(lag.run(), name="bench-loop-lag")
     started = time.monotonic()
-    try:
-        async with asyncio.timeout(LEVEL_BUDGET_SECONDS), asyncio.TaskGroup() as group:
-            for index in range(n):
-                group.create_task(one(index), name=f"bench-session-{index}")
-    except TimeoutError:
-        for run in runs:
-            run.failure = run.failure or f"level not done within {LEVEL_BUDGET_SECONDS} s"
-    finally:
-        ticker.cancel()
-        await asyncio.gather(ticker, return_exceptions=True)
+    async with LoopLag() as lag:
+        try:
+            async with asyncio.timeout(LEVEL_BUDGET_SECONDS), asyncio.TaskGroup() as group:
+                for index in range(n):
+                    group.create_task(one(index), name=f"bench-session-{index}")
+        except TimeoutError:
+            for run in runs:
+                run.failure = run.failure or f"level not done within {LEVEL_BUDGET_SECONDS} s"
     return judge_level(n, runs, args, time.monotonic() - started, lag.max_late)
-
-
-class LoopLag:
-    """How late a 10 ms ticker on the client's own loop woke: if the client itself was
-    starved, late microphone chunks are its fault rather than the server's."""
-
-    def __init__(self) -> None:
-        self.max_late = 0.0
-
-    async def run(self) -> None:
-        period = 0.01
-        while True:
-            due = time.monotonic() + period
-            await asyncio.sleep(period)
-            self.max_late = max(self.max_late, time.monotonic() - due)
 
 
 def judge_level(
@@ -175,9 +159,7 @@ def judge_level(
     stall = max((playout_stall(t.audio) for t in done), default=0.0)
     mic_late = max((run.mic_late for run in runs), default=0.0)
     late_stops = sum(1 for v in end_to_stopped if v * 1000 > args.stop_bound_ms)
-    failures = sorted(
-        {run.failure for run in runs if run.failure} | {t.error for t in turns if t.error}
-    )
+    failures = level_failures(runs)
     checks = {
         "all_turns_completed": len(done) == n * args.turns and not failures,
         "playout_never_dry": stall * 1000 <= MAX_STALL_MS,
@@ -202,17 +184,8 @@ def judge_level(
         "transcriptions_failed": sum(1 for t in turns if t.transcription_error is not None),
         "max_playout_stall_ms": ms(stall),
         "max_mic_late_ms": ms(mic_late),
-        "end_to_stopped_ms": {
-            "p50": ms(percentile(end_to_stopped, 50)),
-            "p95": ms(percentile(end_to_stopped, 95)),
-            "max": ms(max(end_to_stopped, default=None)),
-            "over_bound": late_stops,
-        },
-        "stopped_to_audio_ms": {
-            "p50": ms(percentile(stop_to_audio, 50)),
-            "p95": ms(percentile(stop_to_audio, 95)),
-            "max": ms(max(stop_to_audio, default=None)),
-        },
+        "end_to_stopped_ms": {**spread_ms(end_to_stopped), "over_bound": late_stops},
+        "stopped_to_audio_ms": spread_ms(stop_to_audio),
         "client_loop_max_lag_ms": ms(client_lag),
         "wall_seconds": round(wall, 1),
     }

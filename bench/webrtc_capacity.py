@@ -43,16 +43,19 @@ from typing import Any
 import httpx
 
 from _realtime import (
+    LoopLag,
+    add_server_options,
     climb,
+    level_failures,
     machine,
     make_speech,
     parse_env,
     parse_ladder,
-    token_limit,
+    spread_ms,
     voxgate_server,
 )
 from _server_usage import cpu_seconds, process_tree, read_dir, server_pid
-from _speech import SENTENCES, log, ms, percentile
+from _speech import SENTENCES, log, ms
 from voxgate.call.webrtc import ServerEvent, WebRTCPeer, hang_up, post_offer
 
 TARGET_SESSIONS = 16  # concurrent WebRTC calls on 2 cores, embedded engines
@@ -77,15 +80,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ladder", default="4,8,12,16,20", help="call counts, increasing")
     parser.add_argument("--turns", type=int, default=2, help="turns per call (default 2)")
     parser.add_argument("--all", action="store_true", help="go on after a failing level")
-    parser.add_argument("--url", help="benchmark this server (http://HOST:PORT/v1); no CPU")
-    parser.add_argument(
-        "--server-env", action="append", default=[], metavar="KEY=VALUE",
-        help="extra environment for the started server (repeatable)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-output-tokens", default=20, type=token_limit,
-        help="session max_output_tokens (default 20): short replies keep the run short",
-    )  # fmt: skip
+    add_server_options(parser, max_output_tokens=20, url_note=": http://HOST:PORT/v1, no CPU")
     parser.add_argument(
         "--stop-bound-ms", type=float, default=SILENCE_MS + 500,
         help=f"latest speech_stopped after the end of speech (default {SILENCE_MS + 500})",
@@ -302,39 +297,21 @@ async def run_level(
             run.failure = f"{type(exc).__name__}: {exc}"
             await ready.abort()  # the others must not wait for this one
 
-    lag = LoopLag()
-    ticker = asyncio.create_task(lag.run(), name="bench-loop-lag")
     meter = CpuMeter(server.pid, server.idle)
-    try:
-        async with asyncio.timeout(LEVEL_BUDGET_SECONDS), asyncio.TaskGroup() as group:
-            for index in range(n):
-                group.create_task(one(index), name=f"bench-call-{index}")
-            with contextlib.suppress(asyncio.BrokenBarrierError):
-                await ready.wait()
-                meter.start()
-    except TimeoutError:
-        for run in runs:
-            run.failure = run.failure or f"level not done within {LEVEL_BUDGET_SECONDS} s"
-    finally:
-        meter.stop()
-        ticker.cancel()
-        await asyncio.gather(ticker, return_exceptions=True)
+    async with LoopLag() as lag:
+        try:
+            async with asyncio.timeout(LEVEL_BUDGET_SECONDS), asyncio.TaskGroup() as group:
+                for index in range(n):
+                    group.create_task(one(index), name=f"bench-call-{index}")
+                with contextlib.suppress(asyncio.BrokenBarrierError):
+                    await ready.wait()
+                    meter.start()
+        except TimeoutError:
+            for run in runs:
+                run.failure = run.failure or f"level not done within {LEVEL_BUDGET_SECONDS} s"
+        finally:
+            meter.stop()
     return judge_level(n, runs, args, meter.report(n), lag.max_late)
-
-
-class LoopLag:
-    """How late a 10 ms ticker on the client's own loop woke: if the clients themselves were
-    starved, a late microphone is their fault rather than the server's."""
-
-    def __init__(self) -> None:
-        self.max_late = 0.0
-
-    async def run(self) -> None:
-        period = 0.01
-        while True:
-            due = time.monotonic() + period
-            await asyncio.sleep(period)
-            self.max_late = max(self.max_late, time.monotonic() - due)
 
 
 class CpuMeter:
@@ -400,9 +377,7 @@ def judge_level(
     replies = [v for t in done if (v := t.reply_after_stop) is not None]
     gap = max((t.max_gap for t in done), default=0.0)
     mic_late = max((run.mic_late for run in runs), default=0.0)
-    failures = sorted(
-        {run.failure for run in runs if run.failure} | {t.error for t in turns if t.error}
-    )
+    failures = level_failures(runs)
     checks = {
         "all_turns_completed": len(done) == n * args.turns and not failures,
         "reply_audio_never_gapped": gap * 1000 <= MAX_GAP_MS,
@@ -422,16 +397,8 @@ def judge_level(
         "failures": failures,
         "max_reply_gap_ms": ms(gap),
         "max_mic_late_ms": ms(mic_late),
-        "end_to_stopped_ms": {
-            "p50": ms(percentile(stops, 50)),
-            "p95": ms(percentile(stops, 95)),
-            "max": ms(max(stops, default=None)),
-        },
-        "stopped_to_audible_ms": {
-            "p50": ms(percentile(replies, 50)),
-            "p95": ms(percentile(replies, 95)),
-            "max": ms(max(replies, default=None)),
-        },
+        "end_to_stopped_ms": spread_ms(stops),
+        "stopped_to_audible_ms": spread_ms(replies),
         "split_turns": sum(1 for t in turns if t.splits),
         "cpu": cpu,
         "client_loop_max_lag_ms": ms(client_lag),

@@ -61,6 +61,15 @@ async def delete_prefix(prefix: str) -> None:
         await client.aclose()
 
 
+async def own_prefix() -> AsyncIterator[str]:
+    """A Redis key prefix for one test, its keys deleted after it (Redis required): wrapped
+    as a module's ``prefix`` fixture with ``pytest.fixture(own_prefix)``."""
+    require_redis()
+    prefix = random_prefix()
+    yield prefix
+    await delete_prefix(prefix)
+
+
 @contextlib.asynccontextmanager
 async def redis_state(
     prefix: str | None = None, lease_ttl_s: float = 10.0

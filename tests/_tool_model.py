@@ -108,6 +108,12 @@ async def tell(conn: Any, text: str) -> None:
     await conn.response.create()
 
 
+async def answer_approval(conn: Any, request_id: str, *, approve: bool) -> None:
+    """Send the client's `mcp_approval_response` to the approval request `request_id`."""
+    item = {"type": "mcp_approval_response", "approval_request_id": request_id, "approve": approve}
+    await conn.conversation.item.create(item=item)  # type: ignore[arg-type]
+
+
 def spoke(event: Any) -> bool:
     """A response.done whose output holds an assistant message (the model said something)."""
     return event.type == "response.done" and any(

@@ -138,6 +138,12 @@ def prompt_variable(value: Any) -> tuple[str, Any]:
     return R({"prompt": {"id": "pmpt_cov", "variables": {"v": value}}}, "prompt.variables.v")
 
 
+def cache_breakpoint(breakpoint: dict[str, Any]) -> tuple[str, Any]:
+    """Ignored: a prompt variable that carries `breakpoint` as its prompt_cache_breakpoint."""
+    variable = {"type": "input_text", "text": "a", "prompt_cache_breakpoint": breakpoint}
+    return I({"prompt": {"id": "pmpt_cov", "variables": {"v": variable}}})
+
+
 MCP_ONLY = [
     "allowed_callers",
     "allowed_tools",
@@ -215,66 +221,35 @@ AUDIO_INPUT: dict[str, tuple[str, Any]] = {
     "audio.input.turn_detection.threshold": H(TURNS + "test_below_threshold_never_starts_a_turn"),
 }
 
+# Tests that show several fields of one object honoured.
+ROUND_TRIP = "test_conformance_sdk.py::test_function_call_round_trip"
+NAMED_CHOICE = "test_responder.py::test_named_tool_choice_calls_that_function"
+BAD_PROMPT = "test_prompts.py::test_bad_references_are_errors_naming_them"
+PROMPT_VARS = "test_prompts.py::test_session_prompt_becomes_the_instructions"
+
 TOOLS: dict[str, tuple[str, Any]] = {
-    "tools": H("test_conformance_sdk.py::test_function_call_round_trip"),
-    "tools.type": H("test_conformance_sdk.py::test_function_call_round_trip"),
-    "tools.name": H("test_conformance_sdk.py::test_function_call_round_trip"),
+    "tools": H(ROUND_TRIP),
+    "tools.type": H(ROUND_TRIP),
+    "tools.name": H(ROUND_TRIP),
     "tools.description": H("test_llm_openai_chat.py::test_streams_a_tool_call_split_over_chunks"),
-    "tools.parameters": H("test_conformance_sdk.py::test_function_call_round_trip"),
-    "tool_choice": H("test_responder.py::test_named_tool_choice_calls_that_function"),
-    "tool_choice.type": H("test_responder.py::test_named_tool_choice_calls_that_function"),
-    "tool_choice.name": H("test_responder.py::test_named_tool_choice_calls_that_function"),
+    "tools.parameters": H(ROUND_TRIP),
+    "tool_choice": H(NAMED_CHOICE),
+    "tool_choice.type": H(NAMED_CHOICE),
+    "tool_choice.name": H(NAMED_CHOICE),
     "tool_choice.server_label": H(MCP_UNIT + "test_an_mcp_tool_choice_forces_that_server_or_tool"),
 }
 
 PROMPT: dict[str, tuple[str, Any]] = {
     "prompt": H("test_prompts.py::test_a_stored_prompt_reaches_the_model"),
-    "prompt.id": H("test_prompts.py::test_bad_references_are_errors_naming_them"),
-    "prompt.version": H("test_prompts.py::test_bad_references_are_errors_naming_them"),
-    "prompt.variables": H("test_prompts.py::test_session_prompt_becomes_the_instructions"),
-    "prompt.variables.type": H("test_prompts.py::test_session_prompt_becomes_the_instructions"),
-    "prompt.variables.text": H("test_prompts.py::test_session_prompt_becomes_the_instructions"),
-    "prompt.variables.prompt_cache_breakpoint": I(
-        {
-            "prompt": {
-                "id": "pmpt_cov",
-                "variables": {
-                    "v": {
-                        "type": "input_text",
-                        "text": "a",
-                        "prompt_cache_breakpoint": {"mode": "explicit"},
-                    }
-                },
-            }
-        }
-    ),
-    "prompt.variables.prompt_cache_breakpoint.mode": I(
-        {
-            "prompt": {
-                "id": "pmpt_cov",
-                "variables": {
-                    "v": {
-                        "type": "input_text",
-                        "text": "a",
-                        "prompt_cache_breakpoint": {"mode": "explicit"},
-                    }
-                },
-            }
-        }
-    ),
-    "prompt.variables.prompt_cache_breakpoint.ttl": I(
-        {
-            "prompt": {
-                "id": "pmpt_cov",
-                "variables": {
-                    "v": {
-                        "type": "input_text",
-                        "text": "a",
-                        "prompt_cache_breakpoint": {"mode": "explicit", "ttl": "30m"},
-                    }
-                },
-            }
-        }
+    "prompt.id": H(BAD_PROMPT),
+    "prompt.version": H(BAD_PROMPT),
+    "prompt.variables": H(PROMPT_VARS),
+    "prompt.variables.type": H(PROMPT_VARS),
+    "prompt.variables.text": H(PROMPT_VARS),
+    "prompt.variables.prompt_cache_breakpoint": cache_breakpoint({"mode": "explicit"}),
+    "prompt.variables.prompt_cache_breakpoint.mode": cache_breakpoint({"mode": "explicit"}),
+    "prompt.variables.prompt_cache_breakpoint.ttl": cache_breakpoint(
+        {"mode": "explicit", "ttl": "30m"}
     ),
     "prompt.variables.image_url": prompt_variable(IMAGE),
     "prompt.variables.detail": prompt_variable(IMAGE),

@@ -10,18 +10,27 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from openai import AsyncOpenAI
 from pydantic import ValidationError
 
 from _mcp_server import McpTestServer
 from _realtime import Events
-from conftest import RunningServer, SlowChatServer, validated
-from test_mcp_tools import ask, ask_only, call, say, tool_audit, tool_messages
+from conftest import RunningServer, validated
+from test_mcp_tools import (
+    ask,
+    ask_only,
+    call,
+    connected,
+    say,
+    scripted_server,
+    tool_audit,
+    tool_messages,
+)
 from test_tools_session import Playout
 from voxgate.engines.testing import ScriptedLLM, ScriptedTTS, text_script, tool_call_script
 from voxgate.protocol.commands import ToolApproval
@@ -58,15 +67,26 @@ async def audit_of(server: RunningServer, session_id: str) -> list[dict[str, Any
     return sorted(got.json()["data"], key=lambda r: r["at"])
 
 
+@asynccontextmanager
+async def text_session(server: RunningServer) -> AsyncIterator[tuple[Any, Events, str]]:
+    """A text-only session on `server` once the operator MCP server's tools are listed; yields
+    the connection, its events and the session id."""
+    async with connected(server) as (conn, events, created):
+        await events.until("conversation.item.done")  # the operator server's listing
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await events.until("session.updated")
+        yield conn, events, created.session.id
+
+
 # -- limits, end to end ---------------------------------------------------------------------
 
 
 async def test_calls_past_max_calls_per_session_never_reach_the_server(
     start_server: Any, mcp_server: McpTestServer
 ) -> None:
-    llm = SlowChatServer(
-        delay_s=0.0,
-        scripts=[
+    with scripted_server(
+        start_server,
+        [
             call("get_weather", {"city": "Paris"}),
             say("Sunny in Paris."),
             call("get_weather", {"city": "Oslo"}),
@@ -74,10 +94,6 @@ async def test_calls_past_max_calls_per_session_never_reach_the_server(
             call("delete_account", {"account_id": "42"}),
             say("I cannot do that now."),
         ],
-    )
-    server = start_server(
-        llm_base_url=llm.url,
-        llm_model="scripted",
         mcp_servers=[
             operator(
                 mcp_server.url,
@@ -85,15 +101,8 @@ async def test_calls_past_max_calls_per_session_never_reach_the_server(
                 require_approval={"never": {"read_only": True}},
             )
         ],
-    )
-    try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            sid = (await events.expect("session.created")).session.id
-            await events.until("conversation.item.done")  # the operator server's listing
-            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-            await events.until("session.updated")
+    ) as (llm, server):
+        async with text_session(server) as (conn, events, sid):
             assert mcp_call(await ask(conn, events, "Weather in Paris?")).output is not None
 
             turn = await ask(conn, events, "And in Oslo?")
@@ -118,35 +127,22 @@ async def test_calls_past_max_calls_per_session_never_reach_the_server(
             ("refused", "call_limit"),
         ]
         assert "max_calls_per_session" in records[1]["detail"]["message"]
-    finally:
-        llm.stop()
 
 
 async def test_a_call_past_max_concurrent_is_refused_while_a_write_still_runs(
     start_server: Any, mcp_server: McpTestServer
 ) -> None:
     mcp_server.gate = threading.Event()  # slow_refund runs until the test lets it finish
-    llm = SlowChatServer(
-        delay_s=0.0,
-        scripts=[
+    with scripted_server(
+        start_server,
+        [
             call("slow_refund", {"order": "9"}),
             call("slow_refund", {"order": "10"}),
             say("Another refund is still running; try again in a moment."),
         ],
-    )
-    server = start_server(
-        llm_base_url=llm.url,
-        llm_model="scripted",
         mcp_servers=[operator(mcp_server.url, max_concurrent=1)],
-    )
-    try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            sid = (await events.expect("session.created")).session.id
-            await events.until("conversation.item.done")
-            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-            await events.until("session.updated")
+    ) as (llm, server):
+        async with text_session(server) as (conn, events, sid):
             # A write, once started, outlives its cancelled response (and holds its slot).
             await ask_only(conn, events, "Refund order 9.")
             await events.until("response.mcp_call.in_progress")
@@ -163,31 +159,18 @@ async def test_a_call_past_max_concurrent_is_refused_while_a_write_still_runs(
         assert mcp_server.named("slow_refund") == [{"order": "9"}]
         codes = [(r["code"], r["detail"].get("guardrail")) for r in await audit_of(server, sid)]
         assert ("refused", "concurrency_limit") in codes
-    finally:
-        llm.stop()
 
 
 async def test_a_call_past_its_timeout_fails_with_a_clear_error(
     start_server: Any, mcp_server: McpTestServer
 ) -> None:
     mcp_server.gate = threading.Event()  # slow_lookup never answers in time
-    llm = SlowChatServer(
-        delay_s=0.0,
-        scripts=[call("slow_lookup", {"order": "7"}), say("The archive did not answer.")],
-    )
-    server = start_server(
-        llm_base_url=llm.url,
-        llm_model="scripted",
+    with scripted_server(
+        start_server,
+        [call("slow_lookup", {"order": "7"}), say("The archive did not answer.")],
         mcp_servers=[operator(mcp_server.url, timeout_s=2)],
-    )
-    try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            sid = (await events.expect("session.created")).session.id
-            await events.until("conversation.item.done")
-            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-            await events.until("session.updated")
+    ) as (llm, server):
+        async with text_session(server) as (conn, events, sid):
             turn = await ask(conn, events, "Where is order 7?")
         failed = mcp_call(turn)
         assert failed.output is None and failed.error is not None
@@ -197,8 +180,6 @@ async def test_a_call_past_its_timeout_fails_with_a_clear_error(
         record = await tool_audit(server, sid, "timeout")
         assert record["code"] == "ran" and record["detail"]["error"] == "protocol_error"
         assert mcp_server.named("slow_lookup") == [{"order": "7"}]
-    finally:
-        llm.stop()
 
 
 def test_limits_are_checked_when_the_settings_load() -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from openai import AsyncOpenAI
 
 from _mcp_server import McpTestServer
 from _realtime import Events, types
+from _tool_model import answer_approval
 from conftest import ChatChunk, RunningServer, SlowChatServer
 
 
@@ -34,6 +36,29 @@ def mcp_server() -> Iterator[McpTestServer]:
     server = McpTestServer().start()
     yield server
     server.stop()
+
+
+@contextmanager
+def scripted_server(
+    start_server: Any, scripts: list[list[ChatChunk]], **settings: Any
+) -> Iterator[tuple[SlowChatServer, RunningServer]]:
+    """A voxgate server whose LLM is a scripted OpenAI-compatible model that answers with
+    `scripts`, one a request; the model is stopped on exit."""
+    llm = SlowChatServer(delay_s=0.0, scripts=scripts)
+    try:
+        yield llm, start_server(llm_base_url=llm.url, llm_model="scripted", **settings)
+    finally:
+        llm.stop()
+
+
+@asynccontextmanager
+async def connected(server: RunningServer) -> AsyncIterator[tuple[Any, Events, Any]]:
+    """An `openai` SDK realtime connection to `server` (key sk-test); yields the connection,
+    its events and the session.created event."""
+    client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        events = Events(conn)
+        yield conn, events, await events.expect("session.created")
 
 
 def entry(url: str, **fields: Any) -> dict[str, Any]:
@@ -75,9 +100,14 @@ def tool_messages(request: dict[str, Any]) -> list[str]:
 async def test_tools_are_listed_called_refused_and_approved(
     start_server: Any, mcp_server: McpTestServer
 ) -> None:
-    llm = SlowChatServer(
-        delay_s=0.0,
-        scripts=[
+    tool = entry(
+        mcp_server.url,
+        allowed_tools=["get_weather", "delete_account"],
+        require_approval={"never": {"read_only": True}},
+    )
+    with scripted_server(
+        start_server,
+        [
             call("get_weather", {"city": "Paris"}),
             say("It is sunny in Paris."),
             call("export_all_customers", {}),
@@ -88,22 +118,10 @@ async def test_tools_are_listed_called_refused_and_approved(
             call("delete_account", {"account_id": "43"}),
             say("I left account 43 alone."),
         ],
-    )
-    server: RunningServer = start_server(
-        llm_base_url=llm.url,
-        llm_model="scripted",
         policy={"allowed_mcp_servers": [mcp_server.url]},
-    )
-    tool = entry(
-        mcp_server.url,
-        allowed_tools=["get_weather", "delete_account"],
-        require_approval={"never": {"read_only": True}},
-    )
-    try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            session_id = (await events.expect("session.created")).session.id
+    ) as (llm, server):
+        async with connected(server) as (conn, events, created):
+            session_id = created.session.id
             listing = await add_server(conn, events, tool)
             assert types(listing) == [
                 "session.updated",
@@ -149,13 +167,7 @@ async def test_tools_are_listed_called_refused_and_approved(
             assert request.type == "mcp_approval_request" and request.name == "delete_account"
             assert json.loads(request.arguments) == {"account_id": "42"}
             assert mcp_server.named("delete_account") == []
-            await conn.conversation.item.create(
-                item={
-                    "type": "mcp_approval_response",
-                    "approval_request_id": request.id,
-                    "approve": True,
-                }
-            )
+            await answer_approval(conn, request.id, approve=True)
             await events.until("conversation.item.done")
             await conn.response.create()
             turn = await events.until("response.done")
@@ -169,13 +181,7 @@ async def test_tools_are_listed_called_refused_and_approved(
             await events.until("response.done")
             assert mcp_server.named("delete_account") == [{"account_id": "42"}]
             # …nor can the same request be approved twice.
-            await conn.conversation.item.create(
-                item={
-                    "type": "mcp_approval_response",
-                    "approval_request_id": request.id,
-                    "approve": True,
-                }
-            )
+            await answer_approval(conn, request.id, approve=True)
             error = (await events.until("error"))[-1]
             assert error.error.code == "approval_already_answered"
 
@@ -183,13 +189,7 @@ async def test_tools_are_listed_called_refused_and_approved(
             turn = await ask(conn, events, "Delete account 43.")
             request = turn[-1].response.output[-1]
             assert request.type == "mcp_approval_request"
-            await conn.conversation.item.create(
-                item={
-                    "type": "mcp_approval_response",
-                    "approval_request_id": request.id,
-                    "approve": False,
-                }
-            )
+            await answer_approval(conn, request.id, approve=False)
             await events.until("conversation.item.done")
             await conn.response.create()
             turn = await events.until("response.done")
@@ -227,18 +227,13 @@ async def test_tools_are_listed_called_refused_and_approved(
             ("export_all_customers", "refused", "tool_not_allowed"),
             ("get_weather", "ran", None),
         ]
-    finally:
-        llm.stop()
 
 
 async def test_a_server_outside_allowed_mcp_servers_is_refused(
     start_server: Any, mcp_server: McpTestServer
 ) -> None:
     server = start_server(policy={"allowed_mcp_servers": [mcp_server.url]})
-    client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-        events = Events(conn)
-        await events.expect("session.created")
+    async with connected(server) as (conn, events, _):
         other = entry("http://127.0.0.1:9/mcp")
         await conn.session.update(session={"type": "realtime", "tools": [other]})
         error = await events.expect("error")
@@ -250,10 +245,7 @@ async def test_a_server_outside_allowed_mcp_servers_is_refused(
 
 async def test_an_unreachable_server_fails_its_listing_with_a_reason(start_server: Any) -> None:
     server = start_server()
-    client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-        events = Events(conn)
-        await events.expect("session.created")
+    async with connected(server) as (conn, events, _):
         listing = await add_server(conn, events, entry("http://127.0.0.1:9/mcp"))
         assert "mcp_list_tools.failed" in types(listing)
         error = next(e for e in listing if e.type == "error")
@@ -266,9 +258,6 @@ async def test_operator_servers_serve_every_session(
     start_server: Any, mcp_server: McpTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CRM_TOKEN", "s3cret-token")
-    llm = SlowChatServer(
-        delay_s=0.0, scripts=[call("get_weather", {"city": "Oslo"}), say("Sunny in Oslo.")]
-    )
     operator = {
         "server_label": "crm",
         "server_url": mcp_server.url,
@@ -277,12 +266,12 @@ async def test_operator_servers_serve_every_session(
         "require_approval": "never",
         "sensitive_args": ["city"],
     }
-    server = start_server(llm_base_url=llm.url, llm_model="scripted", mcp_servers=[operator])
-    try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            created = await events.expect("session.created")
+    with scripted_server(
+        start_server,
+        [call("get_weather", {"city": "Oslo"}), say("Sunny in Oslo.")],
+        mcp_servers=[operator],
+    ) as (llm, server):
+        async with connected(server) as (conn, events, created):
             assert created.session.tools == []  # the operator's headers are never shown
             listing = await events.until("conversation.item.done")
             assert [t.name for t in listing[-1].item.tools] == ["get_weather"]
@@ -299,28 +288,21 @@ async def test_operator_servers_serve_every_session(
         (entry,) = [e for e in got.json()["data"] if e["session_id"] == created.session.id]
         assert entry["detail"]["arguments"] == {"city": "[redacted]"}
         assert "Oslo" not in json.dumps(entry)
-    finally:
-        llm.stop()
 
 
 async def test_invalid_arguments_never_reach_the_server(
     start_server: Any, mcp_server: McpTestServer
 ) -> None:
-    llm = SlowChatServer(
-        delay_s=0.0,
-        scripts=[
+    with scripted_server(
+        start_server,
+        [
             call("get_weather", {"town": "Paris"}),
             say("Which city?"),
             call("delete_account", {"account_id": 42}),
             say("That did not work."),
         ],
-    )
-    server = start_server(llm_base_url=llm.url, llm_model="scripted")
-    try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            await events.expect("session.created")
+    ) as (llm, server):
+        async with connected(server) as (conn, events, _):
             await add_server(conn, events, entry(mcp_server.url, require_approval="always"))
             for asked in ("Weather?", "Delete account 42."):
                 turn = await ask(conn, events, asked)
@@ -332,23 +314,16 @@ async def test_invalid_arguments_never_reach_the_server(
                 assert "Invalid arguments" in tool_messages(llm.requests[-1])[-1]
         assert mcp_server.calls == []
         assert "'city' is a required property" in tool_messages(llm.requests[1])[-1]
-    finally:
-        llm.stop()
 
 
 @pytest.mark.parametrize("modality", ["text", "audio"])
 async def test_a_slow_tool_gets_a_filler_then_the_answer(
     start_server: Any, mcp_server: McpTestServer, modality: str
 ) -> None:
-    llm = SlowChatServer(
-        delay_s=0.0, scripts=[call("slow_lookup", {"order": "7"}), say("Order 7 has shipped.")]
-    )
-    server = start_server(llm_base_url=llm.url, llm_model="scripted")
-    try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            await events.expect("session.created")
+    with scripted_server(
+        start_server, [call("slow_lookup", {"order": "7"}), say("Order 7 has shipped.")]
+    ) as (llm, server):
+        async with connected(server) as (conn, events, _):
             tool = entry(mcp_server.url, require_approval="never")
             session = {"type": "realtime", "output_modalities": [modality], "tools": [tool]}
             await conn.session.update(session=session)
@@ -373,8 +348,6 @@ async def test_a_slow_tool_gets_a_filler_then_the_answer(
         assert " ".join(said.split()) == "One moment while I check that. Order 7 has shipped."
         if modality == "audio":
             assert any(e.type == "response.output_audio.delta" for e in turn)
-    finally:
-        llm.stop()
 
 
 async def tool_audit(server: RunningServer, session_id: str, status: str) -> dict[str, Any]:
@@ -397,13 +370,9 @@ async def tool_audit(server: RunningServer, session_id: str, status: str) -> dic
 async def test_a_cancelled_response_stops_a_read_call_but_not_a_write(
     start_server: Any, mcp_server: McpTestServer, tool: str, status: str
 ) -> None:
-    llm = SlowChatServer(delay_s=0.0, scripts=[call(tool, {"order": "9"}), say("Done.")])
-    server = start_server(llm_base_url=llm.url, llm_model="scripted")
-    try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            session_id = (await events.expect("session.created")).session.id
+    with scripted_server(start_server, [call(tool, {"order": "9"}), say("Done.")]) as (llm, server):
+        async with connected(server) as (conn, events, created):
+            session_id = created.session.id
             await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
             await ask_only(conn, events, "Refund order 9.")
             await events.until("response.mcp_call.in_progress")
@@ -418,20 +387,15 @@ async def test_a_cancelled_response_stops_a_read_call_but_not_a_write(
             assert mcp_server.finished.is_set()
             assert mcp_server.named(tool) == [{"order": "9"}]
         assert len(llm.requests) == 1  # the model never continued the cancelled response
-    finally:
-        llm.stop()
 
 
 async def test_a_write_call_finishes_when_the_client_hangs_up(
     start_server: Any, mcp_server: McpTestServer
 ) -> None:
-    llm = SlowChatServer(delay_s=0.0, scripts=[call("slow_refund", {"order": "5"}), say("Done.")])
-    server = start_server(llm_base_url=llm.url, llm_model="scripted")
-    try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            session_id = (await events.expect("session.created")).session.id
+    script = [call("slow_refund", {"order": "5"}), say("Done.")]
+    with scripted_server(start_server, script) as (llm, server):
+        async with connected(server) as (conn, events, created):
+            session_id = created.session.id
             await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
             await ask_only(conn, events, "Refund order 5.")
             await events.until("response.mcp_call.in_progress")
@@ -440,25 +404,17 @@ async def test_a_write_call_finishes_when_the_client_hangs_up(
         assert record["detail"]["tool"] == "slow_refund"
         assert mcp_server.finished.is_set()
         assert mcp_server.named("slow_refund") == [{"order": "5"}]
-    finally:
-        llm.stop()
 
 
 async def test_a_huge_answer_is_cut_to_what_the_model_reads(
     start_server: Any, mcp_server: McpTestServer
 ) -> None:
-    llm = SlowChatServer(delay_s=0.0, scripts=[call("big_report", {}), say("It is long.")])
-    server = start_server(llm_base_url=llm.url, llm_model="scripted")
-    try:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="sk-test")
-        async with client.realtime.connect(model="gpt-realtime") as conn:
-            events = Events(conn)
-            await events.expect("session.created")
+    script = [call("big_report", {}), say("It is long.")]
+    with scripted_server(start_server, script) as (llm, server):
+        async with connected(server) as (conn, events, _):
             await add_server(conn, events, entry(mcp_server.url, require_approval="never"))
             turn = await ask(conn, events, "Read me the report.")
         item = next(o for o in turn[-1].response.output if o.type == "mcp_call")
         assert item.output is not None and len(item.output) < 64_100
         assert item.output.endswith("[cut: the tool answered 100000 characters]")
         assert tool_messages(llm.requests[1]) == [item.output]
-    finally:
-        llm.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
 
 from _controls import engines as scripted_engines
 from _realtime import Events
-from _shared_state import REDIS_URL, delete_prefix, random_prefix, redis_state, require_redis
+from _shared_state import REDIS_URL, own_prefix, redis_state
 from _sip import finish, require_sipp, sipp
 from _twilio import Webhook, connect_stream, post_webhook
 from _webhooks import WebhookReceiver
@@ -33,12 +33,7 @@ SECRET = "whsec_" + "c2VjcmV0LWZvci1yZXBsaWNhcw=="
 AUTH_TOKEN = "twilio-auth-token-for-replicas"
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    require_redis()
-    prefix = random_prefix()
-    yield prefix
-    await delete_prefix(prefix)
+prefix = pytest.fixture(own_prefix)
 
 
 @pytest.fixture
@@ -109,6 +104,17 @@ def sip_settings(receiver: WebhookReceiver, rtp_ports: str) -> dict[str, Any]:
     }
 
 
+def sip_replica(
+    start_server: Any, prefix: str, receiver: WebhookReceiver, rtp_ports: str
+) -> RunningServer:
+    """One replica on the Redis `prefix` (scripted engines) with a SIP endpoint that announces
+    calls to `receiver`'s webhook and takes media ports from `rtp_ports`."""
+    sip = sip_settings(receiver, rtp_ports)
+    return start_server(
+        scripted_engines(), redis_url=REDIS_URL, redis_prefix=prefix, api_keys=[KEY], sip=sip
+    )
+
+
 async def incoming(client: AsyncOpenAI, receiver: WebhookReceiver) -> str:
     body, headers = await receiver.next()
     event = client.webhooks.unwrap(body, headers, secret=SECRET)
@@ -120,20 +126,8 @@ async def test_sip_call_control_sent_to_another_replica_reaches_the_owner(
     start_server: Any, prefix: str, receiver: WebhookReceiver, tmp_path: Path
 ) -> None:
     require_sipp()
-    owner = start_server(
-        scripted_engines(),
-        redis_url=REDIS_URL,
-        redis_prefix=prefix,
-        api_keys=[KEY],
-        sip=sip_settings(receiver, "32000-32499"),
-    )
-    other = start_server(
-        scripted_engines(),
-        redis_url=REDIS_URL,
-        redis_prefix=prefix,
-        api_keys=[KEY],
-        sip=sip_settings(receiver, "32500-32999"),
-    )
+    owner = sip_replica(start_server, prefix, receiver, "32000-32499")
+    other = sip_replica(start_server, prefix, receiver, "32500-32999")
     target = f"127.0.0.1:{owner.app.state.voxgate.sip.port}"
     async with AsyncOpenAI(base_url=other.base_url, api_key=KEY, max_retries=0) as client:
         # The caller reaches the owner's SIP endpoint; every call-control request goes to the
@@ -173,13 +167,7 @@ async def test_sip_call_control_sent_to_another_replica_reaches_the_owner(
 async def test_call_control_for_an_unreachable_owner_names_it(
     start_server: Any, prefix: str, receiver: WebhookReceiver
 ) -> None:
-    server = start_server(
-        scripted_engines(),
-        redis_url=REDIS_URL,
-        redis_prefix=prefix,
-        api_keys=[KEY],
-        sip=sip_settings(receiver, "32000-32999"),
-    )
+    server = sip_replica(start_server, prefix, receiver, "32000-32999")
     gone_owner = "http://127.0.0.1:9"  # the discard port: nothing answers HTTP there
     async with redis_state(prefix) as shared:
         await shared.register_call("rtc_elsewhere", gone_owner, 30)

@@ -4,7 +4,6 @@ in the path, usage reaches the relaying server's ledger, and the upstream's key 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from collections.abc import Iterator
@@ -12,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agents import function_tool
-from agents.realtime import RealtimeAgent, RealtimeRunner
+from agents.realtime import RealtimeRunner
 
+from _agents import ask_the_weather_in_paris, calls, spoken, weather_agent
 from _relay import (
     ADMIN_KEY,
     MODEL,
@@ -119,50 +118,19 @@ async def test_transcriptions_of_relayed_sessions_reach_the_ledger(
     )
 
 
-calls: list[str] = []
-
-
-@function_tool
-def get_weather(city: str) -> str:
-    """The current weather for a city."""
-    calls.append(city)
-    return f"It is sunny and 21 degrees in {city}."
-
-
 async def test_an_agent_calls_a_tool_through_the_relay(
     start_server: Any, upstream: UpstreamVoxgate, tmp_path: Path
 ) -> None:
     calls.clear()
     server = relay_server(start_server, upstream, tmp_path)
-    agent = RealtimeAgent(
-        name="Assistant", instructions="Help with the weather.", tools=[get_weather]
-    )
-    session = await RealtimeRunner(agent).run(
+    session = await RealtimeRunner(weather_agent()).run(
         model_config={"url": server.ws_url + f"?model={MODEL}", "api_key": ADMIN_KEY}
     )
-    seen: list[Any] = []
-    errors: list[Any] = []
     async with session:
-        await session.send_message("What is the get weather for Paris?")
-        async with asyncio.timeout(30):
-            async for event in session:
-                seen.append(event)
-                if event.type == "error" or (
-                    event.type == "raw_model_event" and event.data.type == "error"
-                ):
-                    errors.append(event)
-                ends = sum(e.type == "agent_end" for e in seen)
-                if ends >= 2 and any(e.type == "tool_end" for e in seen):
-                    break
+        seen, errors = await ask_the_weather_in_paris(session)
     assert not errors, errors
     assert calls == ["Paris"]
     tool_start = next(e for e in seen if e.type == "tool_start")
     assert any(e.type == "audio" for e in seen[seen.index(tool_start) :])
-    spoken = [
-        part.transcript
-        for item in session._history
-        if getattr(item, "role", None) == "assistant"
-        for part in item.content
-        if getattr(part, "transcript", None)
-    ]
-    assert any("sunny and 21 degrees in Paris" in text for text in spoken), spoken
+    said = spoken(session)
+    assert any("sunny and 21 degrees in Paris" in text for text in said), said

@@ -4,21 +4,13 @@ selection of the shared state from the settings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from _shared_state import (
-    REDIS_URL,
-    delete_prefix,
-    random_prefix,
-    redis_state,
-    require_redis,
-    wait_until,
-)
+from _shared_state import REDIS_URL, own_prefix, redis_state, wait_until
 from conftest import RunningServer, free_port
 from voxgate.call.webrtc import WebRTCPeer, hang_up, post_offer
 from voxgate.control.shared import MemorySharedState
@@ -29,12 +21,7 @@ from voxgate.storage.redis_state import RedisSharedState
 KEY = "sk-replicas"
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    require_redis()
-    prefix = random_prefix()
-    yield prefix
-    await delete_prefix(prefix)
+prefix = pytest.fixture(own_prefix)
 
 
 @pytest.fixture
@@ -94,6 +81,13 @@ async def _gone(shared: RedisSharedState, call_id: str) -> bool:
     return await shared.call_owner(call_id) is None
 
 
+async def first_sideband_event(server: RunningServer, call_id: str, key: str = KEY) -> Any:
+    """The first event that a sideband attach to `call_id` through `server` receives."""
+    client = AsyncOpenAI(base_url=server.base_url, api_key=key)
+    async with client.realtime.connect(call_id=call_id) as sideband:
+        return await sideband.recv()
+
+
 async def test_relayed_refusals_keep_their_code(
     pair: tuple[RunningServer, RunningServer], prefix: str
 ) -> None:
@@ -101,16 +95,12 @@ async def test_relayed_refusals_keep_their_code(
     # The directory names the owner, but the owner no longer has the call.
     async with redis_state(prefix) as shared:
         await shared.register_call("rtc_gone", f"http://127.0.0.1:{owner.settings.port}", 30)
-        client = AsyncOpenAI(base_url=other.base_url, api_key=KEY)
-        async with client.realtime.connect(call_id="rtc_gone") as sideband:
-            event = await sideband.recv()
+        event = await first_sideband_event(other, "rtc_gone")
         assert event.type == "error"
         assert event.error.code == "call_not_found"
         # A wrong key is refused by the owner, through the relay.
         await shared.register_call("rtc_x", f"http://127.0.0.1:{owner.settings.port}", 30)
-        bad = AsyncOpenAI(base_url=other.base_url, api_key="sk-wrong")
-        async with bad.realtime.connect(call_id="rtc_x") as sideband:
-            event = await sideband.recv()
+        event = await first_sideband_event(other, "rtc_x", key="sk-wrong")
         assert event.error.code == "invalid_api_key"
 
 
@@ -120,9 +110,7 @@ async def test_an_unreachable_owner_is_a_clear_error(
     _, other = pair
     async with redis_state(prefix) as shared:
         await shared.register_call("rtc_lost", f"http://127.0.0.1:{free_port()}", 30)
-        client = AsyncOpenAI(base_url=other.base_url, api_key=KEY)
-        async with client.realtime.connect(call_id="rtc_lost") as sideband:
-            event = await sideband.recv()
+        event = await first_sideband_event(other, "rtc_lost")
     assert event.type == "error"
     assert event.error.code == "call_owner_unreachable"
 

@@ -6,7 +6,9 @@ BYE — and the policy gates who may be called and how often."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +52,48 @@ def llm() -> Iterator[SlowChatServer]:
     server.stop()
 
 
-async def test_outbound_call_to_a_sipp_phone_talks(
-    start_server: Any, llm: SlowChatServer, tmp_path: Path
-) -> None:
-    require_sipp(raw=True)
-    uas_port, media_port = udp_port(), even_udp_port()
-    sip = {
+def carrier_trunk(uas_port: int) -> dict[str, Any]:
+    """SIP settings with one trunk, "carrier", whose outbound calls go to 127.0.0.1:`uas_port`."""
+    return {
         "listen": "127.0.0.1:0",
         "rtp_ports": "33000-33999",
         "trunks": [
             {"name": "carrier", "allowed_sources": [], "outbound_uri": f"sip:127.0.0.1:{uas_port}"}
         ],
     }
+
+
+@contextmanager
+def callee_phone(
+    scenario: str, uas_port: int, media_port: int, tmp_path: Path
+) -> Iterator[tuple[RtpCapture, subprocess.Popen[str]]]:
+    """A SIPp phone that takes one call on `uas_port` as `scenario` says; its media port is
+    `media_port`, where the audio voxgate sends it is captured."""
+    with (
+        RtpCapture(media_port) as capture,
+        sipp(scenario, None, "-p", str(uas_port), cwd=tmp_path, media_port=media_port) as callee,
+    ):
+        yield capture, callee
+
+
+async def sideband_answer(client: AsyncOpenAI, call_id: str) -> list[Any]:
+    """Follow the call on a sideband until the answer to the callee (not the opening
+    disclosure) has been played out; the events up to that response.done."""
+    async with client.realtime.connect(call_id=call_id) as sideband:
+        side = Events(sideband)
+        await side.expect("session.created")
+        done = await side.until(_answer_done, wait_s=40)
+        rid = done[-1].response.id
+        await side.until(lambda e: e.type == "output_audio_buffer.stopped" and e.response_id == rid)
+    return done
+
+
+async def test_outbound_call_to_a_sipp_phone_talks(
+    start_server: Any, llm: SlowChatServer, tmp_path: Path
+) -> None:
+    require_sipp(raw=True)
+    uas_port, media_port = udp_port(), even_udp_port()
+    sip = carrier_trunk(uas_port)
     policy = {"allowed_outbound_prefixes": ["+1555"], "outbound_calls_per_minute": 1}
     srv = start_server(api_keys=[KEY], llm_base_url=llm.url, llm_model="m", sip=sip, policy=policy)
     speech = ulaw_speech("What time do you open tomorrow?")
@@ -84,12 +116,7 @@ async def test_outbound_call_to_a_sipp_phone_talks(
             refused.status_code == 403 and refused.json()["error"]["code"] == "number_not_allowed"
         )
 
-        with (
-            RtpCapture(media_port) as capture,
-            sipp(
-                "uas_answer", None, "-p", str(uas_port), cwd=tmp_path, media_port=media_port
-            ) as callee,
-        ):
+        with callee_phone("uas_answer", uas_port, media_port, tmp_path) as (capture, callee):
             placed = await http.post("/realtime/calls/outbound", json=place)
             assert placed.status_code == 200, placed.text
             outcome = placed.json()
@@ -103,15 +130,8 @@ async def test_outbound_call_to_a_sipp_phone_talks(
             again = await http.post("/realtime/calls/outbound", json=place)
             assert again.status_code == 429, again.text
             assert again.json()["error"]["code"] == "rate_limit_exceeded"
-            async with client.realtime.connect(call_id=call_id) as sideband:
-                side = Events(sideband)
-                await side.expect("session.created")
-                # The call opens with the disclosure; then the callee speaks and is answered.
-                done = await side.until(_answer_done, wait_s=40)
-                rid = done[-1].response.id
-                await side.until(
-                    lambda e: e.type == "output_audio_buffer.stopped" and e.response_id == rid
-                )
+            # The call opens with the disclosure; then the callee speaks and is answered.
+            done = await sideband_answer(client, call_id)
             await client.realtime.calls.hangup(call_id)
             result = await asyncio.to_thread(finish, callee, tmp_path)
         assert callee.returncode == 0, result  # rang, answered, and got our BYE
@@ -135,13 +155,7 @@ async def test_an_outbound_call_talks_in_the_codec_the_callee_answers(
     # telephone-event, and answers PCMA; the call must then be A-law both ways.
     require_sipp(raw=True)
     uas_port, media_port = udp_port(), even_udp_port()
-    sip = {
-        "listen": "127.0.0.1:0",
-        "rtp_ports": "33000-33999",
-        "trunks": [
-            {"name": "carrier", "allowed_sources": [], "outbound_uri": f"sip:127.0.0.1:{uas_port}"}
-        ],
-    }
+    sip = carrier_trunk(uas_port)
     srv = start_server(api_keys=[KEY], llm_base_url=llm.url, llm_model="m", sip=sip)
     quiet = pcm16_to_alaw(bytes(320))
     speech = pcm16_to_alaw(speak("What time do you open tomorrow?", sample_rate=8000))
@@ -153,24 +167,12 @@ async def test_an_outbound_call_talks_in_the_codec_the_callee_answers(
         AsyncOpenAI(base_url=srv.base_url, api_key=KEY) as client,
     ):
         http.headers["Authorization"] = f"Bearer {KEY}"
-        with (
-            RtpCapture(media_port) as capture,
-            sipp(
-                "uas_answer_pcma", None, "-p", str(uas_port), cwd=tmp_path, media_port=media_port
-            ) as callee,
-        ):
+        with callee_phone("uas_answer_pcma", uas_port, media_port, tmp_path) as (capture, callee):
             placed = await http.post("/realtime/calls/outbound", json=place)
             assert placed.status_code == 200, placed.text
             assert placed.json()["status"] == "answered", placed.text
             call_id = placed.json()["call_id"]
-            async with client.realtime.connect(call_id=call_id) as sideband:
-                side = Events(sideband)
-                await side.expect("session.created")
-                done = await side.until(_answer_done, wait_s=40)
-                rid = done[-1].response.id
-                await side.until(
-                    lambda e: e.type == "output_audio_buffer.stopped" and e.response_id == rid
-                )
+            await sideband_answer(client, call_id)
             await client.realtime.calls.hangup(call_id)
             result = await asyncio.to_thread(finish, callee, tmp_path)
         assert callee.returncode == 0, result  # the offer held both codecs; A-law was answered

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from voxgate.server.sip_calls import OUTBOUND_CODECS
 from voxgate.transports.sip import digest, sdp
 from voxgate.transports.sip.events import (
+    Call,
     CallAnswered,
     CallConfirmed,
     CallEnded,
@@ -200,31 +201,58 @@ def test_retransmitted_invite_gets_the_last_response_again() -> None:
     assert statuses(again) == [180] and not [o for o in again if isinstance(o, IncomingCall)]
 
 
-def test_outbound_invite_progress_answer_and_ack() -> None:
-    ua = UserAgent("127.0.0.1", 5060)
+def dial(
+    ua: UserAgent,
+    *,
+    to_uri: str,
+    from_uri: str,
+    target: tuple[str, int],
+    media_port: int,
+    dtmf_payload_type: int | None = None,
+    credentials: tuple[str, str] | None = None,
+) -> tuple[Call, list[Output]]:
+    """Start an outbound call at time 0 that offers PCMU on 127.0.0.1:`media_port`."""
     body = sdp.build(
         host="127.0.0.1",
-        port=30002,
+        port=media_port,
         session_id=1,
         version=1,
         codecs=[("PCMU", 0)],
-        dtmf_payload_type=101,
+        dtmf_payload_type=dtmf_payload_type,
     )
-    call, out = ua.invite(
+    return ua.invite(
+        to_uri=to_uri,
+        from_uri=from_uri,
+        target=target,
+        body=body,
+        local_media=("127.0.0.1", media_port),
+        now=0.0,
+        credentials=credentials,
+    )
+
+
+def header_lines(request: SipRequest, names: tuple[str, ...]) -> list[str]:
+    """The header lines of `request` whose names are in `names`, as a far end copies them."""
+    head = request.to_bytes().split(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
+    return [h for h in head if h.split(":")[0] in names]
+
+
+def test_outbound_invite_progress_answer_and_ack() -> None:
+    ua = UserAgent("127.0.0.1", 5060)
+    call, out = dial(
+        ua,
         to_uri="sip:+15550001111@10.0.0.9:5070",
         from_uri="sip:+15559990000@127.0.0.1",
         target=("10.0.0.9", 5070),
-        body=body,
-        local_media=("127.0.0.1", 30002),
-        now=0.0,
+        media_port=30002,
+        dtmf_payload_type=101,
     )
     [request] = sent(out)
     assert isinstance(request, SipRequest) and request.method == "INVITE"
     assert [m.method for m in sent(ua.tick(0.5)) if isinstance(m, SipRequest)] == ["INVITE"]
 
     def reply(status: int, body: str = "") -> bytes:
-        head = request.to_bytes().split(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
-        keep = [h for h in head if h.split(":")[0] in ("Via", "From", "Call-ID", "CSeq")]
+        keep = header_lines(request, ("Via", "From", "Call-ID", "CSeq"))
         lines = [f"SIP/2.0 {status} X", *keep, "To: <sip:+15550001111@10.0.0.9>;tag=bb"]
         lines += ["Contact: <sip:uas@10.0.0.9:5070>", f"Content-Length: {len(body)}"]
         return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
@@ -241,22 +269,7 @@ def test_outbound_invite_progress_answer_and_ack() -> None:
 
 def test_outbound_invite_busy_and_no_answer() -> None:
     ua = UserAgent("127.0.0.1", 5060)
-    body = sdp.build(
-        host="127.0.0.1",
-        port=1,
-        session_id=1,
-        version=1,
-        codecs=[("PCMU", 0)],
-        dtmf_payload_type=None,
-    )
-    call, out = ua.invite(
-        to_uri="sip:1@h",
-        from_uri="sip:2@h",
-        target=("h", 5060),
-        body=body,
-        local_media=("127.0.0.1", 1),
-        now=0.0,
-    )
+    call, out = dial(ua, to_uri="sip:1@h", from_uri="sip:2@h", target=("h", 5060), media_port=1)
     outputs: list[Output] = []
     while (deadline := ua.next_deadline()) is not None:
         outputs += ua.tick(deadline)
@@ -266,29 +279,19 @@ def test_outbound_invite_busy_and_no_answer() -> None:
 
 def test_outbound_invite_answers_a_digest_challenge_once() -> None:
     ua = UserAgent("127.0.0.1", 5060)
-    body = sdp.build(
-        host="127.0.0.1",
-        port=1,
-        session_id=1,
-        version=1,
-        codecs=[("PCMU", 0)],
-        dtmf_payload_type=None,
-    )
-    call, out = ua.invite(
+    call, out = dial(
+        ua,
         to_uri="sip:+15550001111@10.0.0.9",
         from_uri="sip:me@127.0.0.1",
         target=PEER,
-        body=body,
-        local_media=("127.0.0.1", 1),
-        now=0.0,
+        media_port=1,
         credentials=("pbx", "s3cret"),
     )
     [request] = sent(out)
     assert isinstance(request, SipRequest)
 
     def challenge(invite: SipRequest) -> bytes:
-        head = invite.to_bytes().split(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
-        keep = [h for h in head if h.split(":")[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
+        keep = header_lines(invite, ("Via", "From", "To", "Call-ID", "CSeq"))
         lines = ["SIP/2.0 407 Proxy Authentication Required", *keep]
         lines += ['Proxy-Authenticate: Digest realm="carrier", nonce="abc", qop="auth"']
         return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()

@@ -15,8 +15,9 @@ import pytest
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
+from _agents import spoken
 from _realtime import Events
-from _tool_model import Model, added, answer, listening, spoke, tell
+from _tool_model import Microphone, Model, added, answer, answer_approval, listening, spoke, tell
 from _tool_service import ToolService
 from conftest import RunningServer, SlowChatServer, free_port, validated
 from voxgate.control.identity import hash_user
@@ -342,16 +343,11 @@ async def test_destructive_tool_runs_once_on_approval_event(
         request, readback = await ask_to_delete(conn, events)
         assert "account id 42" in readback and "9876" not in readback
         assert len(service.calls_to("/delete")) == before  # asked, not done
-        approval = {
-            "type": "mcp_approval_response",
-            "approval_request_id": request.id,
-            "approve": True,
-        }
-        await conn.conversation.item.create(item=approval)  # type: ignore[arg-type]
+        await answer_approval(conn, request.id, approve=True)
         _, said = await answer(events)
         assert "account 42 is deleted" in said
         # The same approval again runs nothing: it was answered already.
-        await conn.conversation.item.create(item=approval)  # type: ignore[arg-type]
+        await answer_approval(conn, request.id, approve=True)
         error = (await events.until("error")).pop()
         assert error.error.code == "approval_already_answered"
     calls = service.calls_to("/delete")[before:]
@@ -392,12 +388,7 @@ async def test_declined_and_expired_actions_stay_unrun(
     async with session(server, output_modalities=["text"]) as (conn, events):
         sid = events.all[0].session.id
         request, _ = await ask_to_delete(conn, events)
-        refusal = {
-            "type": "mcp_approval_response",
-            "approval_request_id": request.id,
-            "approve": False,
-        }
-        await conn.conversation.item.create(item=refusal)  # type: ignore[arg-type]
+        await answer_approval(conn, request.id, approve=False)
         await events.until("conversation.item.done")
         # close_account's confirmation lapses after 1 s of silence.
         await tell(conn, "Close account 7.")
@@ -420,15 +411,24 @@ async def test_declined_and_expired_actions_stay_unrun(
 # -- spoken confirmation (speech made by the embedded TTS, heard by VAD and Whisper) ---------
 
 
+@asynccontextmanager
+async def asked_to_delete_aloud(
+    server: RunningServer, model: SlowChatServer
+) -> AsyncIterator[tuple[Events, Microphone, str]]:
+    """A session with a live microphone in which the model has asked to delete account 42 and
+    waits for the user's answer; yields the events, the microphone and the session id."""
+    model.respond = Model(DELETE)
+    async with session(server) as (conn, events), listening(conn) as mic:
+        await ask_to_delete(conn, events)
+        yield events, mic, events.all[0].session.id
+
+
 @pytest.mark.slow
 async def test_spoken_yes_runs_the_action_once(
     server: RunningServer, model: SlowChatServer, service: ToolService
 ) -> None:
-    model.respond = Model(DELETE)
     before = len(service.calls_to("/delete"))
-    async with session(server) as (conn, events), listening(conn) as mic:
-        sid = events.all[0].session.id
-        await ask_to_delete(conn, events)
+    async with asked_to_delete_aloud(server, model) as (events, mic, sid):
         mic.say("yes please")
         seen, said = await answer(events)
     assert "account 42 is deleted" in said
@@ -445,11 +445,8 @@ async def test_spoken_yes_runs_the_action_once(
 async def test_spoken_no_leaves_it_unrun(
     server: RunningServer, model: SlowChatServer, service: ToolService
 ) -> None:
-    model.respond = Model(DELETE)
     before = len(service.calls_to("/delete"))
-    async with session(server) as (conn, events), listening(conn) as mic:
-        sid = events.all[0].session.id
-        await ask_to_delete(conn, events)
+    async with asked_to_delete_aloud(server, model) as (events, mic, sid):
         mic.say("no")
         _, said = await answer(events)
     assert "did not do it" in said
@@ -558,11 +555,5 @@ async def test_agents_sdk_client_sees_the_server_tool_run(
                     break
     assert not errors, errors
     assert len(service.calls_to("/weather")) == before + 1
-    spoken = [
-        part.transcript
-        for item in agent_session._history
-        if getattr(item, "role", None) == "assistant"
-        for part in item.content
-        if getattr(part, "transcript", None)
-    ]
-    assert any("sunny and 21 degrees in Lima" in text for text in spoken), spoken
+    said = spoken(agent_session)
+    assert any("sunny and 21 degrees in Lima" in text for text in said), said

@@ -6,15 +6,17 @@ The client is the official `openai` SDK; every event it reads is validated."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
+from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from _realtime import Events
-from _tool_model import Model, added, answer, tell
+from _tool_model import Model, added, answer, answer_approval, tell
 from _tool_service import ToolService
 from _upstream import UpstreamVoxgate, upstream_voxgate
 from conftest import RunningServer, SlowChatServer
@@ -72,6 +74,16 @@ def relay(
     return server
 
 
+@asynccontextmanager
+async def connected(relay: RunningServer) -> AsyncIterator[tuple[AsyncRealtimeConnection, Events]]:
+    """An `openai` SDK realtime connection to the relay, past its session.created."""
+    client = AsyncOpenAI(base_url=relay.base_url, api_key=ADMIN_KEY)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        events = Events(conn)
+        await events.expect("session.created")
+        yield conn, events
+
+
 def output_items(seen: list[Any], kind: str) -> list[Any]:
     return [
         e.item for e in seen if e.type.startswith("response.output_item") and e.item.type == kind
@@ -83,10 +95,7 @@ async def test_relayed_read_tool_runs_here(
 ) -> None:
     model.respond = Model({"weather": ("get_weather", {"city": "Paris"})})
     before = len(service.calls_to("/weather"))
-    client = AsyncOpenAI(base_url=relay.base_url, api_key=ADMIN_KEY)
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-        events = Events(conn)
-        await events.expect("session.created")
+    async with connected(relay) as (conn, events):
         await tell(conn, "What is the weather in Paris?")
         seen, said = await answer(events)
     assert "sunny and 21 degrees in Paris" in said
@@ -109,25 +118,17 @@ async def test_relayed_destructive_tool_waits_for_the_approval_here(
 ) -> None:
     model.respond = Model({"delete": ("delete_account", {"account_id": "42"})})
     before = len(service.calls_to("/delete"))
-    client = AsyncOpenAI(base_url=relay.base_url, api_key=ADMIN_KEY)
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-        events = Events(conn)
-        await events.expect("session.created")
+    async with connected(relay) as (conn, events):
         await tell(conn, "Please delete account 42.")
         seen, readback = await answer(events)
         assert "Shall I go ahead" in readback
         [request] = added(seen, "mcp_approval_request")
         assert json.loads(request.arguments) == {"account_id": "42"}
         assert len(service.calls_to("/delete")) == before
-        approval = {
-            "type": "mcp_approval_response",
-            "approval_request_id": request.id,
-            "approve": True,
-        }
-        await conn.conversation.item.create(item=approval)  # type: ignore[arg-type]
+        await answer_approval(conn, request.id, approve=True)
         _, said = await answer(events)
         assert "account 42 is deleted" in said
-        await conn.conversation.item.create(item=approval)  # type: ignore[arg-type]
+        await answer_approval(conn, request.id, approve=True)
         error = (await events.until("error")).pop()
         assert error.error.code == "approval_already_answered"
     assert len(service.calls_to("/delete")) == before + 1
@@ -140,10 +141,7 @@ async def test_relayed_interrupted_readback_cancels_the_action(
     scripted.readback_pieces = 60  # the question streams for a while: room to interrupt
     model.respond = scripted
     before = len(service.calls_to("/delete"))
-    client = AsyncOpenAI(base_url=relay.base_url, api_key=ADMIN_KEY)
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-        events = Events(conn)
-        await events.expect("session.created")
+    async with connected(relay) as (conn, events):
         await tell(conn, "Please delete account 7.")
         seen = await events.until(
             lambda e: e.type == "conversation.item.added" and e.item.type == "mcp_approval_request"
@@ -155,12 +153,7 @@ async def test_relayed_interrupted_readback_cancels_the_action(
             lambda e: e.type == "conversation.item.added" and e.item.type == "mcp_approval_response"
         )
         assert (lapsed[-1].item.approve, lapsed[-1].item.reason) == (False, "interrupted")
-        approval = {
-            "type": "mcp_approval_response",
-            "approval_request_id": request.id,
-            "approve": True,
-        }
-        await conn.conversation.item.create(item=approval)  # type: ignore[arg-type]
+        await answer_approval(conn, request.id, approve=True)
         error = (await events.until("error")).pop()
         assert error.error.code == "approval_already_answered"
     assert len(service.calls_to("/delete")) == before
@@ -173,10 +166,7 @@ async def test_relayed_yes_in_the_users_next_turn_runs_the_action_once(
     # arrives as its transcript, when the session transcribes input).
     model.respond = Model({"delete": ("delete_account", {"account_id": "42"})})
     before = len(service.calls_to("/delete"))
-    client = AsyncOpenAI(base_url=relay.base_url, api_key=ADMIN_KEY)
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-        events = Events(conn)
-        await events.expect("session.created")
+    async with connected(relay) as (conn, events):
         await tell(conn, "Please delete account 42.")
         _, readback = await answer(events)
         assert "Shall I go ahead" in readback and len(service.calls_to("/delete")) == before
