@@ -17,7 +17,7 @@ Rules kept here:
   audio written between the previous commit or clear and that commit, answered in order;
 - the audio not yet committed is bounded: while turn detection is on and the user is not
   speaking, only the last `IDLE_KEEP_MS`; otherwise the last `PENDING_MAX_MS` (a longer turn
-  keeps its end);
+  keeps its end); both to within a second (audio is dropped in whole segments);
 - the items' audio is bounded by ``max_bytes`` (the local conversation's budget): the oldest
   items' audio is dropped first, the newest item's never.
 """
@@ -45,18 +45,17 @@ PENDING_MAX_MS = 60_000.0
 _SEGMENT_MS = 1_000.0
 
 
-# What a client event written upstream does to the input: audio (bytes, format), or a marker.
-Written = tuple[bytes, str] | Literal["commit", "clear"] | None
+# What a client event written upstream does to the input: audio (bytes, or the client's
+# base64, decoded only if a turn takes it: most input is silence that is never committed) and
+# its format, or a marker.
+Written = tuple[bytes | str, str] | Literal["commit", "clear"] | None
 
 
 def written_by(event: ev.ClientEvent, fmt: str) -> Written:
     """What ``event`` (a client's, in input format ``fmt``) does to the input once written."""
     match event:
         case ev.InputAudioBufferAppend(audio=audio):
-            try:
-                return base64.b64decode(audio, validate=True), fmt
-            except (binascii.Error, ValueError):
-                return None  # the upstream refuses it
+            return audio, fmt
         case ev.InputAudioBufferCommit():
             return "commit"
         case ev.InputAudioBufferClear():
@@ -71,11 +70,30 @@ class _Segment:
 
     start_ms: float
     fmt: str
-    data: bytearray = field(default_factory=bytearray)
+    parts: list[bytes | str] = field(default_factory=list)
+    size: int = 0  # bytes, decoded
 
     @property
     def end_ms(self) -> float:
-        return self.start_ms + bytes_to_ms(self.fmt, len(self.data))
+        return self.start_ms + bytes_to_ms(self.fmt, self.size)
+
+    def add(self, data: bytes | str) -> None:
+        self.parts.append(data)
+        self.size += len(data) if isinstance(data, bytes) else _decoded_size(data)
+
+    def audio(self) -> bytes:
+        return b"".join(p if isinstance(p, bytes) else _decode(p) for p in self.parts)
+
+
+def _decoded_size(b64: str) -> int:
+    return len(b64) // 4 * 3 - b64[-2:].count("=")
+
+
+def _decode(b64: str) -> bytes:
+    try:
+        return base64.b64decode(b64)
+    except (binascii.Error, ValueError):  # the upstream refused it too
+        return b""
 
 
 @dataclass
@@ -101,8 +119,9 @@ class UserAudio:
     # -- what the relay writes ------------------------------------------------------------
 
     def link_opened(self) -> None:
-        """A new upstream session starts hearing the input here (its ms count from now)."""
-        self._origin_ms = self._position_ms
+        """A new upstream session starts hearing the input here (its ms count from now, and
+        its input buffer starts empty)."""
+        self._origin_ms = self._buffer_start_ms = self._position_ms
         self._commits.clear()
         self._spans.clear()
 
@@ -115,14 +134,16 @@ class UserAudio:
         elif what is not None:
             self.written(*what)
 
-    def written(self, data: bytes, fmt: str) -> None:
+    def written(self, data: bytes | str, fmt: str) -> None:
+        """Audio written upstream: bytes, or a client's base64 (assumed valid: one the upstream
+        refuses would shift what follows by its length)."""
         last = self._stream[-1] if self._stream else None
         if last is None or last.fmt != fmt or last.end_ms - last.start_ms >= _SEGMENT_MS:
+            self._trim()  # once a segment: what it drops is whole segments anyway
             last = _Segment(self._position_ms, fmt)
             self._stream.append(last)
-        last.data.extend(data)
+        last.add(data)
         self._position_ms = last.end_ms
-        self._trim()
 
     def commit_written(self) -> None:
         start, end = self._buffer_start_ms, self._position_ms
@@ -216,7 +237,7 @@ class UserAudio:
     @property
     def kept_bytes(self) -> int:
         """The items' audio plus the input not yet committed."""
-        return self._bytes + sum(len(s.data) for s in self._stream)
+        return self._bytes + sum(s.size for s in self._stream)
 
     def _slice(self, start_ms: float, end_ms: float) -> tuple[bytes, str] | None:
         """The audio written between two session times, in the format it began in (a
@@ -231,7 +252,7 @@ class UserAudio:
             fmt = seg.fmt
             lo = ms_to_bytes(seg.fmt, max(0.0, start_ms - seg.start_ms))
             hi = ms_to_bytes(seg.fmt, min(end_ms, seg.end_ms) - seg.start_ms)
-            taken += seg.data[lo:hi]
+            taken += seg.audio()[lo:hi]
         return (bytes(taken), fmt) if fmt is not None and taken else None
 
     def _keep(self, item_id: str, kept: tuple[bytes, str]) -> None:
