@@ -19,20 +19,34 @@ from _helpers_protocol import (
 )
 from voxgate.protocol import carry
 from voxgate.protocol.carry import ConversationMirror, replay_events, seed_connection
+from voxgate.protocol.commands import TranscribeItem
 from voxgate.protocol.connection import Output, RealtimeConnection
+from voxgate.protocol.events import parse_client_event
 from voxgate.protocol.items import AssistantMessage, UserMessage, item_text
+from voxgate.protocol.user_audio import IDLE_KEEP_MS, UserAudio, written_by
 from voxgate.session.context import chat_messages
 
 
 class Upstream:
     """A voxgate connection playing the upstream; every server event it makes is mirrored."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, transcripts: bool = True) -> None:
         self.conn = started()
         self.mirror = ConversationMirror()
         self.mirror.observe(self.conn.session_created().model_dump(mode="json"))
         # Transcripts of user audio reach clients (and so the mirror) only when asked for.
-        self.feed(update(self.conn, audio={"input": {"transcription": {"model": "whisper-1"}}}))
+        if transcripts:
+            transcription = {"transcription": {"model": "whisper-1"}}
+            self.feed(update(self.conn, audio={"input": transcription}))
+
+    def client(self, type: str, **fields: Any) -> list[dict[str, Any]]:
+        """A client event as the relay handles it: written upstream (the mirror keeps what it
+        does to the input), then answered by the upstream."""
+        raw = json.dumps({"type": type, **fields})
+        event, _, error = parse_client_event(raw)
+        assert event is not None, error
+        self.mirror.user_audio.write(written_by(event, self.conn.input_format))
+        return self.feed(self.conn.receive(raw))
 
     def feed(self, outputs: list[Output]) -> list[dict[str, Any]]:
         seen = events(outputs)
@@ -181,8 +195,8 @@ def test_seeded_connection_continues_the_conversation() -> None:
     spoken_turn(up, "What is my name?")
 
     local = RealtimeConnection(model="embedded")
-    dropped = seed_connection(local, up.mirror, model="voxgate-local")
-    assert dropped == []
+    dropped, owed = seed_connection(local, up.mirror, model="voxgate-local")
+    assert dropped == [] and owed == []  # every user turn has its transcript
     assert local.config.instructions == "Speak like a pirate."
     assert local.config.voice == "marin"
     assert local.config.model == "voxgate-local"
@@ -212,7 +226,7 @@ def test_seeding_skips_settings_the_local_pipeline_refuses() -> None:
         }
     )
     local = RealtimeConnection()
-    dropped = seed_connection(local, mirror)
+    dropped, _ = seed_connection(local, mirror)
     assert dropped == ["tools"]
     assert local.config.instructions == "Be brief."
 
@@ -290,6 +304,157 @@ def test_assistant_text_reply_is_mirrored() -> None:
     (item,) = up.mirror.items()
     assert isinstance(item, AssistantMessage)
     assert item_text(item) == "plain text"
+
+
+# -- the user's audio, for turns without a transcript ------------------------------------------
+
+
+def tone(ms: int, level: int) -> bytes:
+    """``ms`` of 24 kHz PCM16 at a constant level: each stretch of a test recognisable."""
+    return level.to_bytes(2, "little", signed=True) * (24 * ms)
+
+
+def b64(pcm: bytes) -> str:
+    return base64.b64encode(pcm).decode()
+
+
+def test_a_detected_turn_keeps_the_audio_the_upstream_committed() -> None:
+    up = Upstream(transcripts=False)
+    up.client("input_audio_buffer.append", audio=b64(tone(1000, 0)))
+    up.client("input_audio_buffer.append", audio=b64(tone(1500, 700)))
+    up.client("input_audio_buffer.append", audio=b64(tone(500, 0)))
+    # The upstream's detector: speech from 700 ms (prefix padding included) to 2600 ms.
+    up.feed(up.conn.speech_started("item_v", 700))
+    up.feed(up.conn.speech_stopped("item_v", 700, 2600))
+    kept = up.mirror.user_audio.audio_of("item_v")
+    assert kept is not None
+    assert kept == (bytes(up.conn.conversation.audio["item_v"]), "audio/pcm")
+    assert len(kept[0]) == 1900 * 48 and kept[0].count(tone(1, 700)) == 1500
+
+
+def test_client_commits_are_answered_in_order() -> None:
+    up = Upstream(transcripts=False)
+    up.feed(update(up.conn, audio={"input": {"turn_detection": None}}))
+    first, second = tone(400, 100), tone(300, 200)
+    # Both commits are written before the upstream answers the first.
+    for audio in (first, second):
+        up.mirror.user_audio.written(audio, "audio/pcm")
+        up.mirror.user_audio.commit_written()
+    up.feed(send(up.conn, "input_audio_buffer.append", audio=b64(first)))
+    up.feed(up.conn.commit("item_1"))
+    up.feed(send(up.conn, "input_audio_buffer.append", audio=b64(second)))
+    up.feed(up.conn.commit("item_2"))
+    assert up.mirror.user_audio.audio_of("item_1") == (first, "audio/pcm")
+    assert up.mirror.user_audio.audio_of("item_2") == (second, "audio/pcm")
+
+
+def test_a_cleared_buffer_is_not_part_of_the_next_turn() -> None:
+    up = Upstream(transcripts=False)
+    up.client(
+        "session.update", session={"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+    )
+    up.client("input_audio_buffer.append", audio=b64(tone(300, 5)))
+    up.client("input_audio_buffer.clear")
+    up.client("input_audio_buffer.append", audio=b64(tone(200, 9)))
+    committed = up.client("input_audio_buffer.commit")
+    item_id = next(e["item_id"] for e in committed if e["type"].endswith("committed"))
+    assert up.mirror.user_audio.audio_of(item_id) == (tone(200, 9), "audio/pcm")
+
+
+def test_items_audio_is_trimmed_oldest_first_within_the_budget() -> None:
+    audio = UserAudio(max_bytes=2 * 48_000, listening=False)
+    for n in range(3):
+        audio.written(tone(1000, n + 1), "audio/pcm")  # 48,000 bytes a turn
+        audio.commit_written()
+        audio.committed(f"item_{n}")
+    assert audio.audio_of("item_0") is None  # the oldest went first
+    assert audio.audio_of("item_1") == (tone(1000, 2), "audio/pcm")
+    assert audio.audio_of("item_2") == (tone(1000, 3), "audio/pcm")
+    # A single turn over the budget is still kept: the newest item's audio never goes.
+    audio.written(tone(3000, 4), "audio/pcm")
+    audio.commit_written()
+    audio.committed("item_3")
+    assert [audio.audio_of(f"item_{n}") is None for n in range(4)] == [True, True, True, False]
+    audio.forget("item_3")
+    assert audio.kept_bytes == 0
+
+
+def test_silence_between_detected_turns_is_not_kept() -> None:
+    audio = UserAudio()
+    for _ in range(300):  # 30 s of silence, 100 ms at a time, nobody speaking
+        audio.written(tone(100, 0), "audio/pcm")
+    assert audio.kept_bytes <= (IDLE_KEEP_MS + 1000) * 48
+    # A turn under way keeps its start, however long it grows.
+    audio.speech_started("item_s", 29_800)
+    for _ in range(100):
+        audio.written(tone(100, 3), "audio/pcm")
+    audio.speech_ended("item_s", 40_000)
+    audio.committed("item_s")
+    kept = audio.audio_of("item_s")
+    assert kept is not None and len(kept[0]) == 10_200 * 48
+
+
+def test_each_upstream_session_counts_its_audio_from_its_start() -> None:
+    audio = UserAudio()
+    audio.written(tone(2000, 1), "audio/pcm")  # heard by the first upstream session
+    audio.link_opened()  # a renewal: the next session's ms count from here
+    audio.written(tone(1000, 2), "audio/pcm")
+    audio.speech_started("item_n", 0)
+    audio.speech_ended("item_n", 1000)
+    audio.committed("item_n")
+    assert audio.audio_of("item_n") == (tone(1000, 2), "audio/pcm")
+
+
+def spoken_untranscribed(up: Upstream) -> tuple[str, bytes]:
+    """A user turn, detected upstream, whose transcript the client never asked for."""
+    speech = tone(800, 1234)
+    detection = {"type": "server_vad", "create_response": False}
+    up.feed(update(up.conn, audio={"input": {"turn_detection": detection}}))
+    up.client("input_audio_buffer.append", audio=b64(speech))
+    up.feed(up.conn.speech_started("item_spoken", 0))
+    up.feed(up.conn.speech_stopped("item_spoken", 0, 800))
+    return "item_spoken", speech
+
+
+def test_pipeline_is_asked_to_transcribe_turns_without_a_transcript() -> None:
+    up = Upstream(transcripts=False)
+    up.feed(send(up.conn, "conversation.item.create", item=_user("Hello.", "item_t")))
+    item_id, speech = spoken_untranscribed(up)
+    local = RealtimeConnection(model="embedded")
+    _, owed = seed_connection(local, up.mirror)
+    assert owed == [TranscribeItem(item_id, speech, "audio/pcm")]
+    assert bytes(local.conversation.audio[item_id]) == speech
+    # Once the pipeline's recogniser answers, the language model hears the words.
+    local.transcription_done(item_id, "my number is five", 0.8)
+    said = [m["content"] for m in chat_messages(start_response(local).context)]
+    assert said == ["Hello.", "my number is five"]
+
+
+def test_a_turn_with_the_upstreams_transcript_is_not_transcribed_again() -> None:
+    up = Upstream(transcripts=True)
+    item_id, _ = spoken_untranscribed(up)
+    up.feed(up.conn.transcription_done(item_id, "as the upstream heard it", 0.8))
+    local = RealtimeConnection()
+    _, owed = seed_connection(local, up.mirror)
+    assert owed == []
+    assert texts(list(local.conversation)) == ["as the upstream heard it"]
+    assert "audio" not in json.dumps(replay_events(up.mirror)[1:])
+
+
+def test_replay_gives_a_turn_without_a_transcript_as_its_audio() -> None:
+    up = Upstream(transcripts=False)
+    item_id, speech = spoken_untranscribed(up)
+    up.reply(["Noted."], audio=False)
+    # 800 ms of audio is 51,200 characters of base64: not text, so nothing is summarised.
+    replay = replay_events(up.mirror, max_chars=300)
+    assert [e["item"]["id"] for e in replay[1:]] == [item_id, up.mirror.items()[1].id]
+    fresh = started()
+    out: list[Output] = []
+    for event in replay:
+        out += fresh.receive(json.dumps(event))
+    assert "error" not in types(events(out))
+    # The fresh session hears the turn as it was said (it transcribes it as its own).
+    assert TranscribeItem(item_id, speech, "audio/pcm") in out
 
 
 def _user(text: str, item_id: str | None = None) -> dict[str, Any]:

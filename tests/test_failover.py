@@ -6,6 +6,7 @@ ledger keeps the upstream's usage up to the failure."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from _fault_proxy import FaultProxy
 from _realtime import Events
 from _relay import module_upstream
 from _upstream import UpstreamVoxgate
-from conftest import SlowChatServer
+from conftest import SlowChatServer, heard, speech_pcm24k
 from voxgate.control.policy import Policy
 
 pytestmark = pytest.mark.slow
@@ -124,6 +125,87 @@ async def test_dropped_mid_response_goes_on_locally(
     assert entry["session_id"] == record["id"]
     counted = metric(server, "voxgate_upstream_failovers_total")
     assert counted == {'{reason="closed",to="pipeline",upstream="default"}': 1.0}
+
+
+async def spoken_turn_upstream(conn: Any, events: Events) -> tuple[str, Any]:
+    """A spoken turn, without input transcription, that the upstream answers: the item's id
+    and the ``response.done``."""
+    created = await events.expect("session.created")
+    assert created.session.audio.input.transcription is None  # the client never asked
+    # Half a second of silence, the words, then silence enough for the upstream's turn
+    # detection to end the turn.
+    speech = bytes(24_000) + speech_pcm24k("I would like to order a pizza") + bytes(72_000)
+    for start in range(0, len(speech), 9600):  # 200 ms appends, as a client streams
+        chunk = speech[start : start + 9600]
+        await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+    committed = (await events.until("input_audio_buffer.committed"))[-1]
+    done = (await events.until("response.done"))[-1]
+    assert done.response.status == "completed"
+    assert not [e for e in events.all if "transcription" in e.type]
+    return committed.item_id, done
+
+
+async def test_spoken_turn_without_transcription_reaches_the_fallback(
+    start_server: Any,
+    upstream: UpstreamVoxgate,
+    proxy: FaultProxy,
+    chat: SlowChatServer,
+    tmp_path: Path,
+) -> None:
+    server = relay_behind_proxy(start_server, proxy, upstream, chat, tmp_path)
+    async with client(server).realtime.connect(model=MODEL) as conn:
+        events = Events(conn)
+        item_id, spoken = await spoken_turn_upstream(conn, events)
+        proxy.drop_after("response.output_audio.delta", 3)
+        cut = await turn(conn, events, "Tell me about the sea.")
+        assert cut.response.status == "failed"
+        await events.expect("session.updated")
+        again = await events.until("response.done")
+        assert again[-1].response.status == "completed"
+    # The fallback's model was told what the user said, though no transcript ever existed.
+    said = said_to_model(chat.requests[0])
+    assert heard(said[0], {"order", "pizza"}), said
+    assert said[1:3] == [reply_text(spoken), "Tell me about the sea."]
+    assert not [e for e in events.all if e.type == "error"]
+    # The words are in the relaying server's books too, against the spoken item.
+    record = await my_session(server)
+    users = {t["item_id"]: t["text"] for t in record["transcript"] if t["role"] == "user"}
+    assert users[item_id] == said[0]
+
+
+async def test_next_upstream_hears_a_spoken_turn_without_transcription(
+    start_server: Any,
+    upstream: UpstreamVoxgate,
+    proxy: FaultProxy,
+    chat: SlowChatServer,
+    tmp_path: Path,
+) -> None:
+    primary = {**upstream.setting("primary", models=["gpt-realtime*"]), "url": proxy.ws_url}
+    secondary = upstream.setting("secondary", models=["gpt-realtime*"])
+    server = relay_behind_proxy(
+        start_server,
+        proxy,
+        upstream,
+        chat,
+        tmp_path,
+        upstreams=[primary, secondary],
+        policy=Policy(fallback="next"),
+    )
+    async with client(server).realtime.connect(model=MODEL) as conn:
+        events = Events(conn)
+        item_id, _ = await spoken_turn_upstream(conn, events)
+        proxy.drop_after("response.output_audio.delta", 3)
+        cut = await turn(conn, events, "Tell me about the sea.")
+        assert cut.response.status == "failed"
+        updated = await events.expect("session.updated")
+        again = (await events.until("response.done"))[-1]
+        assert again.response.status == "completed"
+    # The new upstream session was given the turn as its audio, and heard the words in it.
+    record = await rest(
+        upstream.http_url, f"/admin/sessions/{updated.session.id}", upstream.api_key
+    )
+    users = {t["item_id"]: t["text"] for t in record["transcript"] if t["role"] == "user"}
+    assert heard(users[item_id], {"order", "pizza"}), users
 
 
 @pytest.mark.parametrize("status", [401, 403, 429, 503, None])

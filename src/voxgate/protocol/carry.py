@@ -12,7 +12,10 @@ must be renewed the conversation can go on elsewhere:
   ``conversation.item.create`` per item, as text (an upstream cannot be handed assistant audio).
   Past `REPLAY_MAX_CHARS` of text, the oldest items are folded into one summary item of at
   most `SUMMARY_MAX_CHARS` (docs/relay.md states both);
-- `cut` marks what the failed upstream left unfinished as incomplete.
+- `cut` marks what the failed upstream left unfinished as incomplete;
+- ``user_audio`` (`user_audio.py`) keeps the audio of the user's committed turns: one whose
+  transcript the upstream never gave (input transcription off) is carried as audio, for the
+  pipeline to transcribe and a fresh upstream to hear.
 
 Rules kept here:
 - items are keyed by the upstream's ids; ``previous_item_id`` places them as upstream did;
@@ -32,7 +35,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audio_items import needs_transcript
 from .audio_math import ms_to_bytes
+from .commands import TranscribeItem
 from .connection import RealtimeConnection
 from .errors import ProtocolError
 from .ids import new_id
@@ -42,15 +47,14 @@ from .items import (
     FunctionCallOutput,
     InputAudio,
     InputImage,
-    InputText,
     Item,
     OutputAudio,
-    OutputText,
-    SystemMessage,
     UserMessage,
     item_text,
 )
 from .mcp_items import McpCall, McpItem
+from .user_audio import UserAudio
+from .wire_items import append_words, has_words, item_from_wire, keep_words
 
 # Replayed text beyond this is summarised (the oldest items first): about 8k tokens, well
 # inside any Realtime model's context and quick to send.
@@ -105,6 +109,8 @@ class ConversationMirror:
     # Moves with every event that may change the conversation or the configuration: a
     # replay made at one version is stale at another.
     version: int = 0
+    # The user's audio as written upstream, and of each committed turn.
+    user_audio: UserAudio = field(default_factory=UserAudio)
 
     # -- reading upstream events ---------------------------------------------------------
 
@@ -117,11 +123,15 @@ class ConversationMirror:
             self.speaking = True
         elif kind in _TURN_ENDS:
             self.speaking = False
+        if isinstance(kind, str) and kind.startswith(("input_audio_buffer.", "conversation.")):
+            self.user_audio.observe(event)
         if kind in ("session.created", "session.updated"):
             session = event.get("session")
             if isinstance(session, dict):
                 self.session = copy.deepcopy(session)
                 self.session_id = session.get("id", self.session_id)
+                detection = _input(self.session).get("turn_detection", "server_vad")
+                self.user_audio.listening = detection is not None
         elif kind in ("conversation.item.added", "conversation.item.created"):
             self._place(event.get("item"), _previous(event))
         elif kind == "conversation.item.done":
@@ -155,8 +165,8 @@ class ConversationMirror:
         if item is None or item.id is None:
             return
         if item.id in self._items:
-            if update or not _has_words(self._items[item.id]):
-                self._items[item.id] = _keep_words(self._items[item.id], item)
+            if update or not has_words(self._items[item.id]):
+                self._items[item.id] = keep_words(self._items[item.id], item)
             return
         self._items[item.id] = item
         if isinstance(previous, str) and previous in self._items:
@@ -230,7 +240,7 @@ class ConversationMirror:
             speech.marks.append((len(speech.audio), delta))
         item = self._items.get(item_id)
         if isinstance(item, AssistantMessage):
-            _append_words(item, delta, audio=audio)
+            append_words(item, delta, audio=audio)
 
     def _speech_of(self, item_id: str) -> _Speech:
         speech = self._speech.get(item_id)
@@ -239,6 +249,10 @@ class ConversationMirror:
             self._speech.clear()
             speech = self._speech[item_id] = _Speech(self._output_format())
         return speech
+
+    def input_format(self) -> str:
+        fmt = _input(self.session).get("format", {})
+        return str(fmt.get("type", "audio/pcm")) if isinstance(fmt, dict) else "audio/pcm"
 
     def _output_format(self) -> str:
         fmt = self.session.get("audio", {}).get("output", {}).get("format", {})
@@ -287,6 +301,12 @@ class ConversationMirror:
         self.speaking = False
 
 
+def _input(session: Mapping[str, Any]) -> dict[str, Any]:
+    audio = session.get("audio")
+    inp = audio.get("input") if isinstance(audio, dict) else None
+    return inp if isinstance(inp, dict) else {}
+
+
 def _previous(event: Mapping[str, Any]) -> Any:
     """Where a conversation event places its item: a null ``previous_item_id`` means the item
     has no predecessor (first); an event without the field says nothing (last)."""
@@ -295,119 +315,31 @@ def _previous(event: Mapping[str, Any]) -> Any:
     return event.get("previous_item_id")
 
 
-# -- items from the wire, as text -------------------------------------------------------------
-
-
-def item_from_wire(raw: Any) -> Item | None:
-    """An upstream item as one of ours, audio as its transcript; None for kinds the local
-    pipeline cannot hold (MCP items and the like) — their results are in later items."""
-    if not isinstance(raw, dict):
-        return None
-    kind, ident, status = raw.get("type"), raw.get("id"), raw.get("status")
-    common: dict[str, Any] = {"id": ident, "status": status if status else None}
-    if kind == "function_call":
-        return FunctionCall(
-            type="function_call",
-            name=str(raw.get("name") or ""),
-            arguments=str(raw.get("arguments") or ""),
-            call_id=raw.get("call_id"),
-            **common,
-        )
-    if kind == "function_call_output":
-        return FunctionCallOutput(
-            type="function_call_output",
-            call_id=str(raw.get("call_id") or ""),
-            output=str(raw.get("output") or ""),
-            **common,
-        )
-    if kind != "message":
-        return None
-    content = [p for p in raw.get("content") or [] if isinstance(p, dict)]
-    role = raw.get("role")
-    if role == "assistant":
-        return AssistantMessage(role="assistant", content=_assistant_parts(content), **common)
-    if role == "user":
-        return UserMessage(role="user", content=_user_parts(content), **common)
-    if role == "system":
-        texts = [InputText(type="input_text", text=str(p.get("text") or "")) for p in content]
-        return SystemMessage(role="system", content=texts, **common)
-    return None
-
-
-def _user_parts(content: list[dict[str, Any]]) -> list[InputText | InputAudio | InputImage]:
-    parts: list[InputText | InputAudio | InputImage] = []
-    for p in content:
-        if p.get("type") == "input_text":
-            parts.append(InputText(type="input_text", text=str(p.get("text") or "")))
-        elif p.get("type") == "input_audio":
-            parts.append(InputAudio(type="input_audio", transcript=p.get("transcript")))
-        elif p.get("type") == "input_image" and isinstance(p.get("image_url"), str):
-            parts.append(InputImage(type="input_image", image_url=p["image_url"]))
-    return parts
-
-
-def _assistant_parts(content: list[dict[str, Any]]) -> list[OutputText | OutputAudio]:
-    parts: list[OutputText | OutputAudio] = []
-    for p in content:
-        if p.get("type") in ("output_text", "text"):
-            parts.append(OutputText(type="output_text", text=str(p.get("text") or "")))
-        elif p.get("type") in ("output_audio", "audio"):
-            parts.append(OutputAudio(type="output_audio", transcript=p.get("transcript")))
-    return parts
-
-
-def _has_words(item: Item) -> bool:
-    return bool(item_text(item))
-
-
-def _keep_words(old: Item, new: Item) -> Item:
-    """A later version of an item; words we already had stay where the new one has none
-    (an upstream's ``done`` may come before a transcript we pieced together)."""
-    if isinstance(old, AssistantMessage) and isinstance(new, AssistantMessage):
-        if not new.content and old.content:
-            new.content = old.content
-        for was, now in zip(old.content, new.content, strict=False):
-            if isinstance(was, OutputAudio) and isinstance(now, OutputAudio):
-                now.transcript = now.transcript if now.transcript else was.transcript
-    if isinstance(old, UserMessage) and isinstance(new, UserMessage):
-        for was_u, now_u in zip(old.content, new.content, strict=False):
-            if isinstance(was_u, InputAudio) and isinstance(now_u, InputAudio):
-                now_u.transcript = now_u.transcript if now_u.transcript else was_u.transcript
-    return new
-
-
-def _append_words(item: AssistantMessage, delta: str, *, audio: bool) -> None:
-    for part in item.content:
-        if audio and isinstance(part, OutputAudio):
-            part.transcript = (part.transcript or "") + delta
-            return
-        if not audio and isinstance(part, OutputText):
-            part.text += delta
-            return
-    if audio:
-        item.content.append(OutputAudio(type="output_audio", transcript=delta))
-    else:
-        item.content.append(OutputText(type="output_text", text=delta))
-
-
 # -- (a) the embedded pipeline takes over ----------------------------------------------------
 
 
 def seed_connection(
     conn: RealtimeConnection, mirror: ConversationMirror, *, model: str | None = None
-) -> list[str]:
+) -> tuple[list[str], list[TranscribeItem]]:
     """Give a fresh local connection the mirrored configuration and conversation, so the
     embedded pipeline answers the next turn knowing everything said so far. ``model`` names
     the engine now serving the session. Returns the configuration fields that could not be
-    carried (settings the local pipeline refuses; the rest still apply)."""
+    carried (settings the local pipeline refuses; the rest still apply), and the user turns
+    the pipeline must transcribe (kept audio, no transcript), newest first: a response waits
+    for those words, and the newest matter most if the recogniser cannot take them all."""
     patch = mirror.config_patch()
     patch.pop("model", None)  # the engine now serving names it (not a client's change)
     dropped = _configure_what_fits(conn, patch)
     if model is not None:
         conn.config = conn.config.model_copy(update={"model": model})
+    owed: list[TranscribeItem] = []
     for item in mirror.items():
         assert item.id is not None
         conn.conversation.insert(item)
+        heard = mirror.user_audio.audio_of(item.id)
+        if heard is not None and needs_transcript(item):
+            conn.conversation.audio[item.id] = bytearray(heard[0])
+            owed.insert(0, TranscribeItem(item.id, heard[0], heard[1]))
         kept = mirror.speech_of(item.id)
         if kept is not None:
             audio, fmt, marks = kept
@@ -417,7 +349,7 @@ def seed_connection(
     conn.budget.trim_audio(conn.conversation)
     conn.audio_produced = mirror.audio_produced
     conn.model_locked = mirror.responded
-    return dropped
+    return dropped, owed
 
 
 def _configure_what_fits(conn: RealtimeConnection, patch: dict[str, Any]) -> list[str]:
@@ -448,7 +380,11 @@ def replay_events(
     then each item as text (ids kept, so the client's later references still resolve). When
     the items' text passes ``max_chars``, the oldest become one summary item first."""
     events: list[dict[str, Any]] = [{"type": "session.update", "session": mirror.config_patch()}]
-    items = [(item, text) for item in mirror.items() if (text := _replay_item(item))]
+    items = [
+        (item, wire)
+        for item in mirror.items()
+        if (wire := _replay_item(item, _heard(mirror, item)))
+    ]
     kept_from = len(items)
     total = 0
     while kept_from > 0 and total + _size(items[kept_from - 1][1]) <= max_chars:
@@ -464,8 +400,20 @@ def replay_events(
     return events
 
 
-def _replay_item(item: Item) -> dict[str, Any] | None:
-    """The item as a client may create it: audio parts become text; None if it says nothing."""
+def _heard(mirror: ConversationMirror, item: Item) -> str | None:
+    """A user turn's kept audio (base64) where no transcript stands for it, in the input
+    format the replayed configuration sets (audio in another format cannot be given)."""
+    if item.id is None or not needs_transcript(item):
+        return None
+    heard = mirror.user_audio.audio_of(item.id)
+    if heard is None or heard[1] != mirror.input_format():
+        return None
+    return base64.b64encode(heard[0]).decode("ascii")
+
+
+def _replay_item(item: Item, audio: str | None = None) -> dict[str, Any] | None:
+    """The item as a client may create it: audio parts become text, or ``audio`` (a user turn
+    without a transcript); None if it says nothing."""
     common = {"id": item.id} if item.id else {}
     if isinstance(item, McpCall):  # clients cannot create MCP items: its outcome, as text
         text = f"MCP tool {item.server_label}.{item.name}({item.arguments}) gave: " + (
@@ -495,6 +443,8 @@ def _replay_item(item: Item) -> dict[str, Any] | None:
         ]
         if words:
             content.insert(0, {"type": "input_text", "text": words})
+        if audio:
+            content.insert(0, {"type": "input_audio", "audio": audio})
         if not content:
             return None
     else:
@@ -507,10 +457,11 @@ def _size(wire: dict[str, Any]) -> int:
 
 
 def _strings(value: Any) -> list[str]:
+    """The text of a wire item (its audio, bounded by the mirror's budget, is not text)."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
+        return [s for k, v in value.items() if k != "audio" for s in _strings(v)]
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return []

@@ -6,7 +6,9 @@ drivers and moves the conversation from one engine to the next (see docs/relay.m
   pipeline (the session's connection is seeded with the mirrored conversation and
   configuration, `protocol/carry.py`), on the next upstream (a new relay that replays the
   conversation before anything else), or not at all (the session ends with an
-  ``upstream_unavailable`` error). The relay has already closed the responses it cut off
+  ``upstream_unavailable`` error). User turns without a transcript (input transcription off)
+  are carried as their audio: the pipeline transcribes them before it answers; a new
+  upstream is given the audio. The relay has already closed the responses it cut off
   (``response.done``, status ``failed``); the user's turn they were answering is answered
   again by the fallback. The client then hears a ``session.updated`` whose ``model`` names
   the engine now serving it (`failover.LOCAL_MODEL` for the embedded pipeline). Client events
@@ -201,7 +203,10 @@ class Handover:
         assert self.engines is not None
         out: list[DriverOutput] = []
         if lost.phase == "session":
-            dropped = seed_connection(conn, self.mirror, model=LOCAL_MODEL)
+            # User turns the upstream never transcribed are transcribed here, while the
+            # pipeline starts; a response waits for their words (listener.ready).
+            dropped, owed = seed_connection(conn, self.mirror, model=LOCAL_MODEL)
+            out += owed
             if dropped:
                 log.warning(
                     "session %s: settings not carried to the pipeline: %s", conn.session_id, dropped

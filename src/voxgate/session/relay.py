@@ -25,14 +25,14 @@
 - ``hook`` sees every upstream event before it is relayed and may replace it (server-side
   tools intercept ``function_call`` items there), using `send_upstream`.
 - Carry-over (failover and renewal, `handover.py`): a ``mirror`` keeps the conversation as
-  the upstream's events describe it; ``replay`` events give a new upstream session an earlier
-  one's conversation right after the initial configuration, before any client event (the
-  upstream's answers to items with an id are waited for and not relayed); ``announce`` says
-  what the client hears of a new upstream session (``session.created`` for the first, a
-  ``session.updated`` — its ``model`` names what serves now — after a failover, nothing
-  after a renewal); `prepare`
-  opens the upstream session before the driver takes over (make before break);
-  ``after_event`` hears of each relayed event (renewal looks for a quiet moment there).
+  the upstream's events describe it, and the user's audio as written upstream; ``replay``
+  events give a new upstream session an earlier one's conversation right after the initial
+  configuration, before any client event (the upstream's answers to items with an id are
+  waited for, not relayed); ``announce`` says what the client hears of a new upstream
+  session (``session.created`` for the first, a ``session.updated`` naming what serves now
+  after a failover, nothing after a renewal); `prepare` opens the upstream session before the
+  driver takes over; ``after_event`` hears of each relayed event (renewal looks for a quiet
+  moment there).
 
 Tasks (in the session's group): one reads the upstream (and connects first), one writes to
 it. Client events that arrive before the upstream session is open wait, in order, in a
@@ -64,6 +64,7 @@ from ..protocol.commands import CancelResponse, ClearOutputAudio, StartResponse
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
+from ..protocol.user_audio import Written, written_by
 from . import relay_records as records
 from .clock import Clock, within
 from .disclosure import is_disclosure
@@ -148,7 +149,8 @@ class RelayDriver:
         self.upstream_session_id: str | None = None
         self._host: DriverHost | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._outgoing: deque[str] = deque()
+        # Client events to write, each with its effect on the user's input (user_audio.py).
+        self._outgoing: deque[tuple[str, Written]] = deque()
         self._pending_chars = 0
         self._wake = asyncio.Event()
         # Responses in progress upstream (the response object of their response.created),
@@ -200,14 +202,16 @@ class RelayDriver:
             self._arm()
         if not isinstance(event, ev.InputAudioBufferAppend):
             self.changes_sent += 1
-        return self._send(conn, raw if isinstance(raw, str) else raw.decode("utf-8"))
+        text = raw if isinstance(raw, str) else raw.decode("utf-8")
+        return self._send(conn, text, written_by(event, conn.input_format) if self.mirror else None)
 
     def track_audio(self, conn: RealtimeConnection, pcm24k: bytes) -> list[DriverOutput]:
         fmt = conn.input_format
         if self._to_upstream is None or self._to_upstream.format.type != fmt:
             self._to_upstream = OutputConverter(PLAYOUT_RATE, AudioFormat.from_type(fmt))
-        audio = base64.b64encode(self._to_upstream.process(pcm24k)).decode("ascii")
-        return self.send_upstream(conn, {"type": "input_audio_buffer.append", "audio": audio})
+        pcm = self._to_upstream.process(pcm24k)
+        event = {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
+        return self._send(conn, json.dumps(event), (pcm, fmt))
 
     def command(self, conn: RealtimeConnection, cmd: DriverCommand) -> list[DriverOutput]:
         if isinstance(cmd, CancelResponse) and cmd.response_id in self._active:
@@ -279,7 +283,7 @@ class RelayDriver:
 
     def take_unsent(self) -> list[str]:
         """Client events not yet written upstream (they go to whatever serves next)."""
-        unsent = list(self._outgoing)
+        unsent = [text for text, _ in self._outgoing]
         self._outgoing.clear()
         self._pending_chars = 0
         return unsent
@@ -407,6 +411,7 @@ class RelayDriver:
         )
         if self.mirror is not None:
             self.mirror.observe(created)
+            self.mirror.user_audio.max_bytes = conn.budget.limits.max_bytes
         out: list[DriverOutput] = []
         if self.announce == "created":
             out.append(Forward(json.dumps(created), "session.created"))
@@ -448,10 +453,12 @@ class RelayDriver:
 
     # -- client → upstream --------------------------------------------------------------------
 
-    def _send(self, conn: RealtimeConnection, text: str) -> list[DriverOutput]:
+    def _send(
+        self, conn: RealtimeConnection, text: str, written: Written = None
+    ) -> list[DriverOutput]:
         if self._done:
             return []
-        self._outgoing.append(text)
+        self._outgoing.append((text, written))
         self._pending_chars += len(text)
         self._wake.set()
         if self._pending_chars > MAX_PENDING_BYTES:
@@ -580,13 +587,17 @@ class RelayDriver:
         return lambda conn: self._event(conn, text, data)
 
     async def _write(self, link: UpstreamConnection) -> None:
+        if self.mirror is not None:
+            self.mirror.user_audio.link_opened()
         try:
             while True:
                 while not self._outgoing:
                     self._wake.clear()
                     await self._wake.wait()
-                text = self._outgoing.popleft()
+                text, written = self._outgoing.popleft()
                 self._pending_chars -= len(text)
+                if self.mirror is not None:
+                    self.mirror.user_audio.write(written)
                 await link.send(text)
         except UpstreamError:
             return  # the reader sees the same close and reports it
