@@ -142,6 +142,9 @@ class DirectDriver:
     def busy(self) -> bool:
         return bool(self._responses)
 
+    def say(self, conn: RealtimeConnection, text: str) -> list[DriverOutput]:
+        return []  # the call's audio flows between the browser and the upstream: no filler
+
     def stop_responses(
         self, conn: RealtimeConnection, details: dict[str, Any]
     ) -> Sequence[DriverOutput]:

@@ -59,6 +59,20 @@ def is_disclosure(plan: ResponsePlan) -> bool:
     return plan.metadata == METADATA
 
 
+FILLER_METADATA = {"voxgate": "filler"}
+
+
+def filler_request(text: str) -> dict[str, Any]:
+    """The ``response.create`` parameters of a relayed session's filler ("One moment…"),
+    said verbatim by the embedded engines while a server tool runs (see relay_speech.py)."""
+    return {**disclosure_request(text), "metadata": dict(FILLER_METADATA)}
+
+
+def said_here(plan: ResponsePlan) -> bool:
+    """A relayed session speaks this response itself, verbatim (disclosure or filler)."""
+    return plan.metadata in (METADATA, FILLER_METADATA)
+
+
 class Disclosure:
     """The disclosure of one session: its response, once begun."""
 

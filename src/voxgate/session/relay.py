@@ -67,7 +67,7 @@ from ..protocol.ids import new_id
 from ..protocol.user_audio import Written, written_by
 from . import relay_records as records
 from .clock import Clock, within
-from .disclosure import is_disclosure
+from .disclosure import filler_request, said_here
 from .driver import PLAYOUT_RATE, DriverCommand, DriverHost, DriverOutput, Forward, Progress
 from .relay_checks import check, described
 from .relay_playout import AudioDropped, RelayPlayout
@@ -218,7 +218,7 @@ class RelayDriver:
             return self.send_upstream(
                 conn, {"type": "response.cancel", "response_id": cmd.response_id}
             )
-        if isinstance(cmd, StartResponse) and is_disclosure(cmd.plan) and self._host is not None:
+        if isinstance(cmd, StartResponse) and said_here(cmd.plan) and self._host is not None:
             return self.speech.start(conn, self._host, cmd.plan)
         # Otherwise the mirror connection starts no responses and hears no audio itself.
         return []
@@ -226,6 +226,17 @@ class RelayDriver:
     @property
     def busy(self) -> bool:
         return self._expected or self.speech.busy
+
+    def say(self, conn: RealtimeConnection, text: str) -> list[DriverOutput]:
+        """Speak ``text`` verbatim now with the embedded engines (a server tool's filler),
+        unless the session is answering already or cannot speak here."""
+        if self._host is None or self._host.engines is None or conn.active_response_id:
+            return []
+        try:
+            return [*conn.create_response(filler_request(text))]
+        except ProtocolError as exc:
+            log.info("session %s: no filler (%s)", conn.session_id, exc)
+            return []
 
     @property
     def _expected(self) -> bool:

@@ -22,7 +22,8 @@ what differs there: the browser sees the upstream's events itself). It
   turn's transcript): a clear yes cancels the upstream's own answer to it, runs the action
   and asks for voxgate's answer (marked by its metadata); anything else cancels the action.
 A relayed ``response.done`` lists only the client's calls (``client_text``).
-There is no filler in relayed sessions.
+A server tool still running after `FILLER_AFTER_S` makes voxgate say its filler itself, with
+the embedded engines (`RelayDriver.say`, spoken as the disclosure is; a direct call cannot).
 
 `ToolRelayDriver` is a `RelayDriver` whose client events and upstream events pass through
 its `UpstreamTools` (the initial configuration offers the server tools).
@@ -41,7 +42,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.ids import new_id
 from .driver import DriverOutput, Forward, Progress
 from .relay import RelayDriver
-from .tool_flow import SERVER_LABEL, ServerCall, SessionTools
+from .tool_flow import FILLER_AFTER_S, SERVER_LABEL, ServerCall, SessionTools
 from .tools import Outcome, Ready, ToolBroker
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class UpstreamLink(Protocol):
 
     def forward(self, conn: RealtimeConnection, raw: str | bytes) -> list[DriverOutput]:
         """A client event (from a client or sideband of voxgate's) on its usual way upstream."""
+        ...
+
+    def say(self, conn: RealtimeConnection, text: str) -> list[DriverOutput]:
+        """Speak ``text`` to the user now, if the link can (a slow tool's filler)."""
         ...
 
 
@@ -233,12 +238,23 @@ class UpstreamTools:
 
     async def _run_tools(self, calls: list[ServerCall], more: bool) -> None:
         broker = self.tools.broker
+        filler = True  # one per response is enough
         for call in calls:
             decision = broker.check(call.name, call.call_id, call.arguments, new_id("mcpr"))
-            outcome = await broker.run(decision) if isinstance(decision, Ready) else decision
+            if not isinstance(decision, Ready):
+                outcome: Outcome = decision
+            else:
+                task = self.tools.spawn(broker.run(decision), f"relay-tool-{call.name}")
+                if filler and not await self.tools.within(task, FILLER_AFTER_S):
+                    filler = False
+                    await self.tools.post(self._filler(decision.spec.filler_text))
+                outcome = await task
             await self.tools.post(self._delivered(call, outcome))
         if more:
             await self.tools.post(lambda c: self._tool_answer(c, {"type": "response.create"}))
+
+    def _filler(self, text: str) -> Progress:
+        return lambda conn: self.link.say(conn, text)
 
     def _delivered(self, call: ServerCall, outcome: Outcome) -> Progress:
         return lambda conn: self._tool_output(conn, call, outcome, False)

@@ -139,7 +139,7 @@ class SessionTools:
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
         try:
-            if say is not None and not await self._within(task, FILLER_AFTER_S):
+            if say is not None and not await self.within(task, FILLER_AFTER_S):
                 await say(ready.spec.filler_text)
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -266,7 +266,8 @@ class SessionTools:
             ),
         ]
 
-    async def _within(self, task: asyncio.Task[Any], seconds: float) -> bool:
+    async def within(self, task: asyncio.Task[Any], seconds: float) -> bool:
+        """Whether ``task`` finished within ``seconds`` of the session's clock."""
         timer = asyncio.create_task(self.clock.sleep(seconds), name="tool-filler-timer")
         try:
             await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
