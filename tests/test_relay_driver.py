@@ -21,7 +21,8 @@ from voxgate.protocol.connection import RealtimeConnection
 from voxgate.protocol.limits import ConnectionLimits
 from voxgate.session.driver import DriverOutput, Forward
 from voxgate.session.engines import EngineSet
-from voxgate.session.relay import RelayDriver, UpstreamLost
+from voxgate.session.relay import RelayDriver
+from voxgate.session.relay_types import UpstreamLost
 from voxgate.session.testing import running_session
 
 SESSION = {

@@ -63,6 +63,13 @@ def relay(
             "parameters": ACCOUNT,
             "effect": "destructive",
         },
+        {
+            "name": "slow_forecast",
+            "kind": "http",
+            "url": service.url("/slow"),
+            "parameters": CITY,
+            "filler": "Hold on, I am looking.",
+        },
     ]
     server: RunningServer = start_server(
         api_keys=[ADMIN_KEY],
@@ -180,3 +187,25 @@ async def test_relayed_yes_in_the_users_next_turn_runs_the_action_once(
     [approved] = added(seen, "mcp_approval_response")
     assert approved.approve is True and approved.reason == "spoken: Yes please."
     assert not any(e.type == "error" for e in seen), [e for e in seen if e.type == "error"]
+
+
+async def test_relayed_slow_tool_says_its_filler_here_then_the_answer(
+    relay: RunningServer, model: SlowChatServer, service: ToolService
+) -> None:
+    model.respond = Model({"forecast": ("slow_forecast", {"city": "Oslo"})})
+    async with connected(relay) as (conn, events):
+        await tell(conn, "What is the forecast for Oslo?")
+        first, filler = await answer(events)
+        _, said = await answer(events)
+        # The upstream was told what voxgate said, so its model knows it too.
+        await conn.conversation.item.retrieve(item_id=first[-1].response.output[0].id)
+        kept = (await events.until("conversation.item.retrieved"))[-1].item
+    # The filler is said verbatim, in voice, by voxgate (the upstream's model did not say it).
+    assert filler.strip() == "Hold on, I am looking."
+    assert first[-1].response.metadata == {"voxgate": "filler"}
+    assert any(e.type == "response.output_audio.delta" for e in first)
+    assert "sunny and 21 degrees in Oslo" in said
+    assert kept.content[0].text == "Hold on, I am looking."
+    # The upstream's model answered knowing what had been said meanwhile.
+    said_before = [m for m in model.requests[-1]["messages"] if m["role"] == "assistant"]
+    assert any("Hold on, I am looking." in str(m.get("content")) for m in said_before)

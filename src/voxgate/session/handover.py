@@ -53,9 +53,10 @@ from .failover import (
     failure_kind,
 )
 from .pipeline import PipelineDriver
-from .relay import RelayDriver, UpstreamHook, UpstreamLost
+from .relay import RelayDriver
 from .relay_playout import AudioDropped
 from .relay_tools import ToolRelayDriver
+from .relay_types import UpstreamHook, UpstreamLost
 from .tool_flow import SessionTools
 
 log = logging.getLogger(__name__)

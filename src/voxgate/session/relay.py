@@ -46,8 +46,7 @@ import base64
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Sequence
 from typing import Any, Literal
 
 from ..audio import AudioFormat, OutputConverter
@@ -73,6 +72,7 @@ from .relay_checks import check, described
 from .relay_playout import AudioDropped, RelayPlayout
 from .relay_replay import replay
 from .relay_speech import LocalSpeech
+from .relay_types import AfterEvent, Announce, LostHandler, UpstreamHook, UpstreamLost
 from .transport import PlayoutCut
 
 log = logging.getLogger(__name__)
@@ -81,24 +81,6 @@ MAX_PENDING_BYTES = 16 * 1024 * 1024
 LOST_CODE = "upstream_unavailable"
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamLost:
-    """The upstream link failed. ``phase``: "connect" before the client saw
-    ``session.created``, "session" after. ``cut``: responses it cut off; ``asked``: responses
-    asked for (``response.create`` sent) that it never started."""
-
-    error: UpstreamError
-    phase: Literal["connect", "session"]
-    cut: tuple[str, ...] = ()
-    asked: int = 0
-
-
-LostHandler = Callable[[RealtimeConnection, UpstreamLost], Sequence[DriverOutput]]
-UpstreamHook = Callable[
-    ["RelayDriver", RealtimeConnection, dict[str, Any]], Sequence[DriverOutput] | None
-]
-AfterEvent = Callable[["RelayDriver", RealtimeConnection], Sequence[DriverOutput]]
-Announce = Literal["created", "updated", "none"]
 _Opened = tuple[UpstreamConnection, dict[str, Any], list[tuple[str, Any]]]
 
 
