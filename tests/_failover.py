@@ -17,6 +17,7 @@ from _fault_proxy import FaultProxy
 from _realtime import Events
 from _upstream import UpstreamVoxgate
 from conftest import SlowChatServer
+from voxgate.control.policy import Policy
 
 ADMIN_KEY = "sk-failover-admin-key-for-tests"
 MODEL = "gpt-realtime"
@@ -50,6 +51,24 @@ def relay_behind_proxy(
         stt="pocketsphinx",
         stt_workers=1,
         **settings,
+    )
+
+
+def relay_with_next_upstream(
+    start_server: Any, proxy: FaultProxy, up: UpstreamVoxgate, chat: SlowChatServer, tmp_path: Path
+) -> Any:
+    """The server under test with two upstreams and ``fallback = "next"``: the primary behind
+    the proxy (which a test drops), then the same upstream reached directly."""
+    primary = {**up.setting("primary", models=["gpt-realtime*"]), "url": proxy.ws_url}
+    secondary = up.setting("secondary", models=["gpt-realtime*"])
+    return relay_behind_proxy(
+        start_server,
+        proxy,
+        up,
+        chat,
+        tmp_path,
+        upstreams=[primary, secondary],
+        policy=Policy(fallback="next"),
     )
 
 

@@ -23,6 +23,7 @@ from _failover import (
     metric,
     my_session,
     relay_behind_proxy,
+    relay_with_next_upstream,
     rest,
     said_to_model,
     turn,
@@ -180,17 +181,7 @@ async def test_next_upstream_hears_a_spoken_turn_without_transcription(
     chat: SlowChatServer,
     tmp_path: Path,
 ) -> None:
-    primary = {**upstream.setting("primary", models=["gpt-realtime*"]), "url": proxy.ws_url}
-    secondary = upstream.setting("secondary", models=["gpt-realtime*"])
-    server = relay_behind_proxy(
-        start_server,
-        proxy,
-        upstream,
-        chat,
-        tmp_path,
-        upstreams=[primary, secondary],
-        policy=Policy(fallback="next"),
-    )
+    server = relay_with_next_upstream(start_server, proxy, upstream, chat, tmp_path)
     async with client(server).realtime.connect(model=MODEL) as conn:
         events = Events(conn)
         item_id, _ = await spoken_turn_upstream(conn, events)
@@ -313,17 +304,7 @@ async def test_next_upstream_is_given_the_conversation(
     chat: SlowChatServer,
     tmp_path: Path,
 ) -> None:
-    primary = {**upstream.setting("primary", models=["gpt-realtime*"]), "url": proxy.ws_url}
-    secondary = upstream.setting("secondary", models=["gpt-realtime*"])
-    server = relay_behind_proxy(
-        start_server,
-        proxy,
-        upstream,
-        chat,
-        tmp_path,
-        upstreams=[primary, secondary],
-        policy=Policy(fallback="next"),
-    )
+    server = relay_with_next_upstream(start_server, proxy, upstream, chat, tmp_path)
     async with client(server).realtime.connect(model=MODEL) as conn:
         events = Events(conn)
         created = await events.expect("session.created")
