@@ -14,6 +14,18 @@ MAX_APPEND_BYTES = 15 * 1024 * 1024
 MIN_COMMIT_MS = 100
 
 
+def check_append_size(audio: str) -> None:
+    """Refuse an ``input_audio_buffer.append`` whose base64 audio is over the limit (the
+    relay checks it too, before forwarding)."""
+    if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
+        raise ProtocolError(
+            f"Audio chunk too large: at most {MAX_APPEND_BYTES // (1024 * 1024)} MiB of audio "
+            "per input_audio_buffer.append; split it into smaller appends.",
+            code="input_audio_buffer_append_too_large",
+            param="audio",
+        )
+
+
 class InputAudioBuffer:
     def __init__(self, max_bytes: int) -> None:
         self.data = bytearray()
@@ -23,13 +35,7 @@ class InputAudioBuffer:
 
     def append_encoded(self, audio: str, fmt: str) -> bytes:
         """A client's base64 chunk; refused whole when it is invalid or does not fit."""
-        if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
-            raise ProtocolError(
-                f"Audio chunk too large: at most {MAX_APPEND_BYTES // (1024 * 1024)} MiB of audio "
-                "per input_audio_buffer.append; split it into smaller appends.",
-                code="input_audio_buffer_append_too_large",
-                param="audio",
-            )
+        check_append_size(audio)
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):

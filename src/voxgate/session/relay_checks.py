@@ -8,7 +8,7 @@ from typing import Any
 from ..protocol import events as ev
 from ..protocol.connection import RealtimeConnection
 from ..protocol.errors import ProtocolError
-from ..protocol.input_buffer import MAX_APPEND_BYTES
+from ..protocol.input_buffer import check_append_size
 from ..protocol.response_params import parse_response_params
 
 
@@ -18,13 +18,8 @@ def check(conn: RealtimeConnection, event: ev.ClientEvent, size: int) -> None:
     pipeline's size limits (an item's audio counted as base64). ``session.update`` also moves
     the mirror configuration."""
     match event:
-        case ev.InputAudioBufferAppend(audio=audio) if len(audio) > MAX_APPEND_BYTES * 4 // 3 + 4:
-            raise ProtocolError(
-                f"Audio chunk too large: at most {MAX_APPEND_BYTES // (1024 * 1024)} MiB of audio "
-                "per input_audio_buffer.append; split it into smaller appends.",
-                code="input_audio_buffer_append_too_large",
-                param="audio",
-            )
+        case ev.InputAudioBufferAppend(audio=audio):
+            check_append_size(audio)
         case ev.ConversationItemCreate() if (
             size > (most := conn.budget.limits.max_item_bytes) * 4 // 3
         ):
