@@ -89,6 +89,16 @@ async def turn(conn: Any, events: Events, text: str) -> Any:
     return (await events.until("response.done"))[-1]
 
 
+async def cut_mid_reply(conn: Any, events: Events, proxy: FaultProxy) -> Any:
+    """Ask for a reply and have the proxy drop the upstream after its third audio delta: the
+    cut response ends ``failed``; returns the ``session.updated`` that follows (what serves
+    the session now)."""
+    proxy.drop_after("response.output_audio.delta", 3)
+    cut = await turn(conn, events, "Tell me about the sea.")
+    assert cut.response.status == "failed"
+    return await events.expect("session.updated")
+
+
 def said_to_model(request: dict[str, Any]) -> list[str]:
     """The words of each message a chat request carried (system prompt left out)."""
     words = []

@@ -19,6 +19,7 @@ from _failover import (
     MODEL,
     audited,
     client,
+    cut_mid_reply,
     local_chat,
     metric,
     my_session,
@@ -157,10 +158,7 @@ async def test_spoken_turn_without_transcription_reaches_the_fallback(
     async with client(server).realtime.connect(model=MODEL) as conn:
         events = Events(conn)
         item_id, spoken = await spoken_turn_upstream(conn, events)
-        proxy.drop_after("response.output_audio.delta", 3)
-        cut = await turn(conn, events, "Tell me about the sea.")
-        assert cut.response.status == "failed"
-        await events.expect("session.updated")
+        await cut_mid_reply(conn, events, proxy)
         again = await events.until("response.done")
         assert again[-1].response.status == "completed"
     # The fallback's model was told what the user said, though no transcript ever existed.
@@ -185,10 +183,7 @@ async def test_next_upstream_hears_a_spoken_turn_without_transcription(
     async with client(server).realtime.connect(model=MODEL) as conn:
         events = Events(conn)
         item_id, _ = await spoken_turn_upstream(conn, events)
-        proxy.drop_after("response.output_audio.delta", 3)
-        cut = await turn(conn, events, "Tell me about the sea.")
-        assert cut.response.status == "failed"
-        updated = await events.expect("session.updated")
+        updated = await cut_mid_reply(conn, events, proxy)
         again = (await events.until("response.done"))[-1]
         assert again.response.status == "completed"
     # The new upstream session was given the turn as its audio, and heard the words in it.
@@ -309,10 +304,7 @@ async def test_next_upstream_is_given_the_conversation(
         events = Events(conn)
         created = await events.expect("session.created")
         await first_turn_upstream(conn, events)
-        proxy.drop_after("response.output_audio.delta", 3)
-        cut = await turn(conn, events, "Tell me about the sea.")
-        assert cut.response.status == "failed"
-        updated = await events.expect("session.updated")
+        updated = await cut_mid_reply(conn, events, proxy)
         assert updated.session.model == MODEL
         assert updated.session.id != created.session.id  # a new upstream session
         again = (await events.until("response.done"))[-1]
